@@ -1,0 +1,52 @@
+"""The one place that chooses between the Rust extension and the pure-Python twin.
+
+``EDGENODE_BACKEND`` selects: ``auto`` (default: the extension if it imports,
+else pure Python), ``rust`` (the extension or an :class:`ImportError` that says
+why), ``python`` (always the pure twin). Nothing else in the package imports the
+extension; the public modules (:mod:`edgenode.router`, :mod:`edgenode.twin`,
+:mod:`edgenode.store`) take their classes and functions from :data:`core`.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from edgenode.errors import ConfigError
+
+BACKEND_ENV = "EDGENODE_BACKEND"
+CHOICES = ("auto", "rust", "python")
+
+
+def load_native() -> ModuleType | None:
+    """Import the extension, or return ``None`` when it is not installed."""
+    try:
+        from edgenode import _edgecore_fast
+    except ImportError:
+        return None
+    return _edgecore_fast
+
+
+def choose(requested: str) -> tuple[str, ModuleType]:
+    """Return ``(name, namespace)`` for the backend ``requested`` selects."""
+    from edgenode import _pure
+
+    requested = requested.strip().lower() or "auto"
+    if requested not in CHOICES:
+        raise ConfigError(
+            f"{BACKEND_ENV}={requested!r} is not one of {', '.join(CHOICES)}"
+        )
+    if requested == "python":
+        return "python", _pure
+    native = load_native()
+    if native is not None:
+        return "rust", native
+    if requested == "rust":
+        raise ImportError(
+            f"{BACKEND_ENV}=rust but the extension edgenode._edgecore_fast is not "
+            "installed (build it with `maturin develop` or install a wheel)"
+        )
+    return "python", _pure
+
+
+backend, core = choose(os.environ.get(BACKEND_ENV, "auto"))

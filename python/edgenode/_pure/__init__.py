@@ -1,0 +1,39 @@
+"""The pure-Python twin of the Rust extension: the executable specification.
+
+Exports exactly the names of ``edgenode._edgecore_fast`` (see its ``.pyi``),
+with the same signatures, results and exceptions.
+"""
+
+from edgenode._pure.router import (
+    MAX_TOPIC_BYTES,
+    TopicRouter,
+    validate_filter,
+    validate_topic,
+)
+from edgenode._pure.store import DEFAULT_OUTBOX_MAX_BYTES, SCHEMA_VERSION, Store
+from edgenode._pure.twin import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_KEY_BYTES,
+    check_limits,
+    delta,
+    merge_patch,
+    stamp,
+)
+
+__all__ = [
+    "DEFAULT_OUTBOX_MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_KEY_BYTES",
+    "MAX_TOPIC_BYTES",
+    "SCHEMA_VERSION",
+    "Store",
+    "TopicRouter",
+    "check_limits",
+    "delta",
+    "merge_patch",
+    "stamp",
+    "validate_filter",
+    "validate_topic",
+]

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian bookworm (Raspberry Pi OS is Debian): system packages,
+# the Rust toolchain, a virtualenv in .venv with edgenode (and its Rust extension)
+# installed in development mode. Safe to run again; quick when nothing is missing.
+#
+# EDGENODE_PROFILE=release builds the extension optimised (benchmarks, demo);
+# the default "dev" profile compiles faster and is what the tests use.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${EDGENODE_VENV:-$ROOT/.venv}"
+PROFILE="${EDGENODE_PROFILE:-dev}"
+APT_PACKAGES=(mosquitto mosquitto-clients python3-venv python3-dev build-essential pkg-config)
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "system packages present"
+        return
+    fi
+    say "installing system packages: ${missing[*]}"
+    # An unrelated index may fail ("Mirror sync in progress"): warn, then check that what
+    # we need is still installable from the indexes that did load.
+    if ! as_root apt-get update -q; then
+        say "WARNING: apt-get update failed for some index; continuing with what loaded"
+    fi
+    for pkg in "${missing[@]}"; do
+        if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+            say "ERROR: package $pkg is not available from any apt index"
+            exit 1
+        fi
+    done
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}"
+}
+
+ensure_rust() {
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if command -v cargo >/dev/null 2>&1; then
+        say "rust: $(cargo --version)"
+        return
+    fi
+    # No rustup toolchain: Debian's rustc-web is recent enough (rust-version 1.85).
+    say "installing Debian's Rust toolchain (rustc-web, cargo-web)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rustc-web cargo-web
+    say "rust: $(cargo --version)"
+}
+
+pick_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "$candidate"
+            return
+        fi
+    done
+    say "ERROR: Python >= 3.11 is required"
+    exit 1
+}
+
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        local python
+        python="$(pick_python)"
+        say "creating virtualenv $VENV with $($python --version)"
+        "$python" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+    fi
+    say "installing Python tools into $VENV"
+    "$VENV/bin/python" -m pip install -q "maturin>=1.7,<2"
+}
+
+build_edgenode() {
+    say "building edgenode and its Rust extension (profile: $PROFILE)"
+    local flags=()
+    if [ "$PROFILE" = "release" ]; then flags+=(--release); fi
+    (cd "$ROOT" && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop -q --extras dev "${flags[@]}")
+    if [ -f "$ROOT/cloud/pyproject.toml" ]; then
+        say "installing the hub (cloud/)"
+        "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT/cloud"
+    fi
+    "$VENV/bin/edgenode" version >&2
+}
+
+install_system_packages
+ensure_rust
+ensure_venv
+build_edgenode
+say "ready: activate with 'source $VENV/bin/activate'"

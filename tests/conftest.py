@@ -1,0 +1,44 @@
+"""Shared fixtures: every behavioural test of the core runs on both backends."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from edgenode import _pure
+from edgenode._backend import load_native
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
+)
+settings.register_profile(
+    "thorough", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=2000
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def native_core() -> ModuleType:
+    """The Rust extension; its absence is a failure, never a skip."""
+    native = load_native()
+    if native is None:
+        pytest.fail("the Rust extension edgenode._edgecore_fast is not built (run scripts/setup.sh)")
+    return native
+
+
+@pytest.fixture(params=["python", "rust"])
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """The flat namespace of one backend: ``edgenode._pure`` or the Rust extension."""
+    return _pure if request.param == "python" else native_core()
+
+
+@pytest.fixture
+def pure() -> ModuleType:
+    return _pure
+
+
+@pytest.fixture
+def rust() -> ModuleType:
+    return native_core()
