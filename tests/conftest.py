@@ -6,10 +6,9 @@ import os
 from types import ModuleType
 
 import pytest
-from hypothesis import HealthCheck, settings
-
 from edgenode import _pure
 from edgenode._backend import load_native
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
@@ -24,7 +23,9 @@ def native_core() -> ModuleType:
     """The Rust extension; its absence is a failure, never a skip."""
     native = load_native()
     if native is None:
-        pytest.fail("the Rust extension edgenode._edgecore_fast is not built (run scripts/setup.sh)")
+        pytest.fail(
+            "the Rust extension edgenode._edgecore_fast is not built (run scripts/setup.sh)"
+        )
     return native
 
 
