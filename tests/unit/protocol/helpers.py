@@ -44,7 +44,12 @@ class Link:
         hub_revision: int = 0,
         now: float = 0.0,
         accept: bool = True,
+        keep_events: bool = False,
     ) -> Link:
+        """Construct both sides and exchange hello (and welcome when ``accept``).
+
+        The handshake's events are dropped after an accept unless ``keep_events``.
+        """
         node = NodeProtocol("ship-7", "edgenode 0.1", last_revision, now, node_config)
         hub = HubProtocol(now, hub_config)
         link = cls(node, hub, now)
@@ -52,6 +57,9 @@ class Link:
         if accept:
             link.hub.accept(hub_revision)
             link.pump()
+            if not keep_events:
+                link.take_node_events()
+                link.take_hub_events()
         return link
 
     def pump(self) -> None:

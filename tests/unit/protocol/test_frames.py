@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-
 from edgenode.errors import ProtocolError
 from edgenode.protocol import ErrorCode
 from edgenode.protocol.constants import (
@@ -36,8 +35,8 @@ from edgenode.protocol.frames import (
     Upsert,
     WelcomeFrame,
     assemble_list_frame,
-    check_cbor_structure,
     cbor_head,
+    check_cbor_structure,
     decode_frame,
     encode_frame,
     error_code,
@@ -94,9 +93,7 @@ def test_an_ack_encodes_to_known_bytes() -> None:
 
 
 def test_a_hello_encodes_to_known_bytes() -> None:
-    expected = bytes.fromhex(
-        "a6 6174 6168 6176 01 616e 626e31 627377 60 6172 00 626d66 191000"
-    )
+    expected = bytes.fromhex("a6 6174 6168 6176 01 616e 626e31 627377 60 6172 00 626d66 191000")
     assert encode_frame(HelloFrame(1, "n1", "", 0, 4096)) == expected
     assert decode_frame(expected, LIMIT) == HelloFrame(1, "n1", "", 0, 4096)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-
 from edgenode.errors import ConfigError
 from edgenode.protocol import (
     ChangeRejected,
@@ -36,7 +35,6 @@ from edgenode.protocol.frames import (
     RetryAfterFrame,
     SnapshotBeginFrame,
     SnapshotEndFrame,
-    SnapshotItemsFrame,
     UplinkAckFrame,
     UplinkFrame,
     WelcomeFrame,
@@ -365,7 +363,9 @@ def test_many_ack_ranges_are_split_across_frames_under_the_limit() -> None:
     hub = opened(HubConfig(max_frame_size=4096, max_in_flight_records=5000))
     sequences = list(range(0, 6000, 2))
     for start in range(0, len(sequences), 200):
-        feed(hub, UplinkFrame(tuple(UplinkRecord(s, 1, b"") for s in sequences[start : start + 200])))
+        feed(
+            hub, UplinkFrame(tuple(UplinkRecord(s, 1, b"") for s in sequences[start : start + 200]))
+        )
     hub.ack_uplink(sequences)
     messages = hub.data_to_send()
     assert len(messages) > 1
