@@ -278,6 +278,7 @@ class NodeProtocol(_Connection):
         if not self._require_open("send uplink records"):
             return 0
         budget = self._uplink_frame_budget()
+        max_payload = budget - self._record_overhead()
         accepted = 0
         batch: list[bytes] = []
         batch_size = 0
@@ -285,7 +286,7 @@ class NodeProtocol(_Connection):
         in_flight = dict(self._in_flight)
         in_flight_bytes = self._in_flight_bytes
         for record in records:
-            self._check_record(record, in_flight)
+            self._check_record(record, in_flight, max_payload)
             fits_window = not in_flight or (
                 len(in_flight) < self._window_records
                 and in_flight_bytes + len(record.payload) <= self._window_bytes
@@ -538,7 +539,8 @@ class NodeProtocol(_Connection):
             + (_ARRAY_HEAD_MAX)
         )
 
-    def _check_record(self, record: UplinkRecord, in_flight: dict[int, int]) -> None:
+    @staticmethod
+    def _check_record(record: UplinkRecord, in_flight: dict[int, int], max_payload: int) -> None:
         if not isinstance(record, UplinkRecord):
             raise ValueError(f"not an UplinkRecord: {record!r}")
         _check_int(record.sequence, "sequence", 0, MAX_SEQUENCE)
@@ -547,8 +549,8 @@ class NodeProtocol(_Connection):
             raise ValueError("payload must be bytes")
         if record.sequence in in_flight:
             raise ValueError(f"sequence {record.sequence} is already in flight")
-        if len(record.payload) > self.max_uplink_payload:
+        if len(record.payload) > max_payload:
             raise ValueError(
                 f"payload of {len(record.payload)} bytes exceeds the per-record limit of "
-                f"{self.max_uplink_payload}"
+                f"{max_payload}"
             )
