@@ -56,6 +56,8 @@ MAX_RETRY_AFTER_MS: Final = int(MAX_RETRY_AFTER * 1000)
 MIN_HEARTBEAT_MS: Final = int(MIN_HEARTBEAT_INTERVAL * 1000)
 MAX_HEARTBEAT_MS: Final = int(MAX_HEARTBEAT_INTERVAL * 1000)
 MAX_DEADLINE_MS: Final = MAX_HEARTBEAT_MS * 10
+_MIN_CBOR_INT: Final = -(2**64)
+_MAX_CBOR_INT: Final = 2**64 - 1
 
 
 class _CodedProtocolError(ProtocolError):
@@ -546,6 +548,9 @@ def check_body(body: Any, what: str = "body") -> Body:
                 stack.append((item, depth + 1))
         elif type(value) is list:
             stack.extend((item, depth + 1) for item in value)
+        elif type(value) is int and not _MIN_CBOR_INT <= value <= _MAX_CBOR_INT:
+            # Bigger integers would need CBOR bignum tags, which receivers refuse.
+            raise _fail(f"{what} holds an integer outside the 64-bit CBOR range")
         elif value is not None and type(value) not in (bool, int, float, str):
             raise _fail(f"{what} holds a {type(value).__name__}, not a JSON-like value")
     return body

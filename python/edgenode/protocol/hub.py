@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cbor2
 
 from edgenode.errors import ConfigError, ProtocolError
-from edgenode.protocol._connection import State, _Connection, truncate_message
+from edgenode.protocol._connection import State, _Connection, check_now, truncate_message
 from edgenode.protocol.constants import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -169,9 +169,13 @@ class HubProtocol(_Connection):
 
     # --- Application calls ----------------------------------------------------------------
 
-    def accept(self, hub_revision: int) -> None:
-        """Welcome the node; ``RuntimeError`` unless a hello arrived and nothing was answered."""
+    def accept(self, hub_revision: int, now: float | None = None) -> None:
+        """Welcome the node; ``RuntimeError`` unless a hello arrived and nothing was answered.
+
+        Heartbeat timers start at ``now`` (default: when the hello arrived).
+        """
         _check_revision(hub_revision, "hub_revision")
+        start = self._last_received if now is None else check_now(now)
         if self._hello is None or self._state is not State.CONNECTING:
             raise RuntimeError("accept() needs a hello and an unanswered connection")
         config = self._config
@@ -188,7 +192,7 @@ class HubProtocol(_Connection):
                 config.max_in_flight_bytes,
             )
         )
-        self._open(self._last_received, config.heartbeat_interval, deadline)
+        self._open(start, config.heartbeat_interval, deadline)
 
     def send_retry_after(self, delay: float, message: str = "") -> None:
         """Tell the node to come back in ``delay`` seconds at the earliest, and close (1013)."""

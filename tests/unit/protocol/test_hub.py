@@ -256,6 +256,7 @@ def test_a_chunked_last_change_at_the_batch_revision_needs_no_closing_frame() ->
         ([Delete("a", 12)], 11),
         ([Upsert("a", 12, "text")], 20),  # type: ignore[arg-type]
         ([Upsert("a", 12, {"k": b"bytes"})], 20),
+        ([Upsert("a", 12, {"k": 2**64})], 20),  # would need a bignum tag
         ([Delete("", 12)], 20),
         (["nope"], 20),
         ([], -1),
@@ -403,3 +404,11 @@ def test_the_hub_pings_an_idle_node_and_times_out_a_silent_one() -> None:
     hub.tick(3.0)
     assert hub.events_received() == [PeerTimedOut(3.0)]
     assert hub.close_requested().code == CloseCode.PEER_TIMED_OUT
+
+
+def test_heartbeat_timers_start_when_the_application_accepts() -> None:
+    hub = greeted(HubConfig(heartbeat_interval=1.0))
+    hub.accept(5, now=30.0)
+    assert hub.next_deadline() == 31.0
+    hub.tick(32.9)
+    assert hub.state is State.OPEN
