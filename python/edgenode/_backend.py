@@ -33,9 +33,7 @@ def choose(requested: str) -> tuple[str, ModuleType]:
 
     requested = requested.strip().lower() or "auto"
     if requested not in CHOICES:
-        raise ConfigError(
-            f"{BACKEND_ENV}={requested!r} is not one of {', '.join(CHOICES)}"
-        )
+        raise ConfigError(f"{BACKEND_ENV}={requested!r} is not one of {', '.join(CHOICES)}")
     if requested == "python":
         return "python", _pure
     native = load_native()
