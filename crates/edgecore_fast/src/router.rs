@@ -1,1 +1,798 @@
-//! Placeholder: filled in by the router work.
+//! MQTT topic router: topic filters mapped to integer targets, matched through a trie.
+//!
+//! The semantics are MQTT 3.1.1 / 5.0 exactly, and identical to the pure-Python twin
+//! `edgenode._pure.router` (the executable specification, including every error message):
+//!
+//! - `+` matches exactly one level, including an empty one; `#` matches the rest of the
+//!   topic including the parent level (`a/#` matches `a`); empty levels are levels.
+//! - A topic whose first level starts with `$` is not matched by a filter whose first
+//!   level is a wildcard, but is matched by filters such as `$SYS/#`.
+//!
+//! Design for speed: nodes live in one arena (`Vec<Node>`, `u32` indices, freed slots
+//! reused), exact children are found through a map keyed by the level string with a cheap
+//! FxHash, and matching walks the topic's levels iteratively (no recursion, so a topic of
+//! 10,000 levels is harmless) with reusable scratch buffers: no allocation per match once
+//! the buffers have grown.
+//!
+//! This module has no PyO3 dependency; `py_router` is its thin Python binding.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The MQTT limit on the UTF-8 length of a topic name or topic filter.
+pub const MAX_TOPIC_BYTES: usize = 65535;
+/// Error messages quote at most this many characters of the offending input.
+pub const QUOTE_MAX_CHARS: usize = 64;
+/// Targets are integers in `0..TARGET_LIMIT` (they must fit a signed 64-bit integer).
+pub const TARGET_LIMIT: u64 = 1 << 63;
+
+/// Which kind of string is being validated; it names the input in error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// A topic filter (subscriptions: may contain `+` and `#`).
+    Filter,
+    /// A topic name (publications: no wildcards).
+    Name,
+}
+
+impl TopicKind {
+    fn label(self) -> &'static str {
+        match self {
+            TopicKind::Filter => "topic filter",
+            TopicKind::Name => "topic name",
+        }
+    }
+}
+
+/// An invalid topic or topic filter; the message names the problem and quotes the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicError {
+    message: String,
+}
+
+impl TopicError {
+    /// The message, byte-identical to the pure-Python twin's.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn new(kind: TopicKind, quoted: &str, problem: &str) -> Self {
+        TopicError {
+            message: format!("invalid {} {}: {}", kind.label(), quoted, problem),
+        }
+    }
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TopicError {}
+
+/// Quote a string given as code points (which may include lone surrogates, as a Python
+/// `str` can): at most [`QUOTE_MAX_CHARS`] characters between double quotes, `"` and `\`
+/// backslash-escaped, control characters as `\xNN`, surrogates as `\uNNNN`, and `...`
+/// after the closing quote when the input was longer.
+pub fn quote_code_points(code_points: &[u32]) -> String {
+    let mut out = String::with_capacity(QUOTE_MAX_CHARS + 8);
+    out.push('"');
+    for &cp in code_points.iter().take(QUOTE_MAX_CHARS) {
+        match char::from_u32(cp) {
+            Some(ch @ ('"' | '\\')) => {
+                out.push('\\');
+                out.push(ch);
+            }
+            Some(ch) if cp >= 0x20 && !(0x7f..0xa0).contains(&cp) => out.push(ch),
+            Some(_) => out.push_str(&format!("\\x{cp:02x}")),
+            // Only lone surrogates are not chars; a Python str can hold them.
+            None => out.push_str(&format!("\\u{cp:04x}")),
+        }
+    }
+    out.push('"');
+    if code_points.len() > QUOTE_MAX_CHARS {
+        out.push_str("...");
+    }
+    out
+}
+
+fn quote(text: &str) -> String {
+    let code_points: Vec<u32> = text
+        .chars()
+        .take(QUOTE_MAX_CHARS + 1)
+        .map(u32::from)
+        .collect();
+    quote_code_points(&code_points)
+}
+
+/// The character (code point) index of byte offset `byte` in `text`, as Python counts.
+fn char_index(text: &str, byte: usize) -> usize {
+    text[..byte].chars().count()
+}
+
+/// The error for a Python string that holds a lone surrogate and so has no UTF-8 form.
+/// `code_points` is the whole string; the binding layer obtains it from Python.
+pub fn unencodable_error(kind: TopicKind, code_points: &[u32]) -> TopicError {
+    let (index, cp) = code_points
+        .iter()
+        .enumerate()
+        .find(|(_, &cp)| (0xd800..0xe000).contains(&cp))
+        .map_or((0, 0), |(i, &cp)| (i, cp));
+    TopicError::new(
+        kind,
+        &quote_code_points(code_points),
+        &format!("not encodable as UTF-8 (lone surrogate U+{cp:04X} at character {index})"),
+    )
+}
+
+/// Checks shared by filters and names: empty, too long, NUL.
+fn check_common(kind: TopicKind, text: &str) -> Result<(), TopicError> {
+    if text.is_empty() {
+        return Err(TopicError::new(kind, "\"\"", "must not be empty"));
+    }
+    if text.len() > MAX_TOPIC_BYTES {
+        return Err(TopicError::new(
+            kind,
+            &quote(text),
+            &format!(
+                "{} UTF-8 bytes, more than the MQTT limit of {MAX_TOPIC_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    if let Some(pos) = text.bytes().position(|b| b == 0) {
+        return Err(TopicError::new(
+            kind,
+            &quote(text),
+            &format!(
+                "contains NUL (U+0000) at character {}",
+                char_index(text, pos)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Raise nothing if `filter` is a valid MQTT topic filter, else say what is wrong.
+pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(TopicKind::Filter, filter)?;
+    let last = filter.split('/').count() - 1;
+    for (index, level) in filter.split('/').enumerate() {
+        let problem = if level.contains('#') {
+            if level != "#" {
+                Some("'#' must occupy a whole level")
+            } else if index != last {
+                Some("'#' must be the last level")
+            } else {
+                None
+            }
+        } else if level.contains('+') && level != "+" {
+            Some("'+' must occupy a whole level")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(TopicError::new(TopicKind::Filter, &quote(filter), problem));
+        }
+    }
+    Ok(())
+}
+
+/// Raise nothing if `topic` is a valid MQTT topic name, else say what is wrong.
+pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    check_common(TopicKind::Name, topic)?;
+    if let Some(pos) = topic.bytes().position(|b| b == b'+' || b == b'#') {
+        let wildcard = topic.as_bytes()[pos] as char;
+        return Err(TopicError::new(
+            TopicKind::Name,
+            &quote(topic),
+            &format!(
+                "wildcard '{wildcard}' at character {} is not allowed in a topic name",
+                char_index(topic, pos)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The hot-path check: true when `topic` is certainly valid (one branch-free pass).
+#[inline]
+fn topic_is_clean(topic: &str) -> bool {
+    let bytes = topic.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_TOPIC_BYTES {
+        return false;
+    }
+    // No early exit, so the compiler can vectorise the scan.
+    !bytes
+        .iter()
+        .fold(false, |bad, &b| bad | (b == 0) | (b == b'+') | (b == b'#'))
+}
+
+/// FxHash (rustc's hasher): a multiply-rotate hash, much cheaper than SipHash for the
+/// short level strings looked up on every match. Not DoS-resistant, which is acceptable:
+/// filters come from the node's own configuration, and a topic only looks keys up.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Index of a node in the arena; `NO_NODE` marks an absent `+` child.
+type NodeId = u32;
+const NO_NODE: NodeId = NodeId::MAX;
+const ROOT: NodeId = 0;
+
+/// One trie node: the filters whose levels so far lead here.
+#[derive(Default)]
+struct Node {
+    /// Exact-level children, keyed by the level string.
+    children: FxMap<Box<str>, NodeId>,
+    /// The `+` child, or `NO_NODE`.
+    plus: NodeId,
+    /// Targets of filters that end at this node (sorted, unique).
+    targets: Vec<u64>,
+    /// Targets of filters that continue with a final `#` (sorted, unique).
+    hash_targets: Vec<u64>,
+}
+
+impl Node {
+    fn new() -> Self {
+        Node {
+            plus: NO_NODE,
+            ..Node::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus == NO_NODE
+            && self.targets.is_empty()
+            && self.hash_targets.is_empty()
+    }
+}
+
+/// Buffers reused by every match, so that matching allocates nothing once they grew.
+#[derive(Default)]
+struct Scratch {
+    found: Vec<u64>,
+    frontier: Vec<NodeId>,
+    next: Vec<NodeId>,
+}
+
+/// MQTT topic filters mapped to integer targets.
+pub struct TopicRouter {
+    nodes: Vec<Node>,
+    free: Vec<NodeId>,
+    pairs: usize,
+    scratch: Scratch,
+}
+
+impl Default for TopicRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a filter level descends from a node.
+enum Edge<'a> {
+    Exact(&'a str),
+    Plus,
+}
+
+fn edge_of(level: &str) -> Edge<'_> {
+    if level == "+" {
+        Edge::Plus
+    } else {
+        Edge::Exact(level)
+    }
+}
+
+/// Split a (valid) filter into the levels that form its trie path and whether it ends in `#`.
+fn filter_path(filter: &str) -> (impl Iterator<Item = &str>, bool) {
+    match filter.strip_suffix('#') {
+        // "#" alone, or ".../#": the path is everything before the final '#' level.
+        Some("") => ("".split('/').take(0), true),
+        Some(prefix) if prefix.ends_with('/') => {
+            let path = &prefix[..prefix.len() - 1];
+            (path.split('/').take(usize::MAX), true)
+        }
+        _ => (filter.split('/').take(usize::MAX), false),
+    }
+}
+
+fn check_target(target: u64) {
+    assert!(target < TARGET_LIMIT, "target {target} is not below 2**63");
+}
+
+impl TopicRouter {
+    /// An empty router.
+    pub fn new() -> Self {
+        TopicRouter {
+            nodes: vec![Node::new()],
+            free: Vec::new(),
+            pairs: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Number of (filter, target) pairs.
+    pub fn len(&self) -> usize {
+        self.pairs
+    }
+
+    /// True when no pair is stored.
+    pub fn is_empty(&self) -> bool {
+        self.pairs == 0
+    }
+
+    fn alloc(&mut self) -> NodeId {
+        match self.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = NodeId::try_from(self.nodes.len()).expect("trie node count fits u32");
+                assert!(id != NO_NODE, "trie node count fits u32");
+                self.nodes.push(Node::new());
+                id
+            }
+        }
+    }
+
+    /// Add the pair; `Ok(false)` if it was already there.
+    ///
+    /// # Panics
+    /// If `target` is not below 2**63 (the binding checks this first).
+    pub fn add(&mut self, filter: &str, target: u64) -> Result<bool, TopicError> {
+        validate_filter(filter)?;
+        check_target(target);
+        let (levels, ends_with_hash) = filter_path(filter);
+        let mut node = ROOT;
+        for level in levels {
+            node = match edge_of(level) {
+                Edge::Plus => match self.nodes[node as usize].plus {
+                    NO_NODE => {
+                        let child = self.alloc();
+                        self.nodes[node as usize].plus = child;
+                        child
+                    }
+                    child => child,
+                },
+                Edge::Exact(level) => match self.nodes[node as usize].children.get(level) {
+                    Some(&child) => child,
+                    None => {
+                        let child = self.alloc();
+                        self.nodes[node as usize]
+                            .children
+                            .insert(Box::from(level), child);
+                        child
+                    }
+                },
+            };
+        }
+        let slot = &mut self.nodes[node as usize];
+        let targets = if ends_with_hash {
+            &mut slot.hash_targets
+        } else {
+            &mut slot.targets
+        };
+        match targets.binary_search(&target) {
+            Ok(_) => Ok(false),
+            Err(at) => {
+                targets.insert(at, target);
+                self.pairs += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Remove the pair; `Ok(false)` if it was not there. Nodes left empty are freed.
+    pub fn remove(&mut self, filter: &str, target: u64) -> Result<bool, TopicError> {
+        validate_filter(filter)?;
+        let (levels, ends_with_hash) = filter_path(filter);
+        // The path walked, as (parent, edge taken), to prune empty nodes afterwards.
+        let mut path: Vec<(NodeId, Edge<'_>)> = Vec::new();
+        let mut node = ROOT;
+        for level in levels {
+            let edge = edge_of(level);
+            let child = match edge {
+                Edge::Plus => self.nodes[node as usize].plus,
+                Edge::Exact(level) => *self.nodes[node as usize]
+                    .children
+                    .get(level)
+                    .unwrap_or(&NO_NODE),
+            };
+            if child == NO_NODE {
+                return Ok(false);
+            }
+            path.push((node, edge));
+            node = child;
+        }
+        let slot = &mut self.nodes[node as usize];
+        let targets = if ends_with_hash {
+            &mut slot.hash_targets
+        } else {
+            &mut slot.targets
+        };
+        match targets.binary_search(&target) {
+            Err(_) => return Ok(false),
+            Ok(at) => {
+                targets.remove(at);
+                self.pairs -= 1;
+            }
+        }
+        while let Some((parent, edge)) = path.pop() {
+            if !self.nodes[node as usize].is_empty() {
+                break;
+            }
+            // Release the memory of the emptied node, and recycle its slot.
+            self.nodes[node as usize] = Node::new();
+            self.free.push(node);
+            let parent_node = &mut self.nodes[parent as usize];
+            match edge {
+                Edge::Plus => parent_node.plus = NO_NODE,
+                Edge::Exact(level) => {
+                    parent_node.children.remove(level);
+                }
+            }
+            node = parent;
+        }
+        Ok(true)
+    }
+
+    /// Targets whose filter matches `topic`, each once, ascending (a view of an internal
+    /// buffer, valid until the next call).
+    pub fn match_topic(&mut self, topic: &str) -> Result<&[u64], TopicError> {
+        if !topic_is_clean(topic) {
+            validate_topic(topic)?;
+        }
+        let Self { nodes, scratch, .. } = self;
+        collect(nodes, topic, scratch);
+        Ok(&scratch.found)
+    }
+
+    /// Like [`TopicRouter::match_topic`], returning an owned vector.
+    pub fn matches(&mut self, topic: &str) -> Result<Vec<u64>, TopicError> {
+        self.match_topic(topic).map(<[u64]>::to_vec)
+    }
+}
+
+/// Walk the trie level by level, keeping the set of nodes the topic so far reaches.
+/// Every node has one path from the root, so the frontier never holds duplicates.
+fn collect(nodes: &[Node], topic: &str, scratch: &mut Scratch) {
+    let Scratch {
+        found,
+        frontier,
+        next,
+    } = scratch;
+    found.clear();
+    frontier.clear();
+    let mut levels = topic.split('/');
+    let first = levels.next().unwrap_or("");
+    let root = &nodes[ROOT as usize];
+    if first.starts_with('$') {
+        // MQTT 4.7.2: wildcards in the first level never match a `$` topic.
+        if let Some(&child) = root.children.get(first) {
+            frontier.push(child);
+        }
+    } else {
+        found.extend_from_slice(&root.hash_targets);
+        descend(root, first, frontier);
+    }
+    for level in levels {
+        if frontier.is_empty() {
+            break;
+        }
+        next.clear();
+        for &id in frontier.iter() {
+            let node = &nodes[id as usize];
+            found.extend_from_slice(&node.hash_targets);
+            descend(node, level, next);
+        }
+        std::mem::swap(frontier, next);
+    }
+    for &id in frontier.iter() {
+        let node = &nodes[id as usize];
+        found.extend_from_slice(&node.targets);
+        // `a/#` matches `a`: '#' also covers the parent level.
+        found.extend_from_slice(&node.hash_targets);
+    }
+    if found.len() > 1 {
+        found.sort_unstable();
+        found.dedup();
+    }
+}
+
+#[inline]
+fn descend(node: &Node, level: &str, into: &mut Vec<NodeId>) {
+    if !node.children.is_empty() {
+        if let Some(&child) = node.children.get(level) {
+            into.push(child);
+        }
+    }
+    if node.plus != NO_NODE {
+        into.push(node.plus);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference: compare level by level, no trie.
+    fn reference_matches(filter: &str, topic: &str) -> bool {
+        let f: Vec<&str> = filter.split('/').collect();
+        let t: Vec<&str> = topic.split('/').collect();
+        if topic.starts_with('$') && (f[0] == "+" || f[0] == "#") {
+            return false;
+        }
+        for (i, level) in f.iter().enumerate() {
+            if *level == "#" {
+                return true;
+            }
+            match t.get(i) {
+                None => return false,
+                Some(tl) if *level == "+" || level == tl => {}
+                Some(_) => return false,
+            }
+        }
+        f.len() == t.len()
+    }
+
+    fn matches_one(filter: &str, topic: &str) -> bool {
+        let mut router = TopicRouter::new();
+        router.add(filter, 7).unwrap();
+        router.matches(topic).unwrap() == vec![7]
+    }
+
+    const CASES: &[(&str, &str, bool)] = &[
+        ("sport/tennis/player1/#", "sport/tennis/player1", true),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking",
+            true,
+        ),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon",
+            true,
+        ),
+        ("sport/#", "sport", true),
+        ("#", "sport", true),
+        ("#", "/", true),
+        ("sport/tennis/+", "sport/tennis/player1", true),
+        ("sport/tennis/+", "sport/tennis/player1/tracking", false),
+        ("sport/+", "sport", false),
+        ("sport/+", "sport/", true),
+        ("+/+", "/finance", true),
+        ("/+", "/finance", true),
+        ("+", "/finance", false),
+        ("+", "", false),
+        ("a//b", "a//b", true),
+        ("a/+/b", "a//b", true),
+        ("a/", "a", false),
+        ("a/+", "a/", true),
+        ("#", "$SYS/x", false),
+        ("+/monitor/Clients", "$SYS/monitor/Clients", false),
+        ("$SYS/#", "$SYS/monitor/Clients", true),
+        ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
+        ("$SYS/#", "$SYS", true),
+        (
+            "$edge/devices/+/twin/update",
+            "$edge/devices/d1/twin/update",
+            true,
+        ),
+        ("a/$x", "a/$x", true),
+        ("+/$x", "a/$x", true),
+        ("a/b", "a/b/c", false),
+        ("a/b/c", "a/b", false),
+    ];
+
+    #[test]
+    fn spec_table_matches_both_trie_and_reference() {
+        for &(filter, topic, expected) in CASES {
+            if topic.is_empty() {
+                continue;
+            }
+            assert_eq!(matches_one(filter, topic), expected, "{filter} vs {topic}");
+            assert_eq!(
+                reference_matches(filter, topic),
+                expected,
+                "ref {filter} vs {topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicates_and_removal_leave_no_stale_state() {
+        let mut router = TopicRouter::new();
+        assert!(router.add("a/+/c", 1).unwrap());
+        assert!(!router.add("a/+/c", 1).unwrap());
+        assert!(router.add("a/#", 1).unwrap());
+        assert!(router.add("a/b/c", 2).unwrap());
+        assert_eq!(router.len(), 3);
+        assert_eq!(router.matches("a/b/c").unwrap(), vec![1, 2]);
+        assert!(router.remove("a/+/c", 1).unwrap());
+        assert!(!router.remove("a/+/c", 1).unwrap());
+        assert_eq!(router.matches("a/b/c").unwrap(), vec![1, 2]);
+        assert!(router.remove("a/#", 1).unwrap());
+        assert!(router.remove("a/b/c", 2).unwrap());
+        assert!(router.is_empty());
+        assert_eq!(router.matches("a/b/c").unwrap(), Vec::<u64>::new());
+        // Every node but the root was pruned and is free for reuse.
+        assert_eq!(router.free.len(), router.nodes.len() - 1);
+        assert!(router.nodes[ROOT as usize].is_empty());
+    }
+
+    #[test]
+    fn invalid_filters_and_topics_are_named_and_quoted() {
+        let cases: &[(&str, &str)] = &[
+            ("", "invalid topic filter \"\": must not be empty"),
+            (
+                "a/#/b",
+                "invalid topic filter \"a/#/b\": '#' must be the last level",
+            ),
+            (
+                "#x",
+                "invalid topic filter \"#x\": '#' must occupy a whole level",
+            ),
+            (
+                "a#",
+                "invalid topic filter \"a#\": '#' must occupy a whole level",
+            ),
+            (
+                "a+",
+                "invalid topic filter \"a+\": '+' must occupy a whole level",
+            ),
+            (
+                "+b/c",
+                "invalid topic filter \"+b/c\": '+' must occupy a whole level",
+            ),
+            (
+                "a\0b",
+                "invalid topic filter \"a\\x00b\": contains NUL (U+0000) at character 1",
+            ),
+        ];
+        for &(filter, message) in cases {
+            assert_eq!(validate_filter(filter).unwrap_err().message(), message);
+        }
+        assert_eq!(
+            validate_topic("é/+").unwrap_err().message(),
+            "invalid topic name \"é/+\": wildcard '+' at character 2 is not allowed in a topic name"
+        );
+        let long = "a".repeat(MAX_TOPIC_BYTES + 1);
+        let message = validate_topic(&long).unwrap_err().message().to_owned();
+        assert_eq!(
+            message,
+            format!(
+                "invalid topic name \"{}\"...: 65536 UTF-8 bytes, more than the MQTT limit of 65535",
+                "a".repeat(QUOTE_MAX_CHARS)
+            )
+        );
+        assert!(validate_topic(&long[1..]).is_ok());
+        assert_eq!(
+            unencodable_error(TopicKind::Name, &[0x61, 0xdc80]).message(),
+            "invalid topic name \"a\\udc80\": not encodable as UTF-8 (lone surrogate U+DC80 at character 1)"
+        );
+        assert_eq!(
+            quote("\"\\\u{7f}\u{9f}\u{a0}é"),
+            "\"\\\"\\\\\\x7f\\x9f\u{a0}é\""
+        );
+    }
+
+    #[test]
+    fn very_deep_topics_and_filters_do_not_overflow_the_stack() {
+        let mut router = TopicRouter::new();
+        let deep = vec!["a"; 10_000].join("/");
+        router.add(&deep, 1).unwrap();
+        router.add("+/#", 2).unwrap();
+        let deep_plus = vec!["+"; 10_000].join("/");
+        router.add(&deep_plus, 3).unwrap();
+        assert_eq!(router.matches(&deep).unwrap(), vec![1, 2, 3]);
+        assert!(router.remove(&deep, 1).unwrap());
+        assert!(router.remove(&deep_plus, 3).unwrap());
+        assert_eq!(router.matches(&deep).unwrap(), vec![2]);
+    }
+
+    /// A small deterministic generator, so the randomised test needs no dependency.
+    struct XorShift(u64);
+    impl XorShift {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_filter_sets_agree_with_the_reference() {
+        const LEVELS: &[&str] = &["a", "b", "", "$x", "+", "#"];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _round in 0..200 {
+            let mut router = TopicRouter::new();
+            let mut pairs: Vec<(String, u64)> = Vec::new();
+            for _op in 0..30 {
+                let depth = 1 + rng.below(4);
+                let mut levels: Vec<&str> = (0..depth).map(|_| LEVELS[rng.below(6)]).collect();
+                levels.iter_mut().take(depth - 1).for_each(|l| {
+                    if *l == "#" {
+                        *l = "+";
+                    }
+                });
+                let filter = levels.join("/");
+                if filter.is_empty() {
+                    continue;
+                }
+                let target = rng.below(4) as u64;
+                let present = pairs.contains(&(filter.clone(), target));
+                if rng.below(3) == 0 {
+                    assert_eq!(router.remove(&filter, target).unwrap(), present);
+                    pairs.retain(|p| *p != (filter.clone(), target));
+                } else {
+                    assert_eq!(router.add(&filter, target).unwrap(), !present);
+                    if !present {
+                        pairs.push((filter, target));
+                    }
+                }
+                assert_eq!(router.len(), pairs.len());
+                for _ in 0..5 {
+                    let depth = 1 + rng.below(4);
+                    let topic = (0..depth)
+                        .map(|_| LEVELS[rng.below(4)])
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    if topic.is_empty() {
+                        continue;
+                    }
+                    let mut expected: Vec<u64> = pairs
+                        .iter()
+                        .filter(|(f, _)| reference_matches(f, &topic))
+                        .map(|(_, t)| *t)
+                        .collect();
+                    expected.sort_unstable();
+                    expected.dedup();
+                    assert_eq!(router.matches(&topic).unwrap(), expected, "{topic}");
+                }
+            }
+        }
+    }
+}
