@@ -9,16 +9,18 @@
 //!   level is a wildcard, but is matched by filters such as `$SYS/#`.
 //!
 //! Design for speed: nodes live in one arena (`Vec<Node>`, `u32` indices, freed slots
-//! reused), exact children are found through a map keyed by the level string with a cheap
-//! FxHash, and matching walks the topic's levels iteratively (no recursion, so a topic of
+//! reused); level strings are interned, so matching hashes each topic level once (a cheap
+//! FxHash) and finds exact children in one map keyed by (parent, level id) integers;
+//! matching walks the topic's levels iteratively (no recursion, so a topic of
 //! 10,000 levels is harmless) with reusable scratch buffers: no allocation per match once
 //! the buffers have grown.
 //!
 //! This module has no PyO3 dependency; `py_router` is its thin Python binding.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// The MQTT limit on the UTF-8 length of a topic name or topic filter.
 pub const MAX_TOPIC_BYTES: usize = 65535;
@@ -250,8 +252,20 @@ impl Hasher for FxHasher {
     }
 
     #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.add(word);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, word: usize) {
+        self.add(word as u64);
+    }
+
+    #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The multiply leaves the low bits weak (they depend only on the input's low
+        // bits) while the table indexes buckets by them: rotate the strong high bits down.
+        self.hash.rotate_left(26)
     }
 }
 
@@ -261,14 +275,15 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 type NodeId = u32;
 const NO_NODE: NodeId = NodeId::MAX;
 const ROOT: NodeId = 0;
+/// Interned id of a level string.
+type LevelId = u32;
 
 /// One trie node: the filters whose levels so far lead here.
-#[derive(Default)]
 struct Node {
-    /// Exact-level children, keyed by the level string.
-    children: FxMap<Box<str>, NodeId>,
     /// The `+` child, or `NO_NODE`.
     plus: NodeId,
+    /// How many exact-level children this node has in [`TopicRouter::edges`].
+    exact_children: u32,
     /// Targets of filters that end at this node (sorted, unique).
     targets: Vec<u64>,
     /// Targets of filters that continue with a final `#` (sorted, unique).
@@ -279,15 +294,117 @@ impl Node {
     fn new() -> Self {
         Node {
             plus: NO_NODE,
-            ..Node::default()
+            exact_children: 0,
+            targets: Vec::new(),
+            hash_targets: Vec::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
+        self.exact_children == 0
             && self.plus == NO_NODE
             && self.targets.is_empty()
             && self.hash_targets.is_empty()
+    }
+}
+
+/// The exact-level edge from `parent` labelled with `level`, as one integer map key.
+#[inline]
+fn edge_key(parent: NodeId, level: LevelId) -> u64 {
+    (u64::from(parent) << 32) | u64::from(level)
+}
+
+/// Level strings up to this many bytes are stored inside the level table itself, so that
+/// the comparison after a hash hit reads the same cache line instead of chasing a pointer.
+const INLINE_LEVEL_BYTES: usize = 22;
+
+/// A level string as a key of the level table, looked up by its bytes.
+#[derive(PartialEq, Eq)]
+enum LevelKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_LEVEL_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl LevelKey {
+    fn new(level: &str) -> Self {
+        let source = level.as_bytes();
+        if source.len() <= INLINE_LEVEL_BYTES {
+            let mut bytes = [0u8; INLINE_LEVEL_BYTES];
+            bytes[..source.len()].copy_from_slice(source);
+            LevelKey::Inline {
+                len: source.len() as u8,
+                bytes,
+            }
+        } else {
+            LevelKey::Heap(Box::from(source))
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            LevelKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            LevelKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+// A key hashes and compares as its bytes, so the table can be searched with `&[u8]`.
+// (Equality derived on the enum agrees with byte equality: the variant follows the length.)
+impl Hash for LevelKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for LevelKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// The distinct level strings of all filters, each with an id and a use count, so that a
+/// topic level is hashed once per match (not once per trie node it is looked up in),
+/// and an unknown level ends every exact branch at once.
+#[derive(Default)]
+struct Levels {
+    ids: FxMap<LevelKey, LevelId>,
+    /// Number of trie edges labelled with each id; 0 for a free id.
+    uses: Vec<u32>,
+    free: Vec<LevelId>,
+}
+
+impl Levels {
+    #[inline]
+    fn get(&self, level: &str) -> Option<LevelId> {
+        self.ids.get(level.as_bytes()).copied()
+    }
+
+    fn acquire(&mut self, level: &str) -> LevelId {
+        if let Some(id) = self.get(level) {
+            self.uses[id as usize] += 1;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.uses.push(0);
+                LevelId::try_from(self.uses.len() - 1).expect("level count fits u32")
+            }
+        };
+        self.uses[id as usize] = 1;
+        self.ids.insert(LevelKey::new(level), id);
+        id
+    }
+
+    fn release(&mut self, level: &str, id: LevelId) {
+        self.uses[id as usize] -= 1;
+        if self.uses[id as usize] == 0 {
+            self.ids.remove(level.as_bytes());
+            self.free.push(id);
+        }
     }
 }
 
@@ -301,8 +418,12 @@ struct Scratch {
 
 /// MQTT topic filters mapped to integer targets.
 pub struct TopicRouter {
+    /// The arena; `ROOT` is the root, freed slots are listed in `free`.
     nodes: Vec<Node>,
     free: Vec<NodeId>,
+    /// Exact-level children of every node: `edge_key(parent, level)` -> child.
+    edges: FxMap<u64, NodeId>,
+    levels: Levels,
     pairs: usize,
     scratch: Scratch,
 }
@@ -313,30 +434,15 @@ impl Default for TopicRouter {
     }
 }
 
-/// How a filter level descends from a node.
-enum Edge<'a> {
-    Exact(&'a str),
-    Plus,
-}
-
-fn edge_of(level: &str) -> Edge<'_> {
-    if level == "+" {
-        Edge::Plus
+/// Split a (valid) filter into the levels that form its trie path and whether it ends
+/// with `#` (which is not a node: its targets sit on the parent node).
+fn filter_path(filter: &str) -> (Option<&str>, bool) {
+    if filter == "#" {
+        (None, true)
+    } else if let Some(path) = filter.strip_suffix("/#") {
+        (Some(path), true)
     } else {
-        Edge::Exact(level)
-    }
-}
-
-/// Split a (valid) filter into the levels that form its trie path and whether it ends in `#`.
-fn filter_path(filter: &str) -> (impl Iterator<Item = &str>, bool) {
-    match filter.strip_suffix('#') {
-        // "#" alone, or ".../#": the path is everything before the final '#' level.
-        Some("") => ("".split('/').take(0), true),
-        Some(prefix) if prefix.ends_with('/') => {
-            let path = &prefix[..prefix.len() - 1];
-            (path.split('/').take(usize::MAX), true)
-        }
-        _ => (filter.split('/').take(usize::MAX), false),
+        (Some(filter), false)
     }
 }
 
@@ -350,6 +456,8 @@ impl TopicRouter {
         TopicRouter {
             nodes: vec![Node::new()],
             free: Vec::new(),
+            edges: FxMap::default(),
+            levels: Levels::default(),
             pairs: 0,
             scratch: Scratch::default(),
         }
@@ -366,14 +474,22 @@ impl TopicRouter {
     }
 
     fn alloc(&mut self) -> NodeId {
-        match self.free.pop() {
-            Some(id) => id,
-            None => {
-                let id = NodeId::try_from(self.nodes.len()).expect("trie node count fits u32");
-                assert!(id != NO_NODE, "trie node count fits u32");
-                self.nodes.push(Node::new());
-                id
-            }
+        if let Some(id) = self.free.pop() {
+            return id;
+        }
+        let id = NodeId::try_from(self.nodes.len()).expect("trie node count fits u32");
+        assert!(id != NO_NODE, "trie node count fits u32");
+        self.nodes.push(Node::new());
+        id
+    }
+
+    fn child(&self, node: NodeId, level: &str) -> NodeId {
+        if level == "+" {
+            return self.nodes[node as usize].plus;
+        }
+        match self.levels.get(level) {
+            Some(id) => *self.edges.get(&edge_key(node, id)).unwrap_or(&NO_NODE),
+            None => NO_NODE,
         }
     }
 
@@ -384,28 +500,22 @@ impl TopicRouter {
     pub fn add(&mut self, filter: &str, target: u64) -> Result<bool, TopicError> {
         validate_filter(filter)?;
         check_target(target);
-        let (levels, ends_with_hash) = filter_path(filter);
+        let (path, ends_with_hash) = filter_path(filter);
         let mut node = ROOT;
-        for level in levels {
-            node = match edge_of(level) {
-                Edge::Plus => match self.nodes[node as usize].plus {
-                    NO_NODE => {
-                        let child = self.alloc();
-                        self.nodes[node as usize].plus = child;
-                        child
-                    }
-                    child => child,
-                },
-                Edge::Exact(level) => match self.nodes[node as usize].children.get(level) {
-                    Some(&child) => child,
-                    None => {
-                        let child = self.alloc();
-                        self.nodes[node as usize]
-                            .children
-                            .insert(Box::from(level), child);
-                        child
-                    }
-                },
+        for level in path.into_iter().flat_map(|path| path.split('/')) {
+            let existing = self.child(node, level);
+            node = if existing != NO_NODE {
+                existing
+            } else {
+                let child = self.alloc();
+                if level == "+" {
+                    self.nodes[node as usize].plus = child;
+                } else {
+                    let id = self.levels.acquire(level);
+                    self.edges.insert(edge_key(node, id), child);
+                    self.nodes[node as usize].exact_children += 1;
+                }
+                child
             };
         }
         let slot = &mut self.nodes[node as usize];
@@ -427,23 +537,16 @@ impl TopicRouter {
     /// Remove the pair; `Ok(false)` if it was not there. Nodes left empty are freed.
     pub fn remove(&mut self, filter: &str, target: u64) -> Result<bool, TopicError> {
         validate_filter(filter)?;
-        let (levels, ends_with_hash) = filter_path(filter);
-        // The path walked, as (parent, edge taken), to prune empty nodes afterwards.
-        let mut path: Vec<(NodeId, Edge<'_>)> = Vec::new();
+        let (path, ends_with_hash) = filter_path(filter);
+        // The path walked, as (parent, level taken), to prune empty nodes afterwards.
+        let mut walked: Vec<(NodeId, &str)> = Vec::new();
         let mut node = ROOT;
-        for level in levels {
-            let edge = edge_of(level);
-            let child = match edge {
-                Edge::Plus => self.nodes[node as usize].plus,
-                Edge::Exact(level) => *self.nodes[node as usize]
-                    .children
-                    .get(level)
-                    .unwrap_or(&NO_NODE),
-            };
+        for level in path.into_iter().flat_map(|path| path.split('/')) {
+            let child = self.child(node, level);
             if child == NO_NODE {
                 return Ok(false);
             }
-            path.push((node, edge));
+            walked.push((node, level));
             node = child;
         }
         let slot = &mut self.nodes[node as usize];
@@ -459,19 +562,20 @@ impl TopicRouter {
                 self.pairs -= 1;
             }
         }
-        while let Some((parent, edge)) = path.pop() {
+        while let Some((parent, level)) = walked.pop() {
             if !self.nodes[node as usize].is_empty() {
                 break;
             }
             // Release the memory of the emptied node, and recycle its slot.
             self.nodes[node as usize] = Node::new();
             self.free.push(node);
-            let parent_node = &mut self.nodes[parent as usize];
-            match edge {
-                Edge::Plus => parent_node.plus = NO_NODE,
-                Edge::Exact(level) => {
-                    parent_node.children.remove(level);
-                }
+            if level == "+" {
+                self.nodes[parent as usize].plus = NO_NODE;
+            } else {
+                let id = self.levels.get(level).expect("an edge's level is interned");
+                self.edges.remove(&edge_key(parent, id));
+                self.levels.release(level, id);
+                self.nodes[parent as usize].exact_children -= 1;
             }
             node = parent;
         }
@@ -484,68 +588,87 @@ impl TopicRouter {
         if !topic_is_clean(topic) {
             validate_topic(topic)?;
         }
-        let Self { nodes, scratch, .. } = self;
-        collect(nodes, topic, scratch);
-        Ok(&scratch.found)
+        self.collect(topic);
+        Ok(&self.scratch.found)
     }
 
     /// Like [`TopicRouter::match_topic`], returning an owned vector.
     pub fn matches(&mut self, topic: &str) -> Result<Vec<u64>, TopicError> {
         self.match_topic(topic).map(<[u64]>::to_vec)
     }
-}
 
-/// Walk the trie level by level, keeping the set of nodes the topic so far reaches.
-/// Every node has one path from the root, so the frontier never holds duplicates.
-fn collect(nodes: &[Node], topic: &str, scratch: &mut Scratch) {
-    let Scratch {
-        found,
-        frontier,
-        next,
-    } = scratch;
-    found.clear();
-    frontier.clear();
-    let mut levels = topic.split('/');
-    let first = levels.next().unwrap_or("");
-    let root = &nodes[ROOT as usize];
-    if first.starts_with('$') {
-        // MQTT 4.7.2: wildcards in the first level never match a `$` topic.
-        if let Some(&child) = root.children.get(first) {
-            frontier.push(child);
+    /// Walk the trie level by level, keeping the set of nodes the topic so far reaches.
+    /// Every node has one path from the root, so the frontier never holds duplicates.
+    fn collect(&mut self, topic: &str) {
+        let Self {
+            nodes,
+            edges,
+            levels,
+            scratch,
+            ..
+        } = self;
+        let Scratch {
+            found,
+            frontier,
+            next,
+        } = scratch;
+        found.clear();
+        frontier.clear();
+        let mut topic_levels = topic.split('/');
+        let first = topic_levels.next().unwrap_or("");
+        let root = &nodes[ROOT as usize];
+        if first.starts_with('$') {
+            // MQTT 4.7.2: wildcards in the first level never match a `$` topic.
+            if let Some(id) = levels.get(first) {
+                if let Some(&child) = edges.get(&edge_key(ROOT, id)) {
+                    frontier.push(child);
+                }
+            }
+        } else {
+            found.extend_from_slice(&root.hash_targets);
+            descend(root, ROOT, levels.get(first), edges, frontier);
         }
-    } else {
-        found.extend_from_slice(&root.hash_targets);
-        descend(root, first, frontier);
-    }
-    for level in levels {
-        if frontier.is_empty() {
-            break;
+        for level in topic_levels {
+            if frontier.is_empty() {
+                break;
+            }
+            let level = levels.get(level);
+            next.clear();
+            for &id in frontier.iter() {
+                let node = &nodes[id as usize];
+                found.extend_from_slice(&node.hash_targets);
+                descend(node, id, level, edges, next);
+            }
+            std::mem::swap(frontier, next);
         }
-        next.clear();
         for &id in frontier.iter() {
             let node = &nodes[id as usize];
+            found.extend_from_slice(&node.targets);
+            // `a/#` matches `a`: '#' also covers the parent level.
             found.extend_from_slice(&node.hash_targets);
-            descend(node, level, next);
         }
-        std::mem::swap(frontier, next);
-    }
-    for &id in frontier.iter() {
-        let node = &nodes[id as usize];
-        found.extend_from_slice(&node.targets);
-        // `a/#` matches `a`: '#' also covers the parent level.
-        found.extend_from_slice(&node.hash_targets);
-    }
-    if found.len() > 1 {
-        found.sort_unstable();
-        found.dedup();
+        if found.len() > 1 {
+            found.sort_unstable();
+            found.dedup();
+        }
     }
 }
 
+/// Push the children of `node` that a topic level (interned as `level`, `None` when no
+/// filter has that level, so no exact child can match) leads to.
 #[inline]
-fn descend(node: &Node, level: &str, into: &mut Vec<NodeId>) {
-    if !node.children.is_empty() {
-        if let Some(&child) = node.children.get(level) {
-            into.push(child);
+fn descend(
+    node: &Node,
+    id: NodeId,
+    level: Option<LevelId>,
+    edges: &FxMap<u64, NodeId>,
+    into: &mut Vec<NodeId>,
+) {
+    if node.exact_children != 0 {
+        if let Some(level) = level {
+            if let Some(&child) = edges.get(&edge_key(id, level)) {
+                into.push(child);
+            }
         }
     }
     if node.plus != NO_NODE {
@@ -660,6 +783,9 @@ mod tests {
         // Every node but the root was pruned and is free for reuse.
         assert_eq!(router.free.len(), router.nodes.len() - 1);
         assert!(router.nodes[ROOT as usize].is_empty());
+        assert!(router.edges.is_empty());
+        assert!(router.levels.ids.is_empty());
+        assert_eq!(router.levels.free.len(), router.levels.uses.len());
     }
 
     #[test]
