@@ -19,6 +19,7 @@ cannot exhaust the stack.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from edgenode.errors import TopicError
 
@@ -227,15 +228,7 @@ class TopicRouter:
 
     def match(self, topic: str) -> list[int]:
         """Targets whose filter matches ``topic``, each once, ascending."""
-        # Fast path: a plain ASCII topic without NUL or wildcards is certainly valid.
-        if not (
-            type(topic) is str
-            and topic.isascii()
-            and 0 < len(topic) <= MAX_TOPIC_BYTES
-            and "+" not in topic
-            and "#" not in topic
-            and "\0" not in topic
-        ):
+        if not _is_plainly_valid(topic):
             validate_topic(topic)
         return self._collect(topic)
 
@@ -250,8 +243,13 @@ class TopicRouter:
             raise TypeError(
                 f"topics must be a sequence of str, not {type(topics).__name__}"
             ) from None
-        match = self.match
-        return [match(topic) for topic in iterator]
+        collect = self._collect
+        results: list[list[int]] = []
+        for topic in iterator:
+            if not _is_plainly_valid(topic):
+                validate_topic(topic)
+            results.append(collect(topic))
+        return results
 
     def _collect(self, topic: str) -> list[int]:
         """Walk the trie level by level, keeping the set of nodes the topic reaches.
@@ -261,19 +259,22 @@ class TopicRouter:
         levels = topic.split("/")
         root = self._root
         found: list[int] = []
-        frontier: list[_Node] = []
         child = root.children.get(levels[0])
-        if child is not None:
-            frontier.append(child)
         # MQTT 4.7.2: wildcards in the first level never match a `$` topic.
-        if topic[0] != "$":
+        if topic[0] == "$":
+            if child is None:
+                return found
+            frontier = [child]
+        else:
             found.extend(root.hash_targets)
-            if root.plus is not None:
-                frontier.append(root.plus)
-        for index in range(1, len(levels)):
-            if not frontier:
-                break
-            level = levels[index]
+            plus = root.plus
+            if child is None:
+                if plus is None:
+                    return found
+                frontier = [plus]
+            else:
+                frontier = [child] if plus is None else [child, plus]
+        for level in islice(levels, 1, None):
             following: list[_Node] = []
             for node in frontier:
                 if node.hash_targets:
@@ -283,11 +284,27 @@ class TopicRouter:
                     following.append(child)
                 if node.plus is not None:
                     following.append(node.plus)
+            if not following:
+                return _unique_sorted(found)
             frontier = following
         for node in frontier:
             found.extend(node.targets)
             # `a/#` matches `a`: '#' also covers the parent level.
             found.extend(node.hash_targets)
-        if len(found) > 1:
-            return sorted(set(found))
-        return found
+        return _unique_sorted(found)
+
+
+def _is_plainly_valid(topic: object) -> bool:
+    """The hot-path check: an ASCII str without NUL or wildcards, within the limit."""
+    return (
+        type(topic) is str
+        and topic.isascii()
+        and 0 < len(topic) <= MAX_TOPIC_BYTES
+        and "+" not in topic
+        and "#" not in topic
+        and "\0" not in topic
+    )
+
+
+def _unique_sorted(found: list[int]) -> list[int]:
+    return sorted(set(found)) if len(found) > 1 else found
