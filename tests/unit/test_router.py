@@ -444,3 +444,26 @@ def test_long_inputs_are_quoted_truncated_to_64_characters(core: ModuleType) -> 
         f"invalid topic name \"{'x' * 64}\"...: wildcard '+' at character 100 "
         "is not allowed in a topic name"
     )
+
+
+def test_match_many_over_a_generator_sees_changes_made_while_iterating(
+    core: ModuleType,
+) -> None:
+    router = core.TopicRouter()
+    router.add("a", 1)
+
+    def topics():
+        yield "a"
+        router.add("a", 2)
+        assert router.match("a") == [1, 2]
+        yield "a"
+
+    assert router.match_many(topics()) == [[1], [1, 2]]
+
+
+def test_several_targets_of_hash_alone_come_back_sorted(core: ModuleType) -> None:
+    router = core.TopicRouter()
+    for target in (2**40, 1, 2**62, 0):
+        router.add("#", target)
+    assert router.match("unknown") == [0, 1, 2**40, 2**62]
+    assert router.match("unknown/deeper") == [0, 1, 2**40, 2**62]

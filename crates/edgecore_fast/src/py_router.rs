@@ -142,7 +142,10 @@ impl PyTopicRouter {
     }
 
     /// ``[match(t) for t in topics]`` in one call.
-    fn match_many<'py>(&mut self, topics: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn match_many<'py>(
+        slf: &Bound<'py, Self>,
+        topics: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let py = topics.py();
         let not_a_sequence = || {
             PyTypeError::new_err(format!(
@@ -156,19 +159,25 @@ impl PyTopicRouter {
         }
         let mut results: Vec<Bound<'py, PyList>> = Vec::new();
         if let Ok(list) = topics.downcast::<PyList>() {
+            // No Python code runs while a list or tuple is read: borrow the router once.
+            let mut router = slf.borrow_mut();
             results.reserve(list.len());
             for topic in list.iter() {
-                results.push(self.match_one(&topic)?);
+                results.push(router.match_one(&topic)?);
             }
         } else if let Ok(tuple) = topics.downcast::<PyTuple>() {
+            let mut router = slf.borrow_mut();
             results.reserve(tuple.len());
             for topic in tuple.iter() {
-                results.push(self.match_one(&topic)?);
+                results.push(router.match_one(&topic)?);
             }
         } else {
+            // Any other iterable runs Python code between items (a generator may even
+            // add filters): borrow the router per item, as the pure twin sees it.
             let iterator = topics.try_iter().map_err(|_| not_a_sequence())?;
             for topic in iterator {
-                results.push(self.match_one(&topic?)?);
+                let topic = topic?;
+                results.push(slf.borrow_mut().match_one(&topic)?);
             }
         }
         PyList::new(py, results)

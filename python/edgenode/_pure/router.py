@@ -270,7 +270,7 @@ class TopicRouter:
             plus = root.plus
             if child is None:
                 if plus is None:
-                    return found
+                    return _unique_sorted(found)
                 frontier = [plus]
             else:
                 frontier = [child] if plus is None else [child, plus]
