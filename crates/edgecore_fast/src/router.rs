@@ -858,6 +858,78 @@ mod tests {
         assert_eq!(router.matches(&deep).unwrap(), vec![2]);
     }
 
+    #[test]
+    fn a_level_shared_by_several_filters_stays_interned_until_its_last_use() {
+        let mut router = TopicRouter::new();
+        router.add("a/x", 1).unwrap();
+        router.add("b/x", 2).unwrap();
+        router.add("x", 3).unwrap();
+        assert!(router.remove("a/x", 1).unwrap());
+        assert_eq!(router.matches("b/x").unwrap(), vec![2]);
+        assert_eq!(router.matches("x").unwrap(), vec![3]);
+        assert_eq!(router.matches("a/x").unwrap(), Vec::<u64>::new());
+        assert!(router.remove("x", 3).unwrap());
+        assert_eq!(router.matches("b/x").unwrap(), vec![2]);
+        assert!(router.levels.get("x").is_some());
+        assert!(router.remove("b/x", 2).unwrap());
+        assert!(router.levels.get("x").is_none());
+    }
+
+    #[test]
+    fn levels_stored_inline_and_on_the_heap_both_match() {
+        let mut router = TopicRouter::new();
+        let inline = "i".repeat(INLINE_LEVEL_BYTES);
+        let heap = "h".repeat(INLINE_LEVEL_BYTES + 1);
+        let accented = "é".repeat(INLINE_LEVEL_BYTES / 2 + 1);
+        for (target, level) in [&inline, &heap, &accented].into_iter().enumerate() {
+            router.add(&format!("{level}/+"), target as u64).unwrap();
+        }
+        assert_eq!(router.matches(&format!("{inline}/z")).unwrap(), vec![0]);
+        assert_eq!(router.matches(&format!("{heap}/z")).unwrap(), vec![1]);
+        assert_eq!(router.matches(&format!("{accented}/z")).unwrap(), vec![2]);
+        assert_eq!(
+            router.matches(&format!("{heap}h/z")).unwrap(),
+            Vec::<u64>::new()
+        );
+        assert!(router.remove(&format!("{heap}/+"), 1).unwrap());
+        assert_eq!(
+            router.matches(&format!("{heap}/z")).unwrap(),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn dollar_topics_reach_only_filters_that_name_their_first_level() {
+        let mut router = TopicRouter::new();
+        router.add("#", 1).unwrap();
+        router.add("+/#", 2).unwrap();
+        router.add("$SYS/#", 3).unwrap();
+        router.add("$SYS/+", 4).unwrap();
+        assert_eq!(router.matches("$SYS/load").unwrap(), vec![3, 4]);
+        assert_eq!(router.matches("$SYS").unwrap(), vec![3]);
+        assert_eq!(router.matches("$other").unwrap(), Vec::<u64>::new());
+        assert_eq!(router.matches("SYS/load").unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn the_hasher_spreads_integer_keys_over_low_bits() {
+        // Keys differing only in their high half (the parent node) must not share a
+        // bucket index: the table uses the low bits of the hash.
+        let low_bits = |key: u64| {
+            let mut hasher = FxHasher::default();
+            hasher.write_u64(key);
+            hasher.finish() & 0xfff
+        };
+        let distinct: std::collections::HashSet<u64> = (0..256u64)
+            .map(|parent| low_bits(edge_key(parent as u32, 7)))
+            .collect();
+        assert!(
+            distinct.len() > 200,
+            "{} distinct bucket indexes",
+            distinct.len()
+        );
+    }
+
     /// A small deterministic generator, so the randomised test needs no dependency.
     struct XorShift(u64);
     impl XorShift {
