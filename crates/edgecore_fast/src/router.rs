@@ -416,6 +416,52 @@ struct Scratch {
     next: Vec<NodeId>,
 }
 
+/// Number of slots of the cache of recent results (a power of two).
+pub const CACHE_SLOTS: usize = 1024;
+/// Only topics up to this size are cached, which bounds the cache's memory.
+pub const CACHE_MAX_TOPIC_BYTES: usize = 256;
+/// Only results of up to this many targets are cached, for the same reason.
+pub const CACHE_MAX_TARGETS: usize = 32;
+
+/// One slot of the result cache: valid while its generation is the router's.
+#[derive(Default)]
+struct CacheSlot {
+    generation: u64,
+    topic: String,
+    found: Vec<u64>,
+}
+
+/// A direct-mapped cache of recent topic -> result, for the topics devices publish again
+/// and again. Every change to the filters starts a new generation, which invalidates all
+/// slots at once; a slot is overwritten by the next topic that hashes to it. Bounded:
+/// about `CACHE_SLOTS * (CACHE_MAX_TOPIC_BYTES + 8 * CACHE_MAX_TARGETS)` bytes of data.
+struct Cache {
+    slots: Vec<CacheSlot>,
+    /// Starts at 1, so that the default slot (generation 0) is empty.
+    generation: u64,
+}
+
+impl Cache {
+    fn new() -> Self {
+        let mut slots = Vec::with_capacity(CACHE_SLOTS);
+        slots.resize_with(CACHE_SLOTS, CacheSlot::default);
+        Cache {
+            slots,
+            generation: 1,
+        }
+    }
+
+    fn slot_of(topic: &str) -> usize {
+        let mut hasher = FxHasher::default();
+        hasher.write(topic.as_bytes());
+        (hasher.finish() as usize) & (CACHE_SLOTS - 1)
+    }
+
+    fn invalidate(&mut self) {
+        self.generation += 1;
+    }
+}
+
 /// MQTT topic filters mapped to integer targets.
 pub struct TopicRouter {
     /// The arena; `ROOT` is the root, freed slots are listed in `free`.
@@ -426,6 +472,7 @@ pub struct TopicRouter {
     levels: Levels,
     pairs: usize,
     scratch: Scratch,
+    cache: Cache,
 }
 
 impl Default for TopicRouter {
@@ -460,6 +507,7 @@ impl TopicRouter {
             levels: Levels::default(),
             pairs: 0,
             scratch: Scratch::default(),
+            cache: Cache::new(),
         }
     }
 
@@ -529,6 +577,7 @@ impl TopicRouter {
             Err(at) => {
                 targets.insert(at, target);
                 self.pairs += 1;
+                self.cache.invalidate();
                 Ok(true)
             }
         }
@@ -560,6 +609,7 @@ impl TopicRouter {
             Ok(at) => {
                 targets.remove(at);
                 self.pairs -= 1;
+                self.cache.invalidate();
             }
         }
         while let Some((parent, level)) = walked.pop() {
@@ -588,8 +638,27 @@ impl TopicRouter {
         if !topic_is_clean(topic) {
             validate_topic(topic)?;
         }
-        self.collect(topic);
-        Ok(&self.scratch.found)
+        if topic.len() > CACHE_MAX_TOPIC_BYTES {
+            self.collect(topic);
+            return Ok(&self.scratch.found);
+        }
+        let index = Cache::slot_of(topic);
+        let generation = self.cache.generation;
+        let slot = &self.cache.slots[index];
+        if slot.generation != generation || slot.topic != topic {
+            self.collect(topic);
+            let found = &self.scratch.found;
+            if found.len() > CACHE_MAX_TARGETS {
+                return Ok(found);
+            }
+            let slot = &mut self.cache.slots[index];
+            slot.generation = generation;
+            slot.topic.clear();
+            slot.topic.push_str(topic);
+            slot.found.clear();
+            slot.found.extend_from_slice(found);
+        }
+        Ok(&self.cache.slots[index].found)
     }
 
     /// Like [`TopicRouter::match_topic`], returning an owned vector.
@@ -928,6 +997,58 @@ mod tests {
             "{} distinct bucket indexes",
             distinct.len()
         );
+    }
+
+    #[test]
+    fn cached_results_never_outlive_a_change_to_the_filters() {
+        let mut router = TopicRouter::new();
+        router.add("a/+", 1).unwrap();
+        assert_eq!(router.matches("a/b").unwrap(), vec![1]);
+        assert_eq!(router.matches("a/b").unwrap(), vec![1]);
+        router.add("a/b", 2).unwrap();
+        assert_eq!(router.matches("a/b").unwrap(), vec![1, 2]);
+        router.remove("a/+", 1).unwrap();
+        assert_eq!(router.matches("a/b").unwrap(), vec![2]);
+        // Unchanged filters (a duplicate add, an absent remove) keep the cache valid.
+        let generation = router.cache.generation;
+        assert!(!router.add("a/b", 2).unwrap());
+        assert!(!router.remove("x", 2).unwrap());
+        assert_eq!(router.cache.generation, generation);
+        assert_eq!(router.matches("a/b").unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn topics_sharing_a_cache_slot_get_their_own_results() {
+        let mut router = TopicRouter::new();
+        router.add("t/+", 1).unwrap();
+        router.add("t/0", 2).unwrap();
+        let first = "t/0".to_owned();
+        let slot = Cache::slot_of(&first);
+        let second = (1..100_000)
+            .map(|i| format!("t/{i}"))
+            .find(|topic| Cache::slot_of(topic) == slot)
+            .expect("a colliding topic");
+        for _ in 0..3 {
+            assert_eq!(router.matches(&first).unwrap(), vec![1, 2]);
+            assert_eq!(router.matches(&second).unwrap(), vec![1]);
+        }
+    }
+
+    #[test]
+    fn long_topics_and_large_results_bypass_the_cache() {
+        let mut router = TopicRouter::new();
+        for target in 0..(CACHE_MAX_TARGETS as u64 + 1) {
+            router.add("#", target).unwrap();
+        }
+        let all: Vec<u64> = (0..=CACHE_MAX_TARGETS as u64).collect();
+        let long = "x".repeat(CACHE_MAX_TOPIC_BYTES + 1);
+        assert_eq!(router.matches("x").unwrap(), all);
+        assert_eq!(router.matches(&long).unwrap(), all);
+        assert!(router.cache.slots.iter().all(|slot| slot.topic.is_empty()));
+        router.remove("#", 0).unwrap();
+        assert_eq!(router.matches("x").unwrap(), all[1..].to_vec());
+        assert_eq!(router.matches("x").unwrap(), all[1..].to_vec());
+        assert!(router.cache.slots.iter().any(|slot| slot.topic == "x"));
     }
 
     /// A small deterministic generator, so the randomised test needs no dependency.
