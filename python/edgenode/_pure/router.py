@@ -163,7 +163,12 @@ def _split_filter(filter: str) -> tuple[list[str], bool]:
 
 
 class TopicRouter:
-    """MQTT topic filters -> integer targets, matched through a trie."""
+    """MQTT topic filters -> integer targets, matched through a trie.
+
+    Targets are ``int`` in ``0 <= target < 2**63``: ValueError outside that range,
+    TypeError for anything else (``bool`` included). Checks run in a fixed order that
+    both backends share: the filter's type, its validity, then the target.
+    """
 
     __slots__ = ("_pairs", "_root")
 
