@@ -427,12 +427,17 @@ pub const CACHE_MAX_TARGETS: usize = 32;
 #[derive(Default)]
 struct CacheSlot {
     generation: u64,
+    /// Hash of `topic`, compared before the topic itself.
+    hash: u64,
+    /// Hash of the last topic that missed here: a topic is stored on its second miss,
+    /// so that a stream of distinct topics costs no copying.
+    seen: u64,
     topic: String,
     found: Vec<u64>,
 }
 
 /// A direct-mapped cache of recent topic -> result, for the topics devices publish again
-/// and again. Every change to the filters starts a new generation, which invalidates all
+/// and again (admitted when seen twice in a row for their slot). Every change to the filters starts a new generation, which invalidates all
 /// slots at once; a slot is overwritten by the next topic that hashes to it. Bounded:
 /// about `CACHE_SLOTS * (CACHE_MAX_TOPIC_BYTES + 8 * CACHE_MAX_TARGETS)` bytes of data.
 struct Cache {
@@ -451,10 +456,14 @@ impl Cache {
         }
     }
 
-    fn slot_of(topic: &str) -> usize {
+    fn hash(topic: &str) -> u64 {
         let mut hasher = FxHasher::default();
         hasher.write(topic.as_bytes());
-        (hasher.finish() as usize) & (CACHE_SLOTS - 1)
+        hasher.finish()
+    }
+
+    fn slot_of(hash: u64) -> usize {
+        (hash as usize) & (CACHE_SLOTS - 1)
     }
 
     fn invalidate(&mut self) {
@@ -642,17 +651,20 @@ impl TopicRouter {
             self.collect(topic);
             return Ok(&self.scratch.found);
         }
-        let index = Cache::slot_of(topic);
+        let hash = Cache::hash(topic);
+        let index = Cache::slot_of(hash);
         let generation = self.cache.generation;
         let slot = &self.cache.slots[index];
-        if slot.generation != generation || slot.topic != topic {
+        if slot.generation != generation || slot.hash != hash || slot.topic != topic {
             self.collect(topic);
             let found = &self.scratch.found;
-            if found.len() > CACHE_MAX_TARGETS {
+            let slot = &mut self.cache.slots[index];
+            if found.len() > CACHE_MAX_TARGETS || slot.seen != hash {
+                slot.seen = hash;
                 return Ok(found);
             }
-            let slot = &mut self.cache.slots[index];
             slot.generation = generation;
+            slot.hash = hash;
             slot.topic.clear();
             slot.topic.push_str(topic);
             slot.found.clear();
@@ -1023,15 +1035,20 @@ mod tests {
         router.add("t/+", 1).unwrap();
         router.add("t/0", 2).unwrap();
         let first = "t/0".to_owned();
-        let slot = Cache::slot_of(&first);
+        let slot = Cache::slot_of(Cache::hash(&first));
         let second = (1..100_000)
             .map(|i| format!("t/{i}"))
-            .find(|topic| Cache::slot_of(topic) == slot)
+            .find(|topic| Cache::slot_of(Cache::hash(topic)) == slot)
             .expect("a colliding topic");
-        for _ in 0..3 {
-            assert_eq!(router.matches(&first).unwrap(), vec![1, 2]);
-            assert_eq!(router.matches(&second).unwrap(), vec![1]);
+        for repeat in 1..4 {
+            for _ in 0..repeat {
+                assert_eq!(router.matches(&first).unwrap(), vec![1, 2]);
+            }
+            for _ in 0..repeat {
+                assert_eq!(router.matches(&second).unwrap(), vec![1]);
+            }
         }
+        assert_eq!(router.cache.slots[slot].topic, second);
     }
 
     #[test]
