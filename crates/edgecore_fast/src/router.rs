@@ -282,8 +282,12 @@ type LevelId = u32;
 struct Node {
     /// The `+` child, or `NO_NODE`.
     plus: NodeId,
-    /// How many exact-level children this node has in [`TopicRouter::edges`].
+    /// How many exact-level children this node has.
     exact_children: u32,
+    /// The only exact child, kept in the node itself (most nodes of a trie are links of
+    /// a chain, which then need no hash lookup); `(_, NO_NODE)` when the exact children
+    /// are in [`TopicRouter::edges`] (or there are none).
+    only_child: (LevelId, NodeId),
     /// Targets of filters that end at this node (sorted, unique).
     targets: Vec<u64>,
     /// Targets of filters that continue with a final `#` (sorted, unique).
@@ -295,6 +299,7 @@ impl Node {
         Node {
             plus: NO_NODE,
             exact_children: 0,
+            only_child: (0, NO_NODE),
             targets: Vec::new(),
             hash_targets: Vec::new(),
         }
@@ -305,6 +310,22 @@ impl Node {
             && self.plus == NO_NODE
             && self.targets.is_empty()
             && self.hash_targets.is_empty()
+    }
+}
+
+/// The exact child of `node` (whose id is `id`) for the interned `level`, or `NO_NODE`.
+#[inline]
+fn exact_child(node: &Node, id: NodeId, level: LevelId, edges: &FxMap<u64, NodeId>) -> NodeId {
+    if node.only_child.1 != NO_NODE {
+        if node.only_child.0 == level {
+            node.only_child.1
+        } else {
+            NO_NODE
+        }
+    } else if node.exact_children != 0 {
+        *edges.get(&edge_key(id, level)).unwrap_or(&NO_NODE)
+    } else {
+        NO_NODE
     }
 }
 
@@ -545,9 +566,37 @@ impl TopicRouter {
             return self.nodes[node as usize].plus;
         }
         match self.levels.get(level) {
-            Some(id) => *self.edges.get(&edge_key(node, id)).unwrap_or(&NO_NODE),
+            Some(level) => exact_child(&self.nodes[node as usize], node, level, &self.edges),
             None => NO_NODE,
         }
+    }
+
+    /// Record `child` as the exact child of `parent` for `level`.
+    fn link(&mut self, parent: NodeId, level: LevelId, child: NodeId) {
+        let node = &mut self.nodes[parent as usize];
+        if node.exact_children == 0 {
+            node.only_child = (level, child);
+        } else {
+            if node.only_child.1 != NO_NODE {
+                // A second child: both move to the map.
+                let (only_level, only) = node.only_child;
+                node.only_child = (0, NO_NODE);
+                self.edges.insert(edge_key(parent, only_level), only);
+            }
+            self.edges.insert(edge_key(parent, level), child);
+        }
+        node.exact_children += 1;
+    }
+
+    /// Forget the exact child of `parent` for `level`.
+    fn unlink(&mut self, parent: NodeId, level: LevelId) {
+        let node = &mut self.nodes[parent as usize];
+        if node.only_child.1 != NO_NODE {
+            node.only_child = (0, NO_NODE);
+        } else {
+            self.edges.remove(&edge_key(parent, level));
+        }
+        node.exact_children -= 1;
     }
 
     /// Add the pair; `Ok(false)` if it was already there.
@@ -569,8 +618,7 @@ impl TopicRouter {
                     self.nodes[node as usize].plus = child;
                 } else {
                     let id = self.levels.acquire(level);
-                    self.edges.insert(edge_key(node, id), child);
-                    self.nodes[node as usize].exact_children += 1;
+                    self.link(node, id, child);
                 }
                 child
             };
@@ -632,9 +680,8 @@ impl TopicRouter {
                 self.nodes[parent as usize].plus = NO_NODE;
             } else {
                 let id = self.levels.get(level).expect("an edge's level is interned");
-                self.edges.remove(&edge_key(parent, id));
+                self.unlink(parent, id);
                 self.levels.release(level, id);
-                self.nodes[parent as usize].exact_children -= 1;
             }
             node = parent;
         }
@@ -700,8 +747,9 @@ impl TopicRouter {
         let root = &nodes[ROOT as usize];
         if first.starts_with('$') {
             // MQTT 4.7.2: wildcards in the first level never match a `$` topic.
-            if let Some(id) = levels.get(first) {
-                if let Some(&child) = edges.get(&edge_key(ROOT, id)) {
+            if let Some(level) = levels.get(first) {
+                let child = exact_child(root, ROOT, level, edges);
+                if child != NO_NODE {
                     frontier.push(child);
                 }
             }
@@ -745,11 +793,10 @@ fn descend(
     edges: &FxMap<u64, NodeId>,
     into: &mut Vec<NodeId>,
 ) {
-    if node.exact_children != 0 {
-        if let Some(level) = level {
-            if let Some(&child) = edges.get(&edge_key(id, level)) {
-                into.push(child);
-            }
+    if let Some(level) = level {
+        let child = exact_child(node, id, level, edges);
+        if child != NO_NODE {
+            into.push(child);
         }
     }
     if node.plus != NO_NODE {
@@ -1066,6 +1113,34 @@ mod tests {
         assert_eq!(router.matches("x").unwrap(), all[1..].to_vec());
         assert_eq!(router.matches("x").unwrap(), all[1..].to_vec());
         assert!(router.cache.slots.iter().any(|slot| slot.topic == "x"));
+    }
+
+    #[test]
+    fn children_move_between_the_node_and_the_map_without_loss() {
+        let mut router = TopicRouter::new();
+        router.add("p/a", 1).unwrap();
+        assert!(router.edges.is_empty(), "a single child stays in its node");
+        router.add("p/b", 2).unwrap();
+        router.add("p/c", 3).unwrap();
+        assert_eq!(
+            router.edges.len(),
+            3,
+            "root->p stays inline; p's three go to the map"
+        );
+        for (topic, target) in [("p/a", 1), ("p/b", 2), ("p/c", 3)] {
+            assert_eq!(router.matches(topic).unwrap(), vec![target]);
+        }
+        router.remove("p/a", 1).unwrap();
+        router.remove("p/c", 3).unwrap();
+        assert_eq!(router.matches("p/b").unwrap(), vec![2]);
+        assert_eq!(router.matches("p/a").unwrap(), Vec::<u64>::new());
+        router.add("p/d", 4).unwrap();
+        assert_eq!(router.matches("p/d").unwrap(), vec![4]);
+        assert_eq!(router.matches("p/b").unwrap(), vec![2]);
+        router.remove("p/b", 2).unwrap();
+        router.remove("p/d", 4).unwrap();
+        assert!(router.is_empty());
+        assert!(router.edges.is_empty());
     }
 
     /// A small deterministic generator, so the randomised test needs no dependency.
