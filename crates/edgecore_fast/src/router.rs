@@ -10,10 +10,11 @@
 //!
 //! Design for speed: nodes live in one arena (`Vec<Node>`, `u32` indices, freed slots
 //! reused); level strings are interned, so matching hashes each topic level once (a cheap
-//! FxHash) and finds exact children in one map keyed by (parent, level id) integers;
-//! matching walks the topic's levels iteratively (no recursion, so a topic of
-//! 10,000 levels is harmless) with reusable scratch buffers: no allocation per match once
-//! the buffers have grown.
+//! FxHash) and finds exact children without touching strings again: a node's only child
+//! is kept in the node, others in one map keyed by (parent, level id) integers. Matching
+//! walks the topic's levels iteratively (no recursion, so a topic of 10,000 levels is
+//! harmless) with reusable scratch buffers: no allocation per match once the buffers have
+//! grown. A small bounded cache answers topics seen again since the last change.
 //!
 //! This module has no PyO3 dependency; `py_router` is its thin Python binding.
 
