@@ -12,7 +12,12 @@ from typing import Any, Final
 MAX_TOPIC_BYTES: Final[int]  # 65535, the MQTT limit
 
 class TopicRouter:
-    """MQTT topic filters -> integer targets, matched through a trie."""
+    """MQTT topic filters -> integer targets, matched through a trie.
+
+    Targets are ``int`` in ``0 <= target < 2**63``: ValueError outside that range,
+    TypeError for anything else (``bool`` included). A non-str filter or topic raises
+    TypeError; an invalid one (including a str with a lone surrogate) TopicError.
+    """
 
     def __init__(self) -> None: ...
     def add(self, filter: str, target: int) -> bool:
@@ -22,7 +27,8 @@ class TopicRouter:
     def match(self, topic: str) -> list[int]:
         """Targets whose filter matches ``topic``, each once, ascending."""
     def match_many(self, topics: Sequence[str]) -> list[list[int]]:
-        """``[match(t) for t in topics]`` in one call."""
+        """``[match(t) for t in topics]`` in one call (any iterable of str but a str
+        itself, which raises TypeError; the first bad topic raises)."""
     def __len__(self) -> int:
         """Number of (filter, target) pairs."""
 
