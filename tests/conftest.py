@@ -6,9 +6,10 @@ import os
 from types import ModuleType
 
 import pytest
+from hypothesis import HealthCheck, settings
+
 from edgenode import _pure
 from edgenode._backend import load_native
-from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200

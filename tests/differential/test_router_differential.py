@@ -13,10 +13,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from conftest import native_core
-from edgenode import _pure
 from hypothesis import given
 from hypothesis import strategies as st
+
+from conftest import native_core
+from edgenode import _pure
 
 TOPIC_LEVELS = ["a", "b", "", "$x", "$SYS", "\u00e9"]
 FILTER_LEVELS = [*TOPIC_LEVELS, "+", "#"]

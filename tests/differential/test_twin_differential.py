@@ -13,10 +13,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from conftest import native_core
-from edgenode import _pure
 from hypothesis import given
 from hypothesis import strategies as st
+
+from conftest import native_core
+from edgenode import _pure
 
 MAX_DOCUMENT_BYTES = 65536
 PAD_KEY = "~pad"  # outside the generated key alphabet

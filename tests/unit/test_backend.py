@@ -7,8 +7,9 @@ import platform
 import subprocess
 import sys
 
-import edgenode
 import pytest
+
+import edgenode
 from edgenode import _pure
 from edgenode._backend import choose, load_native
 from edgenode.errors import ConfigError

@@ -6,6 +6,7 @@ import enum
 from types import ModuleType
 
 import pytest
+
 from edgenode.errors import TopicError
 
 MAX = 65535

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from edgenode.errors import TwinError, TwinLimitError
 
 HOSTILE_DEPTH = 100_000

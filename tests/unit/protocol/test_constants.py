@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from edgenode.protocol import ChangeErrorCode, CloseCode, ErrorCode, close_code_for
 from edgenode.protocol.constants import (
     DEFAULT_HEARTBEAT_DEADLINE,

@@ -8,6 +8,9 @@ every unacknowledged record, and a hub that sheds load with retry-after.
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from edgenode.protocol import (
     ChangeErrorCode,
     ChangeRejected,
@@ -30,8 +33,6 @@ from edgenode.protocol import (
     Welcomed,
 )
 from edgenode.protocol.frames import ChunkFrame, SnapshotItemsFrame
-from hypothesis import given
-from hypothesis import strategies as st
 
 from .helpers import Link, frames_of
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+
 from edgenode.errors import ProtocolError
 from edgenode.protocol import ErrorCode
 from edgenode.protocol.constants import (

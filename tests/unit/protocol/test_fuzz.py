@@ -8,6 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import cbor2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edgenode.protocol import (
     CloseCode,
     ErrorCode,
@@ -42,8 +45,6 @@ from edgenode.protocol.frames import (
     WelcomeFrame,
     encode_frame,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from .helpers import frames_of
 

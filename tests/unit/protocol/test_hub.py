@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+
 from edgenode.errors import ConfigError
 from edgenode.protocol import (
     ChangeRejected,
