@@ -417,6 +417,7 @@ class Store:
         self._write(self.clock(), run)
 
     def get_resource(self, key: str) -> tuple[int, bytes | None] | None:
+        self._conn()
         _check_str(key, "key")
         row = self._read(
             lambda db: db.execute(
@@ -428,6 +429,7 @@ class Store:
     def list_resources(
         self, *, include_tombstones: bool = False
     ) -> list[tuple[str, int, bytes | None]]:
+        self._conn()
         sql = "SELECT key, revision, data FROM resources"
         if not include_tombstones:
             sql += " WHERE data IS NOT NULL"
@@ -438,6 +440,7 @@ class Store:
     # -------------------------------------------------------------- twins --
 
     def put_twin(self, device: str, doc: bytes) -> None:
+        self._conn()
         _check_str(device, "device")
         _check_bytes(doc, "doc")
         self._write(
@@ -450,6 +453,7 @@ class Store:
         )
 
     def get_twin(self, device: str) -> bytes | None:
+        self._conn()
         _check_str(device, "device")
         row = self._read(
             lambda db: db.execute("SELECT doc FROM twins WHERE device = ?", (device,)).fetchone()
@@ -463,6 +467,7 @@ class Store:
         return [row[0] for row in rows]
 
     def delete_twin(self, device: str) -> bool:
+        self._conn()
         _check_str(device, "device")
         deleted = self._write(
             self.clock(),
