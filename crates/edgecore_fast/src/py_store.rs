@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::py_errors::edgenode_error;
 use crate::store::{self, NewRecord, Store, Synchronous};
@@ -49,7 +49,7 @@ fn check_int(obj: &Bound<'_, PyAny>, what: &str, lo: i64, hi: i64) -> PyResult<i
 }
 
 fn check_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    if !obj.is_instance_of::<pyo3::types::PyString>() {
+    if !obj.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!(
             "{what} must be str, not {}",
             type_name(obj)?
@@ -120,6 +120,16 @@ fn check_tuple<'py>(
     }
 }
 
+/// A default argument as a Python object, so an explicit `None` is not taken
+/// for "omitted" (the pure twin rejects `None` where the default is not `None`).
+fn default_int(value: i64) -> Py<PyAny> {
+    Python::with_gil(|py| PyInt::new(py, value).into_any().unbind())
+}
+
+fn default_str(value: &str) -> Py<PyAny> {
+    Python::with_gil(|py| PyString::new(py, value).into_any().unbind())
+}
+
 fn items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     obj.try_iter()?.collect()
 }
@@ -163,53 +173,49 @@ impl PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, *, synchronous = None, outbox_max_bytes = None))]
+    #[pyo3(signature = (
+        path,
+        *,
+        synchronous = default_str("normal"),
+        outbox_max_bytes = default_int(store::DEFAULT_OUTBOX_MAX_BYTES),
+    ))]
     fn new(
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
-        synchronous: Option<&Bound<'_, PyAny>>,
-        outbox_max_bytes: Option<&Bound<'_, PyAny>>,
+        synchronous: Py<PyAny>,
+        outbox_max_bytes: Py<PyAny>,
     ) -> PyResult<Self> {
         let path = check_str(path, "path")?;
-        let sync = match synchronous {
-            None => Synchronous::Normal,
-            Some(obj) => match obj.extract::<String>().ok().as_deref() {
-                Some("normal") => Synchronous::Normal,
-                Some("full") => Synchronous::Full,
-                _ => {
-                    return Err(edgenode_error(
-                        py,
-                        "ConfigError",
-                        format!(
-                            "synchronous must be 'normal' or 'full', got {}",
-                            obj.repr()?
-                        ),
-                    ))
-                }
-            },
-        };
-        let max_bytes = match outbox_max_bytes {
-            None => store::DEFAULT_OUTBOX_MAX_BYTES,
-            Some(obj) => {
-                let value = if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-                    obj.extract::<i64>().ok().filter(|v| *v >= 1)
-                } else {
-                    None
-                };
-                match value {
-                    Some(v) => v,
-                    None => {
-                        return Err(edgenode_error(
-                            py,
-                            "ConfigError",
-                            format!(
-                                "outbox_max_bytes must be a positive int, got {}",
-                                obj.repr()?
-                            ),
-                        ))
-                    }
-                }
+        let synchronous = synchronous.bind(py);
+        let sync = match synchronous.extract::<String>().ok().as_deref() {
+            Some("normal") => Synchronous::Normal,
+            Some("full") => Synchronous::Full,
+            _ => {
+                return Err(edgenode_error(
+                    py,
+                    "ConfigError",
+                    format!(
+                        "synchronous must be 'normal' or 'full', got {}",
+                        synchronous.repr()?
+                    ),
+                ))
             }
+        };
+        let limit = outbox_max_bytes.bind(py);
+        let max_bytes = if limit.is_instance_of::<PyInt>() && !limit.is_instance_of::<PyBool>() {
+            limit.extract::<i64>().ok().filter(|v| *v >= 1)
+        } else {
+            None
+        };
+        let Some(max_bytes) = max_bytes else {
+            return Err(edgenode_error(
+                py,
+                "ConfigError",
+                format!(
+                    "outbox_max_bytes must be a positive int, got {}",
+                    limit.repr()?
+                ),
+            ));
         };
         let opened = py.allow_threads(|| Store::open(&path, sync, max_bytes));
         let store = opened.map_err(|e| to_py(py, e))?;
@@ -362,22 +368,24 @@ impl PyStore {
         self.with(py, |s| s.delete_twin(&device))
     }
 
-    #[pyo3(signature = (payload, priority = None, ttl = None, *, coalesce_key = None, now = None))]
+    #[pyo3(signature = (payload, priority = default_int(5), ttl = None, *, coalesce_key = None, now = None))]
     fn append(
         &self,
         py: Python<'_>,
         payload: &Bound<'_, PyAny>,
-        priority: Option<&Bound<'_, PyAny>>,
+        priority: Py<PyAny>,
         ttl: Option<&Bound<'_, PyAny>>,
         coalesce_key: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<i64> {
         self.check_open(py)?;
         let payload = check_bytes(payload, "payload")?;
-        let priority = match priority {
-            Some(p) => check_int(p, "priority", store::MIN_PRIORITY, store::MAX_PRIORITY)?,
-            None => 5,
-        };
+        let priority = check_int(
+            priority.bind(py),
+            "priority",
+            store::MIN_PRIORITY,
+            store::MAX_PRIORITY,
+        )?;
         let ttl = match ttl {
             Some(t) => check_ttl(t)?,
             None => None,
@@ -429,19 +437,16 @@ impl PyStore {
         self.with(py, |s| s.append_many(&batch, now))
     }
 
-    #[pyo3(signature = (limit = None, *, after = None, now = None))]
+    #[pyo3(signature = (limit = default_int(100), *, after = None, now = None))]
     fn peek<'py>(
         &self,
         py: Python<'py>,
-        limit: Option<&Bound<'py, PyAny>>,
+        limit: Py<PyAny>,
         after: Option<&Bound<'py, PyAny>>,
         now: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         self.check_open(py)?;
-        let limit = match limit {
-            Some(l) => check_int(l, "limit", 0, i64::MAX)?,
-            None => 100,
-        };
+        let limit = check_int(limit.bind(py), "limit", 0, i64::MAX)?;
         let after = match after {
             Some(a) if !a.is_none() => {
                 let t = check_tuple(a, 2, "(priority, seq)")?;
