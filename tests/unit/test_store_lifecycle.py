@@ -10,7 +10,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from conftest import native_core
 from edgenode import _pure
 from edgenode._pure import store as pure_store
@@ -100,7 +99,7 @@ def test_close_is_idempotent_and_any_later_use_is_a_store_error(core, tmp_path):
         store.checkpoint,
     ]
     for call in calls:
-        with pytest.raises(StoreError, match="^store is closed$"):
+        with pytest.raises(StoreError, match=r"^store is closed$"):
             call()
 
 
@@ -115,9 +114,7 @@ def test_the_clock_starts_at_zero_and_advances_monotonically(core, tmp_path):
     assert 0 <= first < second < first + 5
 
 
-def test_the_clock_continues_from_the_persisted_value_and_ignores_time_powered_off(
-    core, tmp_path
-):
+def test_the_clock_continues_from_the_persisted_value_and_ignores_time_powered_off(core, tmp_path):
     path = str(tmp_path / "node.db")
     store = core.Store(path)
     store.append(b"x", now=1000)
@@ -221,7 +218,8 @@ def test_a_newer_schema_version_is_refused_naming_both_versions(core, tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 9")
-    with pytest.raises(StoreError, match=r"schema version 9 is newer than this build supports \(2\)"):
+    newer = r"schema version 9 is newer than this build supports \(2\)"
+    with pytest.raises(StoreError, match=newer):
         core.Store(str(path))
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from edgenode.errors import OutboxFullError, StoreError
 
 
@@ -29,9 +28,7 @@ def test_sequence_numbers_start_at_one_and_increase_strictly(core, tmp_path):
     assert store.append(b"d", now=0) == 4
 
 
-def test_sequence_numbers_are_never_reused_after_everything_was_acked_and_reopened(
-    core, tmp_path
-):
+def test_sequence_numbers_are_never_reused_after_everything_was_acked_and_reopened(core, tmp_path):
     store = open_store(core, tmp_path)
     store.append_many([(b"x", 5, None)] * 3, now=0)
     assert store.ack_ranges([(1, 3)]) == 3
@@ -232,9 +229,7 @@ def test_ack_with_out_of_range_sequence_numbers_is_a_value_error(core, tmp_path)
 # ------------------------------------------------------------------- quota --
 
 
-def test_quota_evicts_less_or_equally_urgent_records_largest_priority_oldest_first(
-    core, tmp_path
-):
+def test_quota_evicts_less_or_equally_urgent_records_largest_priority_oldest_first(core, tmp_path):
     store = open_store(core, tmp_path, outbox_max_bytes=10)
     store.append_many([(b"aa", 5, None), (b"bb", 9, None), (b"cc", 9, None)], now=0)
     store.append_many([(b"dd", 3, None), (b"ee", 5, None)], now=0)
