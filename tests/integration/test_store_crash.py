@@ -114,3 +114,33 @@ def test_reported_appends_and_acks_survive_sigkill_at_random_moments(tmp_path, b
     assert len(ledger.appended) > KILLS_PER_BACKEND, f"writer barely ran (seed {seed})"
     assert ledger.acked, f"no ack was ever reported (seed {seed})"
     assert os.path.getsize(path) > 0
+
+
+ACK_THEN_DIE = """
+import os, signal, sys
+from edgenode import _pure, _edgecore_fast
+core = _pure if sys.argv[2] == "python" else _edgecore_fast
+store = core.Store(sys.argv[1])
+store.append_many([(b"%d" % i, i % 10, None) for i in range(1, 11)], now=0)
+store.ack([1, 2])
+store.ack_ranges([(3, 5)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("backend", ["python", "rust"])
+def test_acks_that_returned_before_a_sigkill_are_durable(tmp_path, backend):
+    path = tmp_path / "node.db"
+    done = subprocess.run(
+        [sys.executable, "-c", ACK_THEN_DIE, str(path), backend],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    for core in (_pure, native_core()):
+        store = core.Store(str(path))
+        assert sorted(seq for seq, _, _ in store.peek(now=0)) == [6, 7, 8, 9, 10]
+        assert store.outbox_stats(now=0)["next_seq"] == 11
+        store.close()

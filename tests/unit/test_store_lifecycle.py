@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -346,3 +347,31 @@ def test_the_wal_stays_bounded_over_many_appends_and_acks(core, tmp_path):
     store.checkpoint()
     assert wal.stat().st_size == 0
     assert store.outbox_stats(now=0)["next_seq"] == 10_001
+
+
+def test_a_path_with_a_nul_character_is_a_config_error(core, tmp_path):
+    with pytest.raises(ConfigError, match="NUL"):
+        core.Store(str(tmp_path / "a\x00b.db"))
+    with pytest.raises(ConfigError, match="NUL"):
+        core.Store.salvage(str(tmp_path / "a.db"), str(tmp_path / "b\x00.db"))
+
+
+def test_threads_sharing_one_store_get_unique_sequence_numbers(core, tmp_path):
+    store = core.Store(str(tmp_path / "node.db"))
+    results: list[list[int]] = []
+
+    def writer() -> None:
+        mine: list[int] = []
+        for _ in range(50):
+            mine += store.append_many([(b"t" * 10, 5, None)] * 10, now=0)
+        results.append(mine)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = sorted(seq for mine in results for seq in mine)
+    assert every == list(range(1, 2001))
+    assert all(mine == sorted(mine) for mine in results)
+    assert store.outbox_stats(now=0)["bytes"] == 20_000

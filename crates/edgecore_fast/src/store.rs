@@ -113,6 +113,7 @@ CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT 
 )];
 
 const SQLITE_CORRUPT: i32 = 11;
+const NUL_IN_PATH: &str = "store path must not contain a NUL character";
 const SQLITE_NOTADB: i32 = 26;
 
 const UPDATE_META: &str = "UPDATE meta SET applied_revision = ?1, next_seq = ?2, \
@@ -321,6 +322,9 @@ impl Store {
             return Err(Error::Config(format!(
                 "outbox_max_bytes must be a positive int, got {outbox_max_bytes}"
             )));
+        }
+        if path.contains('\0') {
+            return Err(Error::Config(NUL_IN_PATH.to_string()));
         }
         let tr = |e| translate(path, e);
         let conn = Connection::open(path).map_err(tr)?;
@@ -812,6 +816,9 @@ impl Store {
 
     /// Copy every readable row of the store at `path` into a new store at `dest`.
     pub fn salvage(path: &str, dest: &str) -> Result<SalvageCounts> {
+        if path.contains('\0') || dest.contains('\0') {
+            return Err(Error::Config(NUL_IN_PATH.to_string()));
+        }
         if std::path::Path::new(dest).exists() {
             return Err(Error::Store(format!(
                 "salvage destination already exists: {dest}"

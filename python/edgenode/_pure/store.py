@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -243,8 +244,13 @@ class Store:
             or not 1 <= outbox_max_bytes <= I64_MAX
         ):
             raise ConfigError(f"outbox_max_bytes must be a positive int, got {outbox_max_bytes!r}")
+        if "\x00" in path:
+            raise ConfigError("store path must not contain a NUL character")
         self._path = path
         self._max_bytes = outbox_max_bytes
+        # One connection shared by threads: the lock serialises transactions, as the
+        # Rust backend's mutex does.
+        self._lock = threading.RLock()
         self._writes_since_checkpoint = 0
         self._db: sqlite3.Connection | None = None
         try:
@@ -283,14 +289,19 @@ class Store:
         return _check_float(now, "now")
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._conn()
-        try:
-            return fn(db)
-        except sqlite3.Error as err:
-            raise _translate(self._path, err) from None
+        with self._lock:
+            db = self._conn()
+            try:
+                return fn(db)
+            except sqlite3.Error as err:
+                raise _translate(self._path, err) from None
 
     def _write(self, now: float, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one write transaction that also persists the meta row."""
+        with self._lock:
+            return self._write_locked(now, fn)
+
+    def _write_locked(self, now: float, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._conn()
         saved = replace(self._meta)
         try:
@@ -330,14 +341,15 @@ class Store:
 
     def close(self) -> None:
         """Persist the store clock and close; idempotent."""
-        db = self._db
-        if db is None:
-            return
-        try:
-            self._write(self.clock(), lambda _db: None)
-        finally:
-            self._db = None
-            db.close()
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            try:
+                self._write(self.clock(), lambda _db: None)
+            finally:
+                self._db = None
+                db.close()
 
     def clock(self) -> float:
         """Store time in seconds: monotonic within a run, carried across restarts."""
@@ -355,13 +367,13 @@ class Store:
         self._conn()
         return self._meta.applied_revision
 
-    def _check_revision(self, revision: object) -> int:
-        rev = _check_int(revision, "revision", 0, I64_MAX)
-        if rev < self._meta.applied_revision:
+    def _check_not_older(self, revision: int) -> None:
+        """Checked inside the write transaction, so concurrent callers cannot race it."""
+        if revision < self._meta.applied_revision:
             raise ValueError(
-                f"revision {rev} is older than the applied revision {self._meta.applied_revision}"
+                f"revision {revision} is older than the applied revision "
+                f"{self._meta.applied_revision}"
             )
-        return rev
 
     def apply_changes(
         self, changes: Iterable[tuple[str, int, bytes | None]], revision: int
@@ -376,9 +388,10 @@ class Store:
             if data is not None:
                 _check_bytes(data, "data")
             rows.append((key, rev, data))
-        new_revision = self._check_revision(revision)
+        new_revision = _check_int(revision, "revision", 0, I64_MAX)
 
         def run(db: sqlite3.Connection) -> None:
+            self._check_not_older(new_revision)
             db.executemany(
                 "INSERT INTO resources (key, revision, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET revision = excluded.revision, "
@@ -402,9 +415,10 @@ class Store:
                     _check_bytes(data, "data"),
                 )
             )
-        new_revision = self._check_revision(revision)
+        new_revision = _check_int(revision, "revision", 0, I64_MAX)
 
         def run(db: sqlite3.Connection) -> None:
+            self._check_not_older(new_revision)
             db.execute("DELETE FROM resources")
             db.executemany(
                 "INSERT INTO resources (key, revision, data) VALUES (?, ?, ?) "
@@ -747,6 +761,8 @@ class Store:
         """Copy every readable row of the store at ``path`` into a new store at ``dest``."""
         _check_str(path, "path")
         _check_str(dest, "dest")
+        if "\x00" in path or "\x00" in dest:
+            raise ConfigError("store path must not contain a NUL character")
         if os.path.exists(dest):
             raise StoreError(f"salvage destination already exists: {dest}")
         if not os.path.exists(path):
