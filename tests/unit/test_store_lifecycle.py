@@ -375,3 +375,21 @@ def test_threads_sharing_one_store_get_unique_sequence_numbers(core, tmp_path):
     assert every == list(range(1, 2001))
     assert all(mine == sorted(mine) for mine in results)
     assert store.outbox_stats(now=0)["bytes"] == 20_000
+
+
+def test_a_damaged_file_with_a_wal_is_never_written_to(core, tmp_path):
+    live = tmp_path / "live.db"
+    filled_store(core, live, records=300)
+    store = core.Store(str(live))
+    store.append_many([(payload_for(seq), 1, None) for seq in range(301, 400)], now=1)
+    path, wal = tmp_path / "copy.db", tmp_path / "copy.db-wal"
+    data = bytearray(live.read_bytes())
+    data[5 * PAGE_SIZE : 8 * PAGE_SIZE] = b"\x5a" * (3 * PAGE_SIZE)
+    path.write_bytes(bytes(data))
+    wal.write_bytes(Path(f"{live}-wal").read_bytes())
+    store.close()
+    before = (path.read_bytes(), wal.read_bytes())
+    assert before[1], "the copy must carry a non-empty WAL"
+    with pytest.raises(StoreCorruptError):
+        core.Store(str(path))
+    assert (path.read_bytes(), wal.read_bytes()) == before

@@ -326,10 +326,10 @@ impl Store {
         if path.contains('\0') {
             return Err(Error::Config(NUL_IN_PATH.to_string()));
         }
+        check_integrity(path)?;
         let tr = |e| translate(path, e);
         let conn = Connection::open(path).map_err(tr)?;
         configure(&conn, synchronous).map_err(tr)?;
-        check_integrity(&conn, path)?;
         create_or_migrate(&conn, path)?;
         let meta = read_meta(&conn).map_err(tr)?;
         Ok(Store {
@@ -879,7 +879,20 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
     ))
 }
 
-fn check_integrity(conn: &Connection, path: &str) -> Result<()> {
+/// `PRAGMA quick_check` an existing file on a read-only connection, so that a
+/// damaged file is never written to (a read-write connection would switch the
+/// journal mode or checkpoint a WAL into it when closed).
+fn check_integrity(path: &str) -> Result<()> {
+    let existing = std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if !existing {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| translate(path, e))?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(|e| translate(path, e))?;
     let rows: Vec<String> = conn
         .prepare("PRAGMA quick_check")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())

@@ -254,12 +254,12 @@ class Store:
         self._writes_since_checkpoint = 0
         self._db: sqlite3.Connection | None = None
         try:
+            _check_integrity(path)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:
             raise _translate(path, err) from None
         try:
             _configure(db, synchronous)
-            _check_integrity(db, path)
             _create_or_migrate(db, path)
             self._meta = _read_meta(db)
         except sqlite3.Error as err:
@@ -767,9 +767,8 @@ class Store:
             raise StoreError(f"salvage destination already exists: {dest}")
         if not os.path.exists(path):
             raise StoreError(f"{path}: no such file")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
         try:
-            src = sqlite3.connect(uri, uri=True, isolation_level=None)
+            src = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
         except sqlite3.Error as err:
             raise _translate(path, err) from None
         counts = {"resources": 0, "twins": 0, "outbox": 0, "errors": 0}
@@ -792,8 +791,24 @@ def _configure(db: sqlite3.Connection, synchronous: str) -> None:
     db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}").fetchall()
 
 
-def _check_integrity(db: sqlite3.Connection, path: str) -> None:
-    rows = db.execute("PRAGMA quick_check").fetchall()
+def _read_only_uri(path: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+def _check_integrity(path: str) -> None:
+    """``PRAGMA quick_check`` an existing file on a read-only connection.
+
+    Read-only, so that a damaged file is never written to: a read-write connection
+    would switch the journal mode or checkpoint a WAL into it when closed.
+    """
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    db = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    finally:
+        db.close()
     if rows != [("ok",)]:
         raise StoreCorruptError(f"{path}: store is damaged ({_code_text(SQLITE_CORRUPT)})")
 
