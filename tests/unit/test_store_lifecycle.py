@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import sqlite3
 import threading
@@ -301,17 +302,30 @@ def test_salvage_copies_every_readable_row_and_leaves_the_original_alone(core, t
         assert store.applied_revision() == 0  # lost resources force a full resync
 
 
-def test_both_backends_salvage_the_same_rows(tmp_path):
+@pytest.mark.parametrize("damage", ["zeroed-pages", "garbage", "truncated", "first-page"])
+def test_both_backends_salvage_the_same_rows(tmp_path, damage):
     path = tmp_path / "node.db"
     filled_store(_pure, path)
     data = bytearray(path.read_bytes())
-    data[30 * PAGE_SIZE : 33 * PAGE_SIZE] = b"\x00" * (3 * PAGE_SIZE)
+    if damage == "zeroed-pages":
+        data[30 * PAGE_SIZE : 33 * PAGE_SIZE] = b"\x00" * (3 * PAGE_SIZE)
+    elif damage == "garbage":
+        data = bytearray(os.urandom(len(data)))
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[100:PAGE_SIZE] = b"\xff" * (PAGE_SIZE - 100)
     path.write_bytes(bytes(data))
     results = [
         core.Store.salvage(str(path), str(tmp_path / f"out-{i}.db"))
         for i, core in enumerate(backends())
     ]
     assert results[0] == results[1]
+    if damage == "truncated":
+        assert results[0]["resources"] == 100
+        assert 0 < results[0]["outbox"] < 2000
+    if damage in ("garbage", "first-page"):
+        assert results[0] == {"resources": 0, "twins": 0, "outbox": 0, "errors": 4}
 
 
 def test_salvage_of_a_healthy_store_copies_everything(core, tmp_path):
@@ -393,3 +407,24 @@ def test_a_damaged_file_with_a_wal_is_never_written_to(core, tmp_path):
     with pytest.raises(StoreCorruptError):
         core.Store(str(path))
     assert (path.read_bytes(), wal.read_bytes()) == before
+
+
+def test_salvage_terminates_and_both_backends_agree_on_randomly_damaged_files(tmp_path):
+    base = tmp_path / "base.db"
+    filled_store(_pure, base)
+    original = base.read_bytes()
+    rng = random.Random(20261127)  # fixed: a failure must be reproducible
+    for case in range(12):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            start = rng.randrange(1, len(data) // PAGE_SIZE) * PAGE_SIZE + rng.randrange(PAGE_SIZE)
+            end = min(start + rng.randint(8, PAGE_SIZE), len(data))
+            data[start:end] = rng.randbytes(end - start)
+        assert len(data) == len(original)
+        path = tmp_path / f"damaged-{case}.db"
+        path.write_bytes(bytes(data))
+        results = [
+            core.Store.salvage(str(path), str(tmp_path / f"out-{case}-{i}.db"))
+            for i, core in enumerate(backends())
+        ]
+        assert results[0] == results[1], case

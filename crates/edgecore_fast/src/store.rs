@@ -832,6 +832,10 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| translate(path, e))?;
+        // Read past a schema SQLite finds inconsistent (e.g. a truncated file): the
+        // connection is read-only, so this cannot write anything.
+        src.execute_batch("PRAGMA writable_schema = ON")
+            .map_err(|e| translate(path, e))?;
         let mut out = Store::open(dest, Synchronous::Normal, DEFAULT_OUTBOX_MAX_BYTES)?;
         let mut counts = SalvageCounts::default();
         let copied = salvage_into(&src, &out.conn, &mut counts).map_err(|e| translate(dest, e));
@@ -974,8 +978,54 @@ fn owned(value: ValueRef<'_>) -> Option<Value> {
     })
 }
 
-/// Call `each` with `(rowid, columns)` of `table` in rowid order, skipping what
-/// fails to read (counted in `errors`) by probing at doubling distances.
+/// Pass the columns of each row `scan` returns after rowid `last` to `each`,
+/// advancing `last`; how many rows were passed, or `Err` at an unreadable row.
+///
+/// A row is passed on only once the step to the next row succeeded, exactly as
+/// Python's sqlite3 cursor does (it reads one row ahead and drops the current row
+/// when that read fails), so both backends salvage the same rows.
+fn scan_rows(
+    src: &Connection,
+    scan: &str,
+    width: usize,
+    last: &mut i64,
+    errors: &mut i64,
+    each: &mut impl FnMut(Vec<Value>) -> bool,
+) -> std::result::Result<usize, ()> {
+    let mut stmt = src.prepare(scan).map_err(|_| ())?;
+    let mut rows = stmt.query([*last]).map_err(|_| ())?;
+    let mut passed = 0;
+    let mut pending: Option<(i64, Vec<Value>)> = None;
+    let mut pass = |row: Option<(i64, Vec<Value>)>, last: &mut i64| {
+        if let Some((rowid, values)) = row {
+            *last = rowid;
+            passed += 1;
+            if !each(values) {
+                *errors += 1;
+            }
+        }
+    };
+    while let Some(row) = rows.next().map_err(|_| ())? {
+        pass(pending.take(), last);
+        let rowid: i64 = row.get(0).map_err(|_| ())?;
+        if rowid <= *last {
+            return Err(()); // a damaged b-tree can go backwards: never loop
+        }
+        let mut values = Vec::with_capacity(width);
+        for i in 1..=width {
+            values.push(owned(row.get_ref(i).map_err(|_| ())?).ok_or(())?);
+        }
+        pending = Some((rowid, values));
+    }
+    pass(pending.take(), last);
+    Ok(passed)
+}
+
+/// Call `each` with the columns of every readable row of `table` in rowid order.
+///
+/// After a failed scan the next row is re-read alone (as the pure twin must, its
+/// cursors reading one row ahead); if that fails too, the damage is counted once
+/// in `errors` and skipped by probing further rowids at doubling distances.
 fn salvage_rows(
     src: &Connection,
     table: &str,
@@ -985,27 +1035,17 @@ fn salvage_rows(
 ) {
     let width = columns.split(',').count();
     let scan = format!("SELECT rowid, {columns} FROM {table} WHERE rowid > ?1 ORDER BY rowid");
+    let single = format!("{scan} LIMIT 1");
     let probe = format!("SELECT rowid FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT 1");
     let mut last = i64::MIN;
     loop {
-        let scanned = (|| -> std::result::Result<(), ()> {
-            let mut stmt = src.prepare(&scan).map_err(|_| ())?;
-            let mut rows = stmt.query([last]).map_err(|_| ())?;
-            while let Some(row) = rows.next().map_err(|_| ())? {
-                let rowid: i64 = row.get(0).map_err(|_| ())?;
-                let mut values = Vec::with_capacity(width);
-                for i in 1..=width {
-                    values.push(owned(row.get_ref(i).map_err(|_| ())?).ok_or(())?);
-                }
-                last = rowid;
-                if !each(values) {
-                    *errors += 1;
-                }
-            }
-            Ok(())
-        })();
-        if scanned.is_ok() {
+        if scan_rows(src, &scan, width, &mut last, errors, &mut each).is_ok() {
             return;
+        }
+        match scan_rows(src, &single, width, &mut last, errors, &mut each) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(()) => {}
         }
         *errors += 1;
         let mut skip: i64 = 1;
@@ -1017,12 +1057,12 @@ fn salvage_rows(
                 .query_row(&probe, [last + skip], |r| r.get(0))
                 .optional();
             match found {
-                Err(_) => skip *= 2,
                 Ok(None) => return,
-                Ok(Some(rowid)) => {
+                Ok(Some(rowid)) if rowid > last + skip => {
                     last = rowid - 1;
                     break;
                 }
+                _ => skip = skip.saturating_mul(2),
             }
         }
     }

@@ -771,6 +771,9 @@ class Store:
             src = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
         except sqlite3.Error as err:
             raise _translate(path, err) from None
+        # Read past a schema SQLite finds inconsistent (e.g. a truncated file): the
+        # connection is read-only, so this cannot write anything.
+        src.execute("PRAGMA writable_schema = ON")
         counts = {"resources": 0, "twins": 0, "outbox": 0, "errors": 0}
         try:
             out = Store(dest)
@@ -855,34 +858,50 @@ def _read_meta(db: sqlite3.Connection) -> _Meta:
 def _salvage_rows(
     src: sqlite3.Connection, table: str, columns: str, counts: dict[str, int]
 ) -> Iterable[tuple[Any, ...]]:
-    """Yield ``(rowid, *columns)`` of ``table`` in rowid order, skipping what fails to read."""
+    """Yield ``(rowid, *columns)`` of ``table`` in rowid order, skipping what fails to read.
+
+    After a failed scan the next row is re-read alone (sqlite3 cursors read one row
+    ahead and drop the row before a failure); if that fails too, the damage is
+    counted once and skipped by probing further rowids at doubling distances.
+    """
+    scan = f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid"
+    probe = f"SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1"
     last = -(2**63)
     while True:
         try:
-            cursor = src.execute(
-                f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid", (last,)
-            )
-            for row in cursor:
+            for row in src.execute(scan, (last,)):
+                if not isinstance(row[0], int) or row[0] <= last:
+                    break  # a damaged b-tree can go backwards: never loop
                 last = row[0]
                 yield row
-            return
+            else:
+                return
         except sqlite3.Error:
-            counts["errors"] += 1
-        # Probe past the damage at doubling distances until a read succeeds.
+            pass
+        try:
+            single = src.execute(scan + " LIMIT 1", (last,)).fetchone()
+        except sqlite3.Error:
+            single = False
+        if single is None:
+            return
+        if single is not False and isinstance(single[0], int) and single[0] > last:
+            last = single[0]
+            yield single
+            continue
+        counts["errors"] += 1
         skip = 1
         while True:
             if last + skip > I64_MAX or skip > SALVAGE_MAX_SKIP:
                 return
             try:
-                found = src.execute(
-                    f"SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1",
-                    (last + skip,),
-                ).fetchone()
+                found = src.execute(probe, (last + skip,)).fetchone()
             except sqlite3.Error:
-                skip *= 2
-                continue
+                found = False
             if found is None:
                 return
+            if found is False or not isinstance(found[0], int) or found[0] <= last + skip:
+                skip *= 2
+                continue
             last = found[0] - 1
             break
 
