@@ -1367,6 +1367,23 @@ mod tests {
     }
 
     #[test]
+    fn salvage_of_garbage_copies_nothing_and_counts_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("garbage.db");
+        std::fs::write(&src, vec![0x5a_u8; 3 * 4096]).unwrap();
+        let dst = dir.path().join("out.db");
+        let counts = Store::salvage(src.to_str().unwrap(), dst.to_str().unwrap()).unwrap();
+        let expected = SalvageCounts {
+            resources: 0,
+            twins: 0,
+            outbox: 0,
+            errors: 4,
+        };
+        assert_eq!(counts, expected);
+        assert!(Store::salvage(src.to_str().unwrap(), dst.to_str().unwrap()).is_err());
+    }
+
+    #[test]
     fn bad_arguments_are_value_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
