@@ -235,7 +235,7 @@ class Store:
         synchronous: str = "normal",
         outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES,
     ) -> None:
-        path = os.fspath(_check_str(path, "path"))
+        path = _check_str(path, "path")
         if synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
         if (
