@@ -58,11 +58,18 @@ def stamp(meta: dict[str, Any], patch: dict[str, Any], now: float) -> dict[str, 
 
 # ----------------------------------------------------------------- store ----
 
-SCHEMA_VERSION: Final[int]
-DEFAULT_OUTBOX_MAX_BYTES: Final[int]
+SCHEMA_VERSION: Final[int]  # 2; PRAGMA user_version of the files this build writes
+DEFAULT_OUTBOX_MAX_BYTES: Final[int]  # 64 MiB: the outbox quota, as a sum of payload lengths
 
 class Store:
-    """The node's SQLite database (WAL): desired cache, twins, outbox."""
+    """The node's SQLite database (WAL): desired cache, twins, outbox. See docs/store.md.
+
+    ConfigError for a bad ``synchronous`` ("normal" | "full") or ``outbox_max_bytes``;
+    StoreCorruptError (naming the path, never touching the file) for a damaged file;
+    StoreError for a schema version newer than SCHEMA_VERSION and for any use after
+    ``close()`` ("store is closed"). Time-dependent methods take ``now`` in store
+    seconds; without it they use ``clock()``.
+    """
 
     def __init__(
         self,
@@ -73,19 +80,24 @@ class Store:
     ) -> None: ...
     @property
     def path(self) -> str: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Persist the store clock and close; idempotent."""
     def clock(self) -> float:
         """Store time in seconds: monotonic within a run, carried across restarts."""
     # desired-state cache
     def applied_revision(self) -> int: ...
     def apply_changes(
         self, changes: Sequence[tuple[str, int, bytes | None]], revision: int
-    ) -> None: ...
-    def replace_all(self, resources: Sequence[tuple[str, int, bytes]], revision: int) -> None: ...
+    ) -> None:
+        """Upsert (bytes) or tombstone (None) each change, set the applied revision; one
+        transaction. ValueError if ``revision`` < applied_revision()."""
+    def replace_all(self, resources: Sequence[tuple[str, int, bytes]], revision: int) -> None:
+        """Replace the whole cache with exactly ``resources``; one transaction."""
     def get_resource(self, key: str) -> tuple[int, bytes | None] | None: ...
     def list_resources(
         self, *, include_tombstones: bool = False
-    ) -> list[tuple[str, int, bytes | None]]: ...
+    ) -> list[tuple[str, int, bytes | None]]:
+        """(key, revision, data) sorted by key (code point order)."""
     # twins
     def put_twin(self, device: str, doc: bytes) -> None: ...
     def get_twin(self, device: str) -> bytes | None: ...
@@ -100,24 +112,40 @@ class Store:
         *,
         coalesce_key: str | None = None,
         now: float | None = None,
-    ) -> int: ...
+    ) -> int:
+        """Append one record durably; its sequence number. OutboxFullError if the quota
+        policy rejects it (counted in ``rejected``)."""
     def append_many(
         self,
         records: Sequence[tuple[bytes, int, float | None]],
         *,
         now: float | None = None,
-    ) -> list[int]: ...
+    ) -> list[int]:
+        """Append (payload, priority, ttl) records in one transaction, all or nothing.
+        Under quota pressure the least urgent record of the call (largest priority
+        number) decides which stored records may be evicted."""
     def peek(
         self,
         limit: int = 100,
         *,
         after: tuple[int, int] | None = None,
         now: float | None = None,
-    ) -> list[tuple[int, int, bytes]]: ...
-    def ack(self, seqs: Sequence[int]) -> int: ...
-    def ack_ranges(self, ranges: Sequence[tuple[int, int]]) -> int: ...
+    ) -> list[tuple[int, int, bytes]]:
+        """(seq, priority, payload), priority 0 first, seq order within a priority,
+        strictly after the (priority, seq) position ``after``; expired records are
+        deleted and counted first."""
+    def ack(self, seqs: Sequence[int]) -> int:
+        """Delete these sequence numbers (unknown ones ignored); how many were deleted."""
+    def ack_ranges(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Delete every ``lo <= seq <= hi``; how many were deleted."""
     def expire(self, *, now: float | None = None) -> int: ...
-    def outbox_stats(self, *, now: float | None = None) -> dict[str, int | float]: ...
-    def checkpoint(self) -> None: ...
+    def outbox_stats(self, *, now: float | None = None) -> dict[str, int | float]:
+        """messages, bytes, oldest_age, next_seq, max_bytes, dropped_expired,
+        dropped_quota, rejected, coalesced (counters persist across restarts)."""
+    def checkpoint(self) -> None:
+        """PRAGMA wal_checkpoint(TRUNCATE)."""
     @staticmethod
-    def salvage(path: str, dest: str) -> dict[str, int]: ...
+    def salvage(path: str, dest: str) -> dict[str, int]:
+        """Copy every readable row of a (damaged) store at ``path`` into a new store at
+        ``dest`` (which must not exist); counts per table plus ``errors`` (read or copy
+        failures). The original is never modified."""
