@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import native_core
-from edgenode import _pure
 from hypothesis import event, given
 from hypothesis import strategies as st
+
+from conftest import native_core
+from edgenode import _pure
 
 QUOTA = 24  # small, so eviction, expiry-before-eviction and rejection all happen
 

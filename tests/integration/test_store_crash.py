@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from conftest import native_core
 from edgenode import _pure
 

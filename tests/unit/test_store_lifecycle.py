@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from conftest import native_core
 from edgenode import _pure
 from edgenode._pure import store as pure_store
