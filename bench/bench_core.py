@@ -134,7 +134,7 @@ def twin_documents() -> tuple[dict[str, Any], dict[str, Any]]:
         },
         "sampling": {
             f"channel{i}": {"rate_hz": 10 * i, "enabled": i % 2 == 0, "gain": 1.5 + i}
-            for i in range(8)
+            for i in range(14)
         },
         "thresholds": {
             "temperature": {"low": 5.0, "high": 42.5},
