@@ -18,8 +18,8 @@ cargo clippy --features python -- -D warnings
 step "cargo test"
 cargo test -q
 step "ruff"
-ruff check python tests bench cloud
-ruff format --check python tests bench cloud
+ruff check python tests bench scripts cloud
+ruff format --check python tests bench scripts cloud
 step "mypy --strict"
 mypy python/edgenode
 step "pytest"

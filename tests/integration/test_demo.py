@@ -1,4 +1,4 @@
-"""The foundation demo (the README's first command runs it) tells its whole story on both backends."""
+"""The foundation demo (run by the README's first command) tells its story on both backends."""
 
 from __future__ import annotations
 
