@@ -13,10 +13,10 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy (pure Rust and with the Python binding)"
-cargo clippy --all-targets -- -D warnings
-cargo clippy --features python -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --features python -- -D warnings
 step "cargo test"
-cargo test -q
+cargo test --locked -q
 step "ruff"
 ruff check python tests bench scripts cloud
 ruff format --check python tests bench scripts cloud
