@@ -79,7 +79,8 @@ def _status(path: str, as_json: bool) -> int:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(format_status(status))
-    return 0
+    # 0 whenever the local state could be read, whether or not the daemon or hub are up.
+    return 1 if "store_error" in status else 0
 
 
 def _config(args: argparse.Namespace) -> int:

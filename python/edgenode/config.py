@@ -386,6 +386,6 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:  # pragma: no cover - tomllib reports these itself
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not valid UTF-8: {exc}") from None
     return parse_config(data, str(Path(source).absolute()), env)

@@ -239,7 +239,9 @@ class Daemon:
             return
         log.info("metrics on http://%s/metrics", address)
         if self._link is not None:
-            self._link.metrics_address = address
+            self._link.metrics_address = address  # written with the link's next state
+        else:
+            self._write_state(LinkState(state=STANDALONE, metrics=address))
 
     def _desired_changed(
         self, changes: Sequence[tuple[str, int, bytes | None]], snap: bool

@@ -39,6 +39,7 @@ from edgenode.node.state import CONNECTED, CONNECTING, DISCONNECTED, LinkState, 
 from edgenode.protocol import (
     ChangeErrorCode,
     ChangesReceived,
+    CloseCode,
     Delete,
     ErrorCode,
     ErrorReceived,
@@ -209,8 +210,13 @@ class CloudLink:
             return
         try:
             await self._serve(ws, outcome)
+        except TimeoutError:
+            outcome.error = outcome.error or "the hub stopped reading (send timed out)"
+            ws.transport.abort()
+        except ConnectionClosed as exc:
+            outcome.error = _closed_reason(exc, outcome.error)
         finally:
-            await ws.close(1001, "node shutting down")
+            await ws.close(CloseCode.GOING_AWAY, "node shutting down")
 
     async def _serve(self, ws: ClientConnection, outcome: _Outcome) -> None:
         loop = asyncio.get_running_loop()
@@ -231,9 +237,13 @@ class CloudLink:
                 await self._flush(ws, proto)
                 close = proto.close_requested()
                 if close is not None:
-                    await ws.close(close.code, close.reason)
                     if not outcome.error:
                         outcome.error = f"closed by the node ({close.code} {close.reason})"
+                    if close.code == CloseCode.PEER_TIMED_OUT:
+                        # The hub is silent: a closing handshake would only wait for it.
+                        ws.transport.abort()
+                    else:
+                        await ws.close(close.code, close.reason)
                     return
                 if proto.state is State.OPEN:
                     more = self._pump_uplink(proto)
@@ -274,9 +284,12 @@ class CloudLink:
                     await recv
 
     async def _flush(self, ws: ClientConnection, proto: NodeProtocol) -> None:
-        for message in proto.data_to_send():
-            await ws.send(message)
-            self._metrics.frames_out.inc()
+        # A hub that stops reading must not stall the loop (and the heartbeat deadline)
+        # forever: a send that cannot complete in time ends the connection.
+        async with asyncio.timeout(self._config.hub.handshake_timeout):
+            for message in proto.data_to_send():
+                await ws.send(message)
+                self._metrics.frames_out.inc()
 
     # --- Events ---------------------------------------------------------------------------
 

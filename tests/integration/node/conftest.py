@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakehub import Background, FakeHub, Proxy, wait_for
+
+from node.fakehub import Background, FakeHub, Proxy, wait_for
 
 NODE_NAME = "ship-7"
 STOP_TIMEOUT = 10.0

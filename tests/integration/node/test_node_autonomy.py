@@ -7,7 +7,8 @@ import signal
 import sqlite3
 
 import pytest
-from fakehub import FakeHub, wait_for
+
+from node.fakehub import FakeHub, wait_for
 
 DESIRED = [
     ("Config/default/app", {"mode": "eco", "limits": {"temp": 80}}),

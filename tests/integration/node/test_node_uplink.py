@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from fakehub import FakeHub, wait_for
+from node.fakehub import FakeHub, wait_for
 
 PRODUCER = str(Path(__file__).with_name("producer.py"))
 
