@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,9 @@ PID_FILE: Final = "edgenode.pid"
 DB_FILE: Final = "node.db"
 STATUS_BUSY_TIMEOUT_MS: Final = 2000
 MAX_STATE_FILE_BYTES: Final = 64 * 1024
+LOW_DISK_FREE_BYTES: Final = 1024 * 1024
+"""Below this much free space in data_dir, ``edgenode status`` warns that the disk is full
+(the daemon may then be unable to write even its state file)."""
 
 # Link states, as shown by ``edgenode status``.
 STANDALONE: Final = "standalone"
@@ -182,6 +186,11 @@ def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
         "version": edgenode.__version__,
     }
     try:
+        usage = shutil.disk_usage(data_dir)
+        status["disk"] = {"total": usage.total, "free": usage.free}
+    except OSError:
+        status["disk"] = None
+    try:
         status.update(store_summary(data_dir / DB_FILE))
     except StoreError as exc:
         status["store_error"] = str(exc)
@@ -209,6 +218,9 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"hub:       {hub['state']} since {_when(hub['since'])}  {hub['url']}")
         if hub["last_error"]:
             lines.append(f"last error: {hub['last_error']} at {_when(hub['last_error_at'])}")
+    disk = status.get("disk")
+    if disk is not None and disk["free"] < LOW_DISK_FREE_BYTES:
+        lines.append(f"disk:      FULL: {disk['free']} bytes free in {status['data_dir']}")
     if "store_error" in status:
         lines.append(f"store:     ERROR {status['store_error']}")
         return "\n".join(lines)

@@ -75,6 +75,7 @@ class FakeHub:
     background: Background
     token: str = "secret"
     heartbeat: float = 0.2
+    window_records: int = 1000
     path: str = "/v1/connect"
     port: int = 0
     revision: int = 0
@@ -115,6 +116,12 @@ class FakeHub:
 
     def payloads(self, node: str) -> dict[int, bytes]:
         return {seq: rec.payload for (name, seq), rec in list(self.stored.items()) if name == node}
+
+    def set_resources(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
+        """Make this hub one restored from a backup: ``resources`` at ``revision``, no log."""
+        self.revision = revision
+        self.log = []
+        self.resources = {k: Resource(k, revision, body) for k, body in resources.items()}
 
     def connected(self) -> int:
         return sum(1 for proto, _ in list(self._connections.values()) if proto.state is State.OPEN)
@@ -166,7 +173,10 @@ class FakeHub:
 
     async def _handler(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
-        proto = HubProtocol(loop.time(), HubConfig(heartbeat_interval=self.heartbeat))
+        config = HubConfig(
+            heartbeat_interval=self.heartbeat, max_in_flight_records=self.window_records
+        )
+        proto = HubProtocol(loop.time(), config)
         wake = asyncio.Event()
         self._connections[ws] = (proto, wake)
         recv: asyncio.Task[Any] | None = None
