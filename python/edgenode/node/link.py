@@ -440,10 +440,13 @@ class CloudLink:
             self._metrics.set_link_state(state)
             if self._on_state is not None:
                 self._on_state(state)
-        if error:
+        # The same error again (every retry while the hub is away) is not rewritten: weeks
+        # offline must not mean thousands of fsyncs a day on an SD card.
+        new_error = bool(error) and error != self.state.last_error
+        if new_error:
             self.state.last_error = error
             self.state.last_error_at = time.time()
-        if changed or error:
+        if changed or new_error:
             self._write_state()
 
     def _write_state(self) -> None:
