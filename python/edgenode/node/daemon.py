@@ -268,6 +268,8 @@ class Daemon:
                 )
             except StoreError as exc:  # a full disk: report, keep running
                 log.error("cannot queue node status: %s", exc)
+            except Exception:  # a sensor or psutil failure must not end the reports
+                log.exception("cannot collect node status")
             await asyncio.sleep(interval)
 
     async def _watchdog(self) -> None:

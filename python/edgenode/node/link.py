@@ -205,6 +205,11 @@ class CloudLink:
                 if retry.isdigit():
                     outcome.retry_after = float(retry)
             return
+        except ssl.SSLCertVerificationError as exc:
+            # Retrying soon cannot fix a certificate: the long back-off, an ERROR log.
+            outcome.long = True
+            outcome.error = f"hub certificate not trusted: {exc.verify_message or exc.reason}"
+            return
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             outcome.error = _describe(exc)
             return
@@ -312,8 +317,7 @@ class CloudLink:
                 case SnapshotReceived():
                     self._apply_snapshot(proto, event)
                 case UplinkAcked():
-                    self._store.ack(event.sequences)
-                    self._metrics.uplink_acked.inc(len(event.sequences))
+                    self._uplink_acked(event.sequences)
                 case RetryAfter():
                     outcome.retry_after = max(outcome.retry_after, event.delay)
                     outcome.error = f"hub busy, retry after {event.delay:.1f} s: {event.message}"
@@ -329,6 +333,17 @@ class CloudLink:
                     )
                 case _:  # pragma: no cover - hub-side events never reach a node
                     pass
+
+    def _uplink_acked(self, sequences: Sequence[int]) -> None:
+        try:
+            self._store.ack(sequences)
+        except StoreError as exc:
+            # The records stay in the outbox and are sent again after the next reconnect;
+            # the hub drops the duplicates. Nothing is lost.
+            log.error("cannot delete acknowledged uplink records: %s", exc)
+            self._record_error(f"cannot delete acknowledged uplink records: {exc}")
+            return
+        self._metrics.uplink_acked.inc(len(sequences))
 
     def _apply_changes(self, proto: NodeProtocol, event: ChangesReceived) -> None:
         rows: list[tuple[str, int, bytes | None]] = []
@@ -414,8 +429,11 @@ class CloudLink:
             log.error(
                 "dropping %d uplink records over the hub's limit of %d bytes", len(oversized), limit
             )
-            self._store.ack(oversized)
-            self._metrics.uplink_oversized.inc(len(oversized))
+            try:
+                self._store.ack(oversized)
+                self._metrics.uplink_oversized.inc(len(oversized))
+            except StoreError as exc:
+                log.error("cannot drop oversized uplink records: %s", exc)
         sent = proto.send_uplink([record for _, record in sendable])
         if sent == len(sendable):
             if examined:
@@ -469,6 +487,8 @@ def _describe(exc: BaseException) -> str:
         return "timed out connecting"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -76,6 +77,9 @@ class FakeHub:
     token: str = "secret"
     heartbeat: float = 0.2
     window_records: int = 1000
+    ssl_context: ssl.SSLContext | None = None
+    http_status: int | None = None
+    """Answer every handshake with this HTTP status (and ``Retry-After: 1``) instead."""
     path: str = "/v1/connect"
     port: int = 0
     revision: int = 0
@@ -105,6 +109,8 @@ class FakeHub:
 
     @property
     def url(self) -> str:
+        if self.ssl_context is not None:
+            return f"wss://localhost:{self.port}"
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
@@ -137,6 +143,7 @@ class FakeHub:
             ping_interval=None,
             compression=None,
             max_size=2 * 1024 * 1024,
+            ssl=self.ssl_context,
         )
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -164,6 +171,10 @@ class FakeHub:
         return self.revision
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.accept_times.append(time.monotonic())
+        if self.http_status is not None:
+            headers = Headers({"Retry-After": "1"})
+            return Response(self.http_status, "Unavailable", headers, b"busy\n")
         if request.path != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such path\n")
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -222,7 +233,6 @@ class FakeHub:
         match event:
             case NodeHello():
                 self.hellos.append(event)
-                self.accept_times.append(time.monotonic())
                 if self.retry_after is not None and self.retry_after_count > 0:
                     self.retry_after_count -= 1
                     proto.send_retry_after(self.retry_after, "busy")

@@ -18,7 +18,9 @@ DESIRED = [
 ]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"]
+)
 def test_a_node_restarted_offline_serves_the_same_state_at_once(hub: FakeHub, node, stop_signal):
     node.configure(hub.url)
     node.start()

@@ -65,3 +65,16 @@ def test_desired_changes_made_while_cut_arrive_after_the_reconnect(
     proxy.blackhole(False)
     wait_for(lambda: hub.acked_revision.get("ship-7") == revision, 10, "the ack after reconnect")
     assert node.status_json()["applied_revision"] == revision
+
+
+def test_an_http_retry_after_header_is_honoured_too(hub: FakeHub, node):
+    hub.http_status = 503
+    node.configure(hub.url)
+    node.start()
+    wait_for(lambda: len(hub.accept_times) >= 3, 15, "three attempts")
+    times = hub.accept_times[:3]
+    assert times[1] - times[0] >= 1.0
+    assert times[2] - times[1] >= 1.0
+    assert "hub answered HTTP 503" in node.log()
+    hub.http_status = None
+    node.wait_state("connected", timeout=10)
