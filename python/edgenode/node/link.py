@@ -74,6 +74,8 @@ OPERATOR_ERRORS: Final = frozenset(
 )
 """Hub answers that retrying soon cannot fix: the long back-off applies."""
 AUTH_STATUSES: Final = frozenset({401, 403})
+STABLE_CONNECTION: Final = 10.0
+"""Seconds a welcomed connection must last for its end to reset the back-off."""
 
 ChangeListener = Callable[[Sequence[tuple[str, int, bytes | None]], bool], None]
 """Called after desired state was persisted: ``(changes, is_snapshot)``."""
@@ -94,6 +96,7 @@ class _Outcome:
         self.long = False
         self.error = ""
         self.welcomed = False
+        self.welcomed_at = 0.0
 
 
 class CloudLink:
@@ -152,6 +155,10 @@ class CloudLink:
             except Exception as exc:  # every loop must recover: log, back off, retry
                 log.exception("cloud link failed unexpectedly")
                 outcome.error = f"internal error: {type(exc).__name__}: {exc}"
+            if outcome.welcomed and time.monotonic() - outcome.welcomed_at >= STABLE_CONNECTION:
+                # Only a connection that lasted resets the back-off: a hub that welcomes
+                # and then fails at once must not be hammered at the base delay forever.
+                self._backoff.reset()
             delay = self._backoff.next_delay(outcome.retry_after, long=outcome.long)
             if outcome.welcomed:
                 log.warning("link to hub lost (%s), reconnecting in %.2f s", outcome.error, delay)
@@ -303,7 +310,7 @@ class CloudLink:
             match event:
                 case Welcomed():
                     outcome.welcomed = True
-                    self._backoff.reset()
+                    outcome.welcomed_at = time.monotonic()
                     self.state.hub_revision = event.hub_revision
                     log.info(
                         "connected to hub %s (hub revision %d, node revision %d)",

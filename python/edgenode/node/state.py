@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,6 +119,10 @@ def store_summary(db_path: Path) -> dict[str, Any]:
 
     ``StoreError`` when the file is missing or not a readable edgenode store.
     """
+    # Imported here: the daemon (which imports this module for the state file) uses the
+    # Rust store and should not carry the sqlite3 module and library in memory.
+    import sqlite3
+
     if not db_path.exists():
         raise StoreError(f"{db_path}: no store yet (the daemon creates it on first start)")
     uri = f"file:{db_path}?mode=ro"
