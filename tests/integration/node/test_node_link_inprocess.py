@@ -42,10 +42,10 @@ def test_uplink_goes_in_outbox_order_priority_first(hub: FakeHub, tmp_path):
     priorities = [5, 1, 9, 0, 5, 1]
     seqs = {store.append(f"p{p}".encode(), p): p for p in priorities}
     link = CloudLink(link_config(tmp_path, hub), store, Metrics())
-    asyncio.run(run_until(link, lambda: len(hub.wire) == len(priorities)))
+    # Done when the hub has them all and their acks came back (the outbox is empty).
+    asyncio.run(run_until(link, lambda: store.outbox_stats()["messages"] == 0))
     order = [seqs[s] for s in hub.wire]
     assert order == sorted(priorities)
-    assert store.outbox_stats()["messages"] == 0
     store.close()
 
 
@@ -87,9 +87,14 @@ def test_the_uplink_window_bounds_what_is_in_flight(hub: FakeHub, tmp_path):
 
     async def scenario() -> None:
         task = asyncio.create_task(link.run())
-        await asyncio.sleep(1.0)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(RUN_TIMEOUT):
+                while len(hub.wire) < 10:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # room for a window violation to show
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
     # Exactly the window went out, on one connection (exceeding it would be a violation).
