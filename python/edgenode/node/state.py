@@ -51,6 +51,9 @@ class LinkState:
     pid: int = field(default_factory=os.getpid)
     metrics: str = ""
     """The address the metrics endpoint is bound to (empty: disabled)."""
+    backend: str = field(default_factory=lambda: edgenode.backend)
+    version: str = field(default_factory=lambda: edgenode.__version__)
+    """The daemon's backend and version (``status`` may run with other ones)."""
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -185,8 +188,9 @@ def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
             "last_error_at": link.get("last_error_at"),
             "hub_revision": link.get("hub_revision"),
         },
-        "backend": edgenode.backend,
-        "version": edgenode.__version__,
+        # The daemon's, as it recorded them; this process's when it never ran.
+        "backend": link.get("backend", edgenode.backend),
+        "version": link.get("version", edgenode.__version__),
     }
     try:
         usage = shutil.disk_usage(data_dir)

@@ -73,13 +73,15 @@ def test_status_exits_zero_with_the_daemon_stopped_and_says_so(hub: FakeHub, nod
     assert "hub:       stopped" in result.stdout
 
 
-def test_a_reconnecting_node_resumes_from_its_revision(hub: FakeHub, node):
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_a_reconnecting_node_resumes_from_its_revision(hub: FakeHub, node, backend):
     node.configure(hub.url)
     first = hub.publish(DESIRED[:2])
-    node.start()
+    node.start(env={"EDGENODE_BACKEND": backend})
     wait_for(lambda: hub.acked_revision.get("ship-7") == first, 10, "first ack")
     node.signal(signal.SIGKILL)
     latest = hub.publish([("Config/default/app", {"mode": "turbo"})])
-    node.start()
+    node.start(env={"EDGENODE_BACKEND": backend})
+    assert f"backend {backend}" in node.status().stdout
     wait_for(lambda: hub.acked_revision.get("ship-7") == latest, 10, "second ack")
     assert hub.hellos[-1].last_revision == first

@@ -27,19 +27,24 @@ def telemetry(hub: FakeHub) -> dict[int, dict]:
 
 
 def test_sigkill_during_an_uplink_stream_loses_and_duplicates_nothing(hub: FakeHub, node):
+    hub.window_records = 200
     node.configure(hub.url)
     proc = node.start(args=[sys.executable, PRODUCER, str(node.config_path), "100000"])
     wait_for(lambda: len(telemetry(hub)) > 300, 20, "uplink to start flowing")
     # The hub stops acknowledging (it persists but its acks are "lost"): the records in
-    # flight at the kill are in the hub and still in the node's outbox.
+    # flight at the kill are in the hub and still in the node's outbox, and once the
+    # window is full the rest wait in the outbox, never sent.
     hub.ack_uplink = False
-    wait_for(lambda: len(telemetry(hub)) > 600, 20, "unacknowledged records at the hub")
+    wait_for(
+        lambda: node.status_json()["outbox"]["messages"] > 600, 20, "a queue behind the window"
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert proc.stdout is not None
     accepted = accepted_sequences(proc.stdout.read())
     assert len(accepted) > 300
     delivered_before_restart = len(telemetry(hub))
+    assert len(accepted) > delivered_before_restart  # some were never sent before the kill
 
     # Restart as a plain `edgenode run`: it must drain the outbox it finds.
     hub.ack_uplink = True
