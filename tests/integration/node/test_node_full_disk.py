@@ -69,6 +69,7 @@ def test_a_full_disk_is_reported_and_the_node_recovers_when_space_returns(
     assert "disk:      FULL: 0 bytes free" in node.status().stdout
     assert "cannot write the link state file" in node.log()
 
+    assert not list(small_disk.glob(".*.tmp"))  # no half-written state files left behind
     filler.unlink()
     wait_for(lambda: hub.acked_revision.get("ship-7") == second, 15, "the ack after recovery")
     assert node.status_json()["applied_revision"] == second
