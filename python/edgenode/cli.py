@@ -1,13 +1,26 @@
-"""The ``edgenode`` command line."""
+"""The ``edgenode`` command line: ``run``, ``status``, ``config``, ``version``.
+
+CLI → Config → Daemon, as uvicorn does it: this module parses arguments, loads the
+configuration (``edgenode.config``) and hands over to ``edgenode.node.Daemon``. Exit codes:
+0 success, 1 runtime failure (the daemon could not start), 2 usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
 import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import edgenode
+from edgenode.errors import ConfigError
+
+EXIT_CONFIG = 2
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def version_text() -> str:
@@ -19,7 +32,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgenode", description="edgenode edge runtime")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("version", help="print the version, backend and architecture")
+    run = commands.add_parser("run", help="run the node daemon in the foreground")
+    run.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
+    status = commands.add_parser("status", help="show the node's local state")
+    status.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    config = commands.add_parser("config", help="print or check a configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_commands.add_parser("print-default", help="print a commented default config")
+    check = config_commands.add_parser("check", help="validate a config file")
+    check.add_argument("--config", required=True, metavar="PATH", help="TOML config file")
     return parser
+
+
+def _error(message: str) -> None:
+    print(f"edgenode: error: {message}", file=sys.stderr)
+
+
+def _run(path: str) -> int:
+    from edgenode.config import load_config
+    from edgenode.node import Daemon
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_CONFIG
+    logging.basicConfig(level=config.log.level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # websockets logs every failed handshake at its own level; the link reports them.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
+    logging.getLogger("edgenode").info("%s starting, config %s", version_text(), config.source)
+    return asyncio.run(Daemon(config).run())
+
+
+def _status(path: str, as_json: bool) -> int:
+    from edgenode.config import load_config
+    from edgenode.node.state import format_status, read_status
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_CONFIG
+    status = read_status(Path(config.node.data_dir), config.node.name, config.hub.url)
+    if as_json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    # 0 whenever the local state could be read, whether or not the daemon or hub are up.
+    return 1 if "store_error" in status else 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from edgenode.config import DEFAULT_CONFIG_TEXT, load_config
+
+    if args.config_command == "print-default":
+        sys.stdout.write(DEFAULT_CONFIG_TEXT)
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_CONFIG
+    hub = config.hub.url or "none (standalone)"
+    print(
+        f"{config.source}: ok (node {config.node.name}, data_dir {config.node.data_dir}, hub {hub})"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(version_text())
         return 0
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "status":
+        return _status(args.config, args.json)
+    if args.command == "config":
+        return _config(args)
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

@@ -460,12 +460,14 @@ impl Store {
         })
     }
 
-    /// Replace the whole cache with exactly `resources` and set the applied revision.
+    /// Replace the whole cache with exactly `resources` and set the applied revision. A
+    /// snapshot is authoritative: its revision may be older than the applied one (a hub
+    /// restored from a backup, docs/protocol.md).
     pub fn replace_all(&mut self, resources: &[(&str, i64, &[u8])], revision: i64) -> Result<()> {
         for (_, rev, _) in resources {
             check_revision(*rev)?;
         }
-        self.check_new_revision(revision)?;
+        check_revision(revision)?;
         let now = self.clock();
         self.write(now, |conn, meta| {
             conn.execute_batch("DELETE FROM resources")?;
@@ -1290,6 +1292,9 @@ mod tests {
             vec![("c".to_string(), 3, Some(b"3".to_vec()))]
         );
         assert_eq!(s.applied_revision(), 3);
+        // A snapshot is authoritative: it may move the revision backwards.
+        s.replace_all(&[("d", 1, b"1")], 1).unwrap();
+        assert_eq!(s.applied_revision(), 1);
     }
 
     #[test]

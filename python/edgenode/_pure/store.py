@@ -403,7 +403,8 @@ class Store:
         self._write(self.clock(), run)
 
     def replace_all(self, resources: Iterable[tuple[str, int, bytes]], revision: int) -> None:
-        """Replace the whole cache with exactly ``resources`` (a snapshot)."""
+        """Replace the whole cache with exactly ``resources`` (a snapshot); the revision may
+        be older than the applied one (a hub restored from a backup)."""
         self._conn()
         rows: list[tuple[str, int, bytes]] = []
         for resource in resources:
@@ -418,7 +419,8 @@ class Store:
         new_revision = _check_int(revision, "revision", 0, I64_MAX)
 
         def run(db: sqlite3.Connection) -> None:
-            self._check_not_older(new_revision)
+            # No "not older" check: a snapshot is authoritative and may move the revision
+            # backwards (a hub restored from a backup, docs/protocol.md).
             db.execute("DELETE FROM resources")
             db.executemany(
                 "INSERT INTO resources (key, revision, data) VALUES (?, ?, ?) "

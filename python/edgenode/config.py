@@ -1,0 +1,391 @@
+"""The node's configuration: frozen dataclasses loaded from TOML, validated once.
+
+``load_config(path)`` reads a TOML file, applies ``EDGENODE_<SECTION>_<KEY>`` environment
+overrides, checks every key and type, and returns a :class:`Config`. Every problem is a
+:class:`~edgenode.errors.ConfigError` naming the file (or the environment variable) and the
+``[section] key``. ``DEFAULT_CONFIG_TEXT`` is the commented default file printed by
+``edgenode config print-default``; a test loads it back so it cannot drift from the
+dataclasses. This module only parses and validates: it opens no sockets and no store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from edgenode.errors import ConfigError
+from edgenode.protocol.constants import (
+    MAX_MAX_FRAME_SIZE,
+    MAX_NODE_NAME_LENGTH,
+    MIN_MAX_FRAME_SIZE,
+)
+
+ENV_PREFIX: Final = "EDGENODE_"
+HUB_LINK_PATH: Final = "/v1/connect"
+"""The hub's node-link path, used when ``hub.url`` has none."""
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+MIN_STATUS_INTERVAL: Final = 0.05
+MIN_HEARTBEAT_FLOOR: Final = 0.01
+MAX_PORT: Final = 65535
+DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9101"
+MAX_TOKEN_FILE_BYTES: Final = 64 * 1024
+"""A token file larger than this is certainly not a token."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    name: str
+    """This node's name (1..253 characters), as the hub knows it."""
+    data_dir: str
+    """Directory of the node's state: ``node.db`` (SQLite), ``link-state.json``, pid file."""
+
+
+@dataclass(frozen=True)
+class HubSection:
+    url: str = ""
+    """``ws://`` or ``wss://`` URL of the hub; empty: the node runs standalone."""
+    token: str = ""
+    token_file: str = ""
+    """A file holding the token (whitespace stripped); exclusive with ``token``."""
+    ca_file: str = ""
+    """PEM file of the CA that signed the hub's certificate (``wss://`` only)."""
+    handshake_timeout: float = 10.0
+    """Seconds for the TCP + TLS + HTTP handshake, and again for the hub's welcome."""
+    backoff_base: float = 1.0
+    """First reconnect delay bound in seconds; doubles per failed attempt (full jitter)."""
+    backoff_cap: float = 30.0
+    """Largest reconnect delay bound in seconds."""
+    max_frame_size: int = 1024 * 1024
+    """Largest message the node accepts from the hub, in bytes."""
+    uplink_batch: int = 100
+    """Outbox records read per step while sending uplink."""
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class OutboxSection:
+    max_bytes: int = 64 * 1024 * 1024
+    """Disk quota of the outbox (sum of payload bytes); see docs/store.md for the policy."""
+    default_ttl: float = 0.0
+    """Seconds an uplink record may wait; 0 means no expiry."""
+
+
+@dataclass(frozen=True)
+class StatusSection:
+    interval: float = 30.0
+    """Seconds between node status records (coalesced: only the newest waits)."""
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    listen: str = DEFAULT_METRICS_LISTEN
+    """``host:port`` of the Prometheus text endpoint; empty disables it."""
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeSection
+    hub: HubSection = field(default_factory=HubSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    outbox: OutboxSection = field(default_factory=OutboxSection)
+    status: StatusSection = field(default_factory=StatusSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: str = ""
+    """Where the configuration came from (the file path), for messages."""
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.node.data_dir) / "node.db"
+
+    @property
+    def standalone(self) -> bool:
+        return not self.hub.url
+
+    def hub_token(self) -> str:
+        """The token, read from ``token_file`` when that is set (ConfigError if unreadable)."""
+        if not self.hub.token_file:
+            return self.hub.token
+        try:
+            with open(self.hub.token_file, "rb") as handle:
+                raw = handle.read(MAX_TOKEN_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.source}: [hub] token_file: cannot read {self.hub.token_file}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        if len(raw) > MAX_TOKEN_FILE_BYTES:
+            raise ConfigError(f"{self.source}: [hub] token_file: {self.hub.token_file} is too big")
+        token = raw.decode("utf-8", errors="replace").strip()
+        if not token:
+            raise ConfigError(f"{self.source}: [hub] token_file: {self.hub.token_file} is empty")
+        return token
+
+
+SECTIONS: Final[dict[str, type[Any]]] = {
+    "node": NodeSection,
+    "hub": HubSection,
+    "mqtt": MqttSection,
+    "outbox": OutboxSection,
+    "status": StatusSection,
+    "metrics": MetricsSection,
+    "log": LogSection,
+}
+REQUIRED: Final = (("node", "name"), ("node", "data_dir"))
+
+
+DEFAULT_CONFIG_TEXT: Final = """\
+# edgenode configuration (TOML). Only [node] name and data_dir are required.
+# Every key can be overridden by an environment variable EDGENODE_<SECTION>_<KEY>,
+# e.g. EDGENODE_HUB_URL or EDGENODE_LOG_LEVEL. Relative paths are relative to this file.
+
+[node]
+name = "my-node"                  # this node's name, as the hub knows it (1..253 characters)
+data_dir = "/var/lib/edgenode"    # node.db (SQLite), link-state.json, edgenode.pid
+
+[hub]
+# Without a url the node runs standalone (no cloud link).
+url = ""                          # ws://host:port or wss://host; no path: /v1/connect
+token = ""                        # sent as "Authorization: Bearer <token>"
+token_file = ""                   # or read the token from this file (not both)
+ca_file = ""                      # PEM CA bundle that signed the hub's certificate (wss)
+handshake_timeout = 10.0          # seconds to connect and to be welcomed
+backoff_base = 1.0                # reconnect delay bound, doubled per failure, full jitter
+backoff_cap = 30.0                # largest reconnect delay bound, seconds
+max_frame_size = 1048576          # largest message accepted from the hub, bytes
+uplink_batch = 100                # outbox records read per step while sending uplink
+
+[mqtt]
+# The local MQTT broker (Mosquitto) of the device layer.
+host = "127.0.0.1"
+port = 1883
+username = ""
+password = ""
+tls = false
+
+[outbox]
+max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
+default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
+
+[status]
+interval = 30.0                   # seconds between node status reports
+
+[metrics]
+listen = "127.0.0.1:9101"         # Prometheus text endpoint; "" disables it
+
+[log]
+level = "info"                    # debug, info, warning or error
+"""
+
+
+def _field_type(cls: type[Any], name: str) -> type[Any]:
+    hints = typing.get_type_hints(cls)
+    hint = hints[name]
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no optional keys today
+        raise TypeError(hint)
+    return typing.cast(type[Any], hint)
+
+
+def _type_name(kind: type[Any]) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}[kind]
+
+
+def _check_value(value: Any, kind: type[Any], where: str) -> Any:
+    """``value`` as ``kind`` (ints are accepted where numbers are), or ConfigError."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{where}: expected {_type_name(kind)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _parse_env(raw: str, kind: type[Any], where: str) -> Any:
+    """An environment variable's text as ``kind``, or ConfigError naming the variable."""
+    if kind is str:
+        return raw
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text)
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected {_type_name(kind)}, got {raw!r}") from None
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def parse_config(
+    data: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None
+) -> Config:
+    """Build and validate a Config from parsed TOML ``data`` plus ``env`` overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, dict[str, Any]] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        cls = SECTIONS[section]
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in table.items():
+            if key not in names:
+                raise ConfigError(
+                    f"{source}: [{section}] unknown key {key!r} (known: {', '.join(sorted(names))})"
+                )
+            kind = _field_type(cls, key)
+            values.setdefault(section, {})[key] = _check_value(
+                value, kind, f"{source}: [{section}] {key}"
+            )
+    # Environment overrides: only the known EDGENODE_<SECTION>_<KEY> names are read, so
+    # other EDGENODE_* variables (EDGENODE_BACKEND) are not mistaken for config.
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            name = env_name(section, f.name)
+            if name in env:
+                kind = _field_type(cls, f.name)
+                values.setdefault(section, {})[f.name] = _parse_env(
+                    env[name], kind, f"environment variable {name}"
+                )
+    for section, key in REQUIRED:
+        if key not in values.get(section, {}):
+            raise ConfigError(
+                f"{source}: [{section}] {key} is required "
+                f"(or set the environment variable {env_name(section, key)})"
+            )
+    base = Path(source).parent if source else Path.cwd()
+    sections = {name: SECTIONS[name](**values.get(name, {})) for name in SECTIONS}
+    config = Config(**sections, source=source)
+    return _validate(config, base)
+
+
+def _resolve(base: Path, path: str) -> str:
+    if not path:
+        return path
+    return str((base / os.path.expanduser(path)).resolve())
+
+
+def _normalize_hub_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(f"{where}: expected a ws:// or wss:// URL with a host, got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"{where}: invalid port in {url!r}") from None
+    path = parts.path if parts.path not in ("", "/") else HUB_LINK_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def parse_listen(listen: str, where: str = "[metrics] listen") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) as a pair, or ConfigError."""
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > MAX_PORT:
+        raise ConfigError(f"{where}: expected host:port, got {listen!r}")
+    return host, int(port_text)
+
+
+def _validate(config: Config, base: Path) -> Config:
+    src = config.source
+    node, hub = config.node, config.hub
+    if not 1 <= len(node.name) <= MAX_NODE_NAME_LENGTH or node.name.strip() != node.name:
+        raise ConfigError(
+            f"{src}: [node] name: must be 1..{MAX_NODE_NAME_LENGTH} characters without "
+            f"surrounding spaces, got {node.name!r}"
+        )
+    if not node.data_dir:
+        raise ConfigError(f"{src}: [node] data_dir: must not be empty")
+    node = dataclasses.replace(node, data_dir=_resolve(base, node.data_dir))
+    if hub.url:
+        hub = dataclasses.replace(hub, url=_normalize_hub_url(hub.url, f"{src}: [hub] url"))
+        if not hub.token and not hub.token_file:
+            raise ConfigError(f"{src}: [hub] url is set but neither token nor token_file is")
+    if hub.token and hub.token_file:
+        raise ConfigError(f"{src}: [hub] token and token_file are exclusive: set one")
+    hub = dataclasses.replace(
+        hub, token_file=_resolve(base, hub.token_file), ca_file=_resolve(base, hub.ca_file)
+    )
+    if hub.ca_file and hub.url.startswith("ws://"):
+        raise ConfigError(f"{src}: [hub] ca_file is only used with a wss:// url")
+    for key in ("handshake_timeout", "backoff_base", "backoff_cap"):
+        if not getattr(hub, key) > 0:
+            raise ConfigError(f"{src}: [hub] {key}: must be positive")
+    if hub.backoff_base > hub.backoff_cap:
+        raise ConfigError(f"{src}: [hub] backoff_base: must not exceed backoff_cap")
+    if not MIN_MAX_FRAME_SIZE <= hub.max_frame_size <= MAX_MAX_FRAME_SIZE:
+        raise ConfigError(
+            f"{src}: [hub] max_frame_size: must be in [{MIN_MAX_FRAME_SIZE}, {MAX_MAX_FRAME_SIZE}]"
+        )
+    if hub.uplink_batch < 1:
+        raise ConfigError(f"{src}: [hub] uplink_batch: must be at least 1")
+    if not 1 <= config.mqtt.port <= MAX_PORT:
+        raise ConfigError(f"{src}: [mqtt] port: must be in [1, {MAX_PORT}]")
+    if not config.mqtt.host:
+        raise ConfigError(f"{src}: [mqtt] host: must not be empty")
+    if config.outbox.max_bytes < 1:
+        raise ConfigError(f"{src}: [outbox] max_bytes: must be at least 1")
+    if config.outbox.default_ttl < 0:
+        raise ConfigError(f"{src}: [outbox] default_ttl: must not be negative")
+    if not config.status.interval >= MIN_STATUS_INTERVAL:
+        raise ConfigError(f"{src}: [status] interval: must be at least {MIN_STATUS_INTERVAL}")
+    if config.metrics.listen:
+        parse_listen(config.metrics.listen, f"{src}: [metrics] listen")
+    level = config.log.level.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{src}: [log] level: must be one of {', '.join(LOG_LEVELS)}")
+    return dataclasses.replace(config, node=node, hub=hub, log=LogSection(level))
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate the TOML file at ``path``."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not valid UTF-8: {exc}") from None
+    return parse_config(data, str(Path(source).absolute()), env)

@@ -1,0 +1,253 @@
+"""What ``edgenode status`` reads without the daemon answering: state files and the store.
+
+The daemon writes ``link-state.json`` in ``data_dir`` atomically (temporary file, fsync,
+rename) whenever the link changes state, and ``edgenode.pid`` while it runs. ``read_status``
+combines them with a read-only look at ``node.db`` (SQLite opened with ``mode=ro``, so a
+status query never writes the daemon's database and works while the daemon runs).
+Wall-clock times here are for people to read; nothing decides anything by them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import edgenode
+from edgenode.errors import StoreError
+
+STATE_FILE: Final = "link-state.json"
+PID_FILE: Final = "edgenode.pid"
+DB_FILE: Final = "node.db"
+STATUS_BUSY_TIMEOUT_MS: Final = 2000
+MAX_STATE_FILE_BYTES: Final = 64 * 1024
+LOW_DISK_FREE_BYTES: Final = 1024 * 1024
+"""Below this much free space in data_dir, ``edgenode status`` warns that the disk is full
+(the daemon may then be unable to write even its state file)."""
+
+# Link states, as shown by ``edgenode status``.
+STANDALONE: Final = "standalone"
+CONNECTING: Final = "connecting"
+CONNECTED: Final = "connected"
+DISCONNECTED: Final = "disconnected"
+STOPPED: Final = "stopped"
+
+
+@dataclass
+class LinkState:
+    """The cloud link as last recorded by the daemon."""
+
+    state: str = CONNECTING
+    since: float = field(default_factory=time.time)
+    hub_url: str = ""
+    last_error: str = ""
+    last_error_at: float = 0.0
+    hub_revision: int | None = None
+    pid: int = field(default_factory=os.getpid)
+    metrics: str = ""
+    """The address the metrics endpoint is bound to (empty: disabled)."""
+    backend: str = field(default_factory=lambda: edgenode.backend)
+    version: str = field(default_factory=lambda: edgenode.__version__)
+    """The daemon's backend and version (``status`` may run with other ones)."""
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: leave no half-written temporary file taking space behind.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_link_state(data_dir: Path, state: LinkState) -> None:
+    write_json_atomic(data_dir / STATE_FILE, asdict(state))
+
+
+def read_link_state(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        with open(data_dir / STATE_FILE, "rb") as handle:
+            raw = handle.read(MAX_STATE_FILE_BYTES)
+        data = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_pid_file(data_dir: Path) -> None:
+    write_json_atomic(data_dir / PID_FILE, {"pid": os.getpid(), "started": time.time()})
+
+
+def remove_pid_file(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / PID_FILE).unlink()
+
+
+def daemon_pid(data_dir: Path) -> int | None:
+    """The pid of a running daemon of this data_dir, or None (no pid file, or it is dead)."""
+    try:
+        data = json.loads((data_dir / PID_FILE).read_bytes()[:MAX_STATE_FILE_BYTES])
+        pid = int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid <= 0 or not _alive(pid):
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    # A stale pid file whose pid was reused: on Linux, check it is an edgenode process.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    # A zombie (killed, not yet reaped) has an empty command line: not running.
+    return b"edgenode" in cmdline
+
+
+def store_summary(db_path: Path) -> dict[str, Any]:
+    """Applied revision, resources, twins and outbox figures, read without writing.
+
+    ``StoreError`` when the file is missing or not a readable edgenode store.
+    """
+    # Imported here: the daemon (which imports this module for the state file) uses the
+    # Rust store and should not carry the sqlite3 module and library in memory.
+    import sqlite3
+
+    if not db_path.exists():
+        raise StoreError(f"{db_path}: no store yet (the daemon creates it on first start)")
+    uri = f"file:{db_path}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=STATUS_BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{db_path}: cannot open: {exc}") from None
+    try:
+        meta = db.execute(
+            "SELECT applied_revision, next_seq, outbox_bytes, dropped_expired, dropped_quota, "
+            "rejected, coalesced, clock FROM meta"
+        ).fetchone()
+        resources = db.execute(
+            "SELECT key, revision FROM resources WHERE data IS NOT NULL ORDER BY key"
+        ).fetchall()
+        twins = db.execute("SELECT count(*) FROM twins").fetchone()[0]
+        count, oldest = db.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{db_path}: not a readable edgenode store: {exc}") from None
+    finally:
+        db.close()
+    if meta is None:
+        raise StoreError(f"{db_path}: not a readable edgenode store: no meta row")
+    applied, next_seq, outbox_bytes, expired, quota, rejected, coalesced, clock = meta
+    return {
+        "applied_revision": applied,
+        "resources": [{"key": key, "revision": rev} for key, rev in resources],
+        "devices": twins,
+        "outbox": {
+            "messages": count,
+            "bytes": outbox_bytes,
+            # Store-clock seconds as of the last write: a lower bound while the daemon runs.
+            "oldest_age": max(0.0, clock - oldest) if oldest is not None else 0.0,
+            "next_seq": next_seq,
+            "dropped_expired": expired,
+            "dropped_quota": quota,
+            "rejected": rejected,
+            "coalesced": coalesced,
+        },
+    }
+
+
+def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
+    """Everything ``edgenode status`` shows; ``store_error`` is set if the store is unreadable."""
+    pid = daemon_pid(data_dir)
+    link = read_link_state(data_dir) or {}
+    state = link.get("state", STANDALONE if not hub_url else DISCONNECTED)
+    if pid is None and state != STANDALONE:
+        # The daemon is not running: whatever it last wrote is history.
+        state = STOPPED if link else DISCONNECTED
+    status: dict[str, Any] = {
+        "node": node_name,
+        "data_dir": str(data_dir),
+        "daemon": {"running": pid is not None, "pid": pid},
+        "hub": {
+            "url": hub_url,
+            "state": state if hub_url else STANDALONE,
+            "since": link.get("since"),
+            "last_error": link.get("last_error", ""),
+            "last_error_at": link.get("last_error_at"),
+            "hub_revision": link.get("hub_revision"),
+        },
+        # The daemon's, as it recorded them; this process's when it never ran.
+        "backend": link.get("backend", edgenode.backend),
+        "version": link.get("version", edgenode.__version__),
+    }
+    try:
+        usage = shutil.disk_usage(data_dir)
+        status["disk"] = {"total": usage.total, "free": usage.free}
+    except OSError:
+        status["disk"] = None
+    try:
+        status.update(store_summary(data_dir / DB_FILE))
+    except StoreError as exc:
+        status["store_error"] = str(exc)
+    return status
+
+
+def _when(stamp: Any) -> str:
+    if not isinstance(stamp, int | float) or not stamp:
+        return "-"
+    text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    return f"{text} ({max(0, int(time.time() - stamp))} s ago)"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable form of ``read_status``'s result."""
+    daemon = status["daemon"]
+    hub = status["hub"]
+    lines = [
+        f"node:      {status['node']}  (edgenode {status['version']}, backend {status['backend']})",
+        "daemon:    " + (f"running, pid {daemon['pid']}" if daemon["running"] else "not running"),
+    ]
+    if hub["state"] == STANDALONE:
+        lines.append("hub:       standalone (no [hub] url)")
+    else:
+        lines.append(f"hub:       {hub['state']} since {_when(hub['since'])}  {hub['url']}")
+        if hub["last_error"]:
+            lines.append(f"last error: {hub['last_error']} at {_when(hub['last_error_at'])}")
+    disk = status.get("disk")
+    if disk is not None and disk["free"] < LOW_DISK_FREE_BYTES:
+        lines.append(f"disk:      FULL: {disk['free']} bytes free in {status['data_dir']}")
+    if "store_error" in status:
+        lines.append(f"store:     ERROR {status['store_error']}")
+        return "\n".join(lines)
+    outbox = status["outbox"]
+    lines += [
+        f"revision:  {status['applied_revision']} applied"
+        + (f" (hub at {hub['hub_revision']})" if hub.get("hub_revision") is not None else ""),
+        f"resources: {len(status['resources'])}",
+        *(f"  {r['key']} @{r['revision']}" for r in status["resources"][:50]),
+        f"devices:   {status['devices']}",
+        f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
+        f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
+        f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected",
+    ]
+    if len(status["resources"]) > 50:
+        lines.insert(-2, f"  ... and {len(status['resources']) - 50} more (--json lists all)")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Integration tests of the node daemon (real processes, real sockets, real SQLite)."""

@@ -1,0 +1,55 @@
+"""A node daemon with one extra service: a stream of telemetry uplink records.
+
+Run as ``python producer.py CONFIG COUNT [RATE]``: the real ``Daemon`` (as ``edgenode run``
+runs it) plus a service that calls ``Daemon.enqueue_uplink`` — the API the device layer
+uses — COUNT times in small bursts (or at RATE records/s), printing ``accepted <seq>`` after
+each append returned (so the record is durable in the outbox; ``--quiet`` prints nothing).
+Tests SIGKILL it in the middle of the stream; bench/bench_node.py uses RATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from edgenode.config import load_config
+from edgenode.node import Daemon
+
+BURST = 20
+PAUSE = 0.005
+PACE_SLICE = 0.01
+
+
+async def produce(daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for index in range(count):
+        seq = daemon.enqueue_uplink("telemetry", {"i": index, "temp": 20 + index % 7})
+        if not quiet:
+            sys.stdout.write(f"accepted {seq}\n")
+            sys.stdout.flush()
+        if rate > 0:
+            # Paced: sleep until this record's slot (batches of ~10 ms).
+            due = start + (index + 1) / rate
+            if due - loop.time() > PACE_SLICE:
+                await asyncio.sleep(due - loop.time())
+        elif index % BURST == BURST - 1:
+            await asyncio.sleep(PAUSE)
+    await asyncio.Event().wait()
+
+
+def main() -> int:
+    args = [arg for arg in sys.argv[1:] if arg != "--quiet"]
+    quiet = len(args) != len(sys.argv) - 1
+    config = load_config(args[0])
+    count = int(args[1])
+    rate = float(args[2]) if len(args) > 2 else 0.0
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    daemon = Daemon(config)
+    daemon.add_service("producer", lambda d: produce(d, count, rate, quiet))
+    return asyncio.run(daemon.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
