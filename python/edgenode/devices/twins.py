@@ -76,8 +76,8 @@ UPDATE_FIELDS: Final = frozenset({"reported", "clientToken", "ack", "desired"})
 ACK_FIELDS: Final = frozenset({"version", "status", "reason"})
 GET_FIELDS: Final = frozenset({"clientToken"})
 
-# Best effort for payloads too deeply nested for the JSON parser: a top-level-looking
-# clientToken string, so the error can still be correlated.
+# Best effort for payloads the JSON parser refuses (too deep, NaN, not JSON at all): a
+# clientToken-looking string, so the error can still be correlated.
 _TOKEN_PATTERN: Final = re.compile(rb'"clientToken"\s*:\s*"([^"\\]{1,64})"')
 
 
@@ -218,7 +218,9 @@ def _json_type(value: Any) -> str:
 def _read_token(doc: dict[str, Any] | None, payload: bytes) -> tuple[str | None, str | None]:
     """(token, problem): the clientToken if one can be read, else why not (or None)."""
     if doc is None:
-        match = _TOKEN_PATTERN.search(payload[:MAX_PAYLOAD_BYTES])
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            return None, None  # rejected unread
+        match = _TOKEN_PATTERN.search(payload)
         if match is None:
             return None, None
         try:
