@@ -6,11 +6,13 @@
 - :mod:`~edgenode.devices.bus`: ``DeviceLayer``, the aiomqtt glue the node daemon runs.
 """
 
+from edgenode.devices.bus import DeviceLayer
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteDecision, RouteTable, Upstream
 from edgenode.devices.twins import Publish, TwinService, Uplink
 
 __all__ = [
+    "DeviceLayer",
     "DeviceSpec",
     "MqttSettings",
     "Publish",

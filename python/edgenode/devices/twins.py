@@ -340,12 +340,13 @@ def topic(device: str, *levels: str) -> str:
 
 
 SUBSCRIPTIONS: Final = (
-    f"{TOPIC_ROOT}/+/twin/update",
-    f"{TOPIC_ROOT}/+/twin/get",
-    f"{TOPIC_ROOT}/+/state",
+    f"{TOPIC_ROOT}/+/+",
+    f"{TOPIC_ROOT}/+/twin/+",
     f"{TOPIC_ROOT}/+/telemetry/#",
 )
-"""The filters the node subscribes to for the device API (route filters come on top)."""
+"""The filters the node subscribes to for the device API (route filters come on top).
+Wider than the API's topics so that a misspelt operation (``twin/updte``) is answered
+with an error instead of silence."""
 
 # Topics the node publishes itself: seen again (e.g. through a wide route filter, or a
 # broker without no-local), they are ignored, never answered, so nothing can loop.
