@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from mqtt_broker import WAIT, Broker, device_client
+from mqtt_broker import WAIT, Broker, device_client, free_port
 
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
 from edgenode.store import Store
@@ -68,6 +68,28 @@ async def node(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+def broker_factory(tmp_path) -> Iterator[Any]:
+    started: list[Broker] = []
+
+    def make(users: dict[str, str] | None = None, acl: str = "") -> Broker:
+        directory = tmp_path / f"broker{len(started)}"
+        directory.mkdir()
+        broker = Broker(directory, free_port(), users or {}, acl)
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory()
 
 
 @pytest.fixture
