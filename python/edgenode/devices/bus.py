@@ -137,6 +137,10 @@ class DeviceLayer:
         if client is not None and self.connected.is_set():
             self._spawn(self._sync_subscriptions(client))
 
+    def subscriptions(self) -> frozenset[str]:
+        """The filters subscribed on the current connection (empty while disconnected)."""
+        return frozenset(self._subscribed)
+
     def stats(self) -> dict[str, int]:
         """Counters of the layer and its twin service, for the node's metrics."""
         merged = Counter(self.service.counters)

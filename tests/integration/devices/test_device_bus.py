@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -351,5 +352,106 @@ def test_the_node_keeps_reconnecting_until_the_broker_is_there(broker_factory, s
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    run(scenario)
+
+
+def test_desired_devices_and_routes_change_while_the_node_runs(broker, store):
+    async def scenario() -> None:
+        async with (
+            node(store, broker, [DeviceSpec("lamp")]) as layer,
+            device_client(broker.port, "lamp") as lamp,
+            device_client(broker.port, "heater") as heater,
+        ):
+            layer.set_desired("lamp", {"power": "on"})  # from the hub
+            assert await lamp.next_json("twin/delta") == {"version": 1, "delta": {"power": "on"}}
+            layer.set_desired("lamp", {"level": 2}, merge=True)
+            assert (await lamp.next_json("twin/delta"))["version"] == 2
+            layer.set_devices([DeviceSpec("lamp"), DeviceSpec("heater", {"target": 20})])
+            assert (await heater.next_json("twin/delta"))["delta"] == {"target": 20}
+            layer.set_routes([RouteSpec("plant/+/alarm", priority=0)])
+            await eventually(lambda: "plant/+/alarm" in layer.subscriptions())
+            await heater.publish("", b"smoke", topic="plant/hall/alarm")
+            await eventually(
+                lambda: any(r.get("topic") == "plant/hall/alarm" for r in outbox(store))
+            )
+            layer.set_devices([DeviceSpec("heater")])
+            assert await lamp.next("twin/delta") == b""  # lamp is no longer served
+            verdict, error = await lamp.request("twin/get", {})
+            assert (verdict, error["code"]) == ("rejected", 404)
+
+    run(scenario)
+
+
+def test_the_documented_mosquitto_pub_and_sub_commands_work(broker, store):
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*args, "-h", "127.0.0.1", "-p", str(broker.port)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=True,
+        )
+
+    async def scenario() -> None:
+        async with node(store, broker, [DeviceSpec("lamp", {"fan": {"speed": 3}})]):
+            sub = subprocess.Popen(
+                [
+                    "mosquitto_sub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(broker.port),
+                    "-v",
+                    "-C",
+                    "3",
+                    "-W",
+                    "5",
+                    "-t",
+                    "$edge/devices/lamp/twin/update/accepted",
+                    "-t",
+                    "$edge/devices/lamp/twin/get/accepted",
+                    "-t",
+                    "$edge/devices/lamp/twin/delta",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                await asyncio.sleep(0.3)  # let mosquitto_sub subscribe
+                await asyncio.to_thread(
+                    cli,
+                    "mosquitto_pub",
+                    "-q",
+                    "1",
+                    "-t",
+                    "$edge/devices/lamp/twin/update",
+                    "-m",
+                    '{"reported": {"power": "on", "fan": {"speed": 2}}, "clientToken": "r-1"}',
+                )
+                await asyncio.sleep(0.2)
+                await asyncio.to_thread(
+                    cli,
+                    "mosquitto_pub",
+                    "-q",
+                    "1",
+                    "-t",
+                    "$edge/devices/lamp/twin/get",
+                    "-m",
+                    '{"clientToken": "g-1"}',
+                )
+                out, _ = await asyncio.to_thread(sub.communicate, timeout=WAIT)
+            finally:
+                if sub.poll() is None:
+                    sub.kill()
+                    sub.wait(timeout=5)
+        lines = dict(line.split(" ", 1) for line in out.splitlines())
+        assert json.loads(lines["$edge/devices/lamp/twin/delta"]) == {
+            "version": 1,
+            "delta": {"fan": {"speed": 3}},
+        }
+        assert json.loads(lines["$edge/devices/lamp/twin/update/accepted"])["clientToken"] == "r-1"
+        twin = json.loads(lines["$edge/devices/lamp/twin/get/accepted"])
+        assert (twin["clientToken"], twin["delta"]) == ("g-1", {"fan": {"speed": 3}})
 
     run(scenario)
