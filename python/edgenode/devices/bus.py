@@ -157,6 +157,10 @@ class DeviceLayer:
             except aiomqtt.MqttError as exc:
                 self.counters["disconnects"] += 1
                 log.warning("MQTT broker %s:%d: %s", self.settings.host, self.settings.port, exc)
+            except Exception:  # "forever" includes our own bugs: log, back off, retry
+                self.counters["disconnects"] += 1
+                self.counters["session_errors"] += 1
+                log.exception("device layer session failed; reconnecting")
             finally:
                 self.connected.clear()
                 self._client = None

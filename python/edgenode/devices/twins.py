@@ -62,6 +62,10 @@ ACK_STATUSES: Final = frozenset({"accepted", "in-progress", "rejected"})
 TWIN_UPLINK_PRIORITY: Final = 3
 STATE_UPLINK_PRIORITY: Final = 3
 REPLY_QOS: Final = 1
+LOG_BURST: Final = 20
+"""Bad-input warnings logged per LOG_WINDOW; the rest are only counted
+(``log_suppressed``), so a misbehaving device cannot flood the node's log."""
+LOG_WINDOW: Final = 60.0
 STATE_VALUES: Final = frozenset({"online", "offline"})
 STATE_WHITESPACE: Final = b" \t\r\n"
 
@@ -382,6 +386,8 @@ class TwinService:
         self._known: set[str] = set()
         self._twins: dict[str, Twin] = {}
         self._startup_actions: list[Action] = []
+        self._log_window_start = float("-inf")
+        self._logged_in_window = 0
         for spec in devices:
             self._startup_actions += self.add_device(spec, now)
 
@@ -574,7 +580,7 @@ class TwinService:
         if not device:
             # Nowhere to answer: "$edge/devices//..." correlates with no device.
             self.counters["uncorrelatable"] += 1
-            log.warning("message on %r names no device; dropped", name)
+            self._warn(now, "message on %r names no device; dropped", name)
             return actions
         if operation == "twin/update":
             return actions + self._update(device, payload, now)
@@ -594,12 +600,23 @@ class TwinService:
 
     # ------------------------------------------------------------ replies ----
 
+    def _warn(self, now: float, message: str, *args: Any) -> None:
+        """A bad-input warning, at most LOG_BURST per LOG_WINDOW seconds of ``now``."""
+        if not 0 <= now - self._log_window_start < LOG_WINDOW:
+            self._log_window_start = now
+            self._logged_in_window = 0
+        if self._logged_in_window >= LOG_BURST:
+            self.counters["log_suppressed"] += 1
+            return
+        self._logged_in_window += 1
+        log.warning(message, *args)
+
     def _reject(
         self, device: str, reply_topic: str, token: str | None, rejection: Rejection, now: float
     ) -> list[Action]:
         self.counters["rejected"] += 1
         self.counters[f"rejected_{rejection.code}"] += 1
-        log.warning("device %r: %s (%d)", device, rejection.message, rejection.code)
+        self._warn(now, "device %r: %s (%d)", device, rejection.message, rejection.code)
         body: dict[str, Any] = {"code": rejection.code, "message": rejection.message}
         if token is not None:
             body["clientToken"] = token
@@ -857,7 +874,9 @@ class TwinService:
             return actions
         if len(payload) > MAX_TELEMETRY_BYTES:
             self.counters["uplink_too_large"] += 1
-            log.warning("message on %r is %d bytes, too large to send upstream", name, len(payload))
+            self._warn(
+                now, "message on %r is %d bytes, too large to go upstream", name, len(payload)
+            )
             return actions
         try:
             text, encoding = payload.decode("utf-8"), "utf-8"

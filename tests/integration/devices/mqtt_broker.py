@@ -38,10 +38,39 @@ class Broker:
     port: int
     users: dict[str, str] = field(default_factory=dict)
     acl: str = ""
+    tls_port: int | None = None
+    """A second listener with TLS (certificate for 127.0.0.1 in ``directory``)."""
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "cert.pem"
+
+    def make_certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1 (its own CA)."""
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", str(self.directory / "key.pem"), "-out", str(self.ca_file),
+                "-days", "1", "-subj", "/CN=127.0.0.1",
+                "-addext", "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )  # fmt: skip
 
     def write_config(self) -> Path:
         lines = [f"listener {self.port} 127.0.0.1", "user root", "persistence false"]
+        if self.tls_port is not None:
+            if not self.ca_file.exists():
+                self.make_certificate()
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"certfile {self.ca_file}",
+                f"keyfile {self.directory / 'key.pem'}",
+            ]
         if self.users:
             passwords = self.directory / "passwords"
             passwords.touch()

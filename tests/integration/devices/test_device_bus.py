@@ -52,7 +52,7 @@ async def node(
     **mqtt: Any,
 ) -> AsyncIterator[DeviceLayer]:
     settings = MqttSettings(
-        port=broker.port,
+        port=mqtt.pop("port", broker.port),
         client_id=mqtt.pop("client_id", "edgenode-test"),
         backoff_base=0.05,
         backoff_cap=0.3,
@@ -75,10 +75,10 @@ async def node(
 def broker_factory(tmp_path) -> Iterator[Any]:
     started: list[Broker] = []
 
-    def make(users: dict[str, str] | None = None, acl: str = "") -> Broker:
+    def make(users: dict[str, str] | None = None, acl: str = "", tls: bool = False) -> Broker:
         directory = tmp_path / f"broker{len(started)}"
         directory.mkdir()
-        broker = Broker(directory, free_port(), users or {}, acl)
+        broker = Broker(directory, free_port(), users or {}, acl, free_port() if tls else None)
         started.append(broker)
         broker.start()
         return broker
@@ -453,5 +453,40 @@ def test_the_documented_mosquitto_pub_and_sub_commands_work(broker, store):
         assert json.loads(lines["$edge/devices/lamp/twin/update/accepted"])["clientToken"] == "r-1"
         twin = json.loads(lines["$edge/devices/lamp/twin/get/accepted"])
         assert (twin["clientToken"], twin["delta"]) == ("g-1", {"fan": {"speed": 3}})
+
+    run(scenario)
+
+
+def test_the_node_reaches_the_broker_over_tls_and_checks_its_certificate(broker_factory, store):
+    secure = broker_factory(tls=True)
+    assert secure.tls_port is not None
+
+    async def scenario() -> None:
+        async with (
+            node(
+                store,
+                secure,
+                [DeviceSpec("lamp")],
+                port=secure.tls_port,
+                tls=True,
+                ca_file=str(secure.ca_file),
+            ),
+            device_client(secure.port, "lamp") as lamp,  # the device on the plain listener
+        ):
+            verdict, _ = await lamp.request("twin/update", {"reported": {"on": True}})
+            assert verdict == "accepted"
+        # Without the CA the node refuses the broker's certificate and keeps retrying.
+        settings = MqttSettings(
+            port=secure.tls_port, tls=True, client_id="no-ca", backoff_base=0.05, backoff_cap=0.1
+        )
+        layer = DeviceLayer(store, settings, [], [], appender(store))
+        task = asyncio.get_running_loop().create_task(layer.run())
+        try:
+            await eventually(lambda: layer.stats().get("disconnects", 0) >= 2)
+            assert not layer.connected.is_set()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     run(scenario)

@@ -553,3 +553,15 @@ def test_removing_a_device_clears_its_retained_delta_and_forgetting_deletes_its_
     assert (clear.topic, clear.payload, clear.retain) == (f"{ROOT}/lamp/twin/delta", b"", True)
     assert store.get_twin("lamp") is None
     assert not svc.is_known("lamp")
+
+
+def test_a_flood_of_bad_input_is_logged_a_little_and_counted_in_full(store, caplog):
+    svc = service(store)
+    for _ in range(100):
+        update(svc, b"junk", now=1.0)
+    warnings = [r for r in caplog.records if r.name == "edgenode.devices"]
+    assert len(warnings) == 20
+    assert svc.counters["rejected_400"] == 100
+    assert svc.counters["log_suppressed"] == 80
+    update(svc, b"junk", now=61.5)  # a new window logs again
+    assert len([r for r in caplog.records if r.name == "edgenode.devices"]) == 21
