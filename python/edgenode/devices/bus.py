@@ -171,7 +171,7 @@ class DeviceLayer:
 
     def _client_for(self) -> aiomqtt.Client:
         s = self.settings
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username or None,
@@ -184,6 +184,9 @@ class DeviceLayer:
             tls_context=tls_context(s),
             logger=logging.getLogger("edgenode.devices.mqtt"),
         )
+        # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
+        client.pending_calls_threshold = 2 * MAX_BATCH
+        return client
 
     async def _session(self) -> None:
         async with self._client_for() as client:

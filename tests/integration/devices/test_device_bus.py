@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -490,3 +492,20 @@ def test_the_node_reaches_the_broker_over_tls_and_checks_its_certificate(broker_
                 await task
 
     run(scenario)
+
+
+def test_the_device_benchmark_runs_end_to_end(tmp_path):
+    output = tmp_path / "devices.json"
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, str(root / "bench" / "bench_devices.py"), "--devices", "2",
+         "--reports", "10", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(output.read_text())
+    assert measured["accepted"] == measured["reports"] == 20
+    assert measured["outbox_appends"] == 20
