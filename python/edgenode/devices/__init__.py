@@ -1,0 +1,25 @@
+"""The device layer: device twins and routes over the local MQTT broker (docs/device-api.md).
+
+- :mod:`~edgenode.devices.config`: ``DeviceSpec``, ``RouteSpec``, ``MqttSettings``;
+- :mod:`~edgenode.devices.twins`: ``TwinService``, the sans-I/O device API over the store;
+- :mod:`~edgenode.devices.routes`: ``RouteTable``, routes matched by the topic router;
+- :mod:`~edgenode.devices.bus`: ``DeviceLayer``, the aiomqtt glue the node daemon runs.
+"""
+
+from edgenode.devices.bus import DeviceLayer
+from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
+from edgenode.devices.routes import RouteDecision, RouteTable, Upstream
+from edgenode.devices.twins import Publish, TwinService, Uplink
+
+__all__ = [
+    "DeviceLayer",
+    "DeviceSpec",
+    "MqttSettings",
+    "Publish",
+    "RouteDecision",
+    "RouteSpec",
+    "RouteTable",
+    "TwinService",
+    "Uplink",
+    "Upstream",
+]

@@ -1,0 +1,285 @@
+"""The device layer on the wire: aiomqtt glue between the local broker and TwinService.
+
+:class:`DeviceLayer` is what the node daemon starts. ``run()`` connects to the broker
+(username/password and TLS when configured), subscribes to the device API topics and
+the route filters, feeds received messages in batches to the sans-I/O
+:class:`~edgenode.devices.twins.TwinService`, appends the resulting uplink records
+through ``enqueue_uplink`` (``Store.append``-like: ``(payload, priority, ttl,
+coalesce_key)``) and publishes the replies. It reconnects forever with jittered
+exponential back-off and subscribes again after every reconnect; twin state lives in
+the store, so a broker restart loses nothing and, once reconnected, every device's
+retained delta is published again.
+
+MQTT 3.1.1 on purpose: Mosquitto delivers one copy of a message matching several of a
+client's filters (with MQTT 5 it sends one copy per matching subscription), and a
+persistent session (fixed client id, ``clean_session=False``) makes the broker queue
+the devices' QoS 1 messages while the node restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
+
+import aiomqtt
+
+from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
+from edgenode.devices.routes import RouteTable
+from edgenode.devices.twins import (
+    SUBSCRIPTIONS,
+    Action,
+    Publish,
+    TwinService,
+    Uplink,
+    UplinkEncoder,
+    flat_uplink,
+)
+from edgenode.errors import OutboxFullError
+from edgenode.store import Store
+
+log = logging.getLogger("edgenode.devices")
+
+MAX_BATCH: Final = 256
+"""Messages already queued by the client are handled together, up to this many (one
+router call, then the publishes of the whole batch in flight at once)."""
+SUBSCRIBE_QOS: Final = 1
+OPERATION_TIMEOUT: Final = 10.0
+"""Seconds for a connect, subscribe or publish before the connection counts as dead."""
+
+EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
+
+
+class Backoff:
+    """Reconnect delays: uniform in ``[0, min(cap, base * 2**failures))`` (full jitter,
+    so nodes restarted together do not reconnect in lock-step)."""
+
+    MAX_EXPONENT: Final = 32
+
+    def __init__(self, base: float, cap: float, rng: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+        self._rng = rng
+
+    def next_delay(self) -> float:
+        bound = min(self.cap, self.base * 2.0 ** min(self.failures, self.MAX_EXPONENT))
+        self.failures += 1
+        return self._rng() * bound
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context for the broker connection, None without TLS."""
+    if not settings.tls:
+        return None
+    return ssl.create_default_context(cafile=settings.ca_file or None)
+
+
+class DeviceLayer:
+    """The device layer of one node: run ``await layer.run()`` as a task; cancel to stop."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: MqttSettings,
+        devices: Iterable[DeviceSpec],
+        routes: Iterable[RouteSpec],
+        enqueue_uplink: EnqueueUplink,
+        *,
+        uplink_encoder: UplinkEncoder = flat_uplink,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._enqueue = enqueue_uplink
+        self.service = TwinService(
+            store, devices, RouteTable(routes), now=clock(), uplink_encoder=uplink_encoder
+        )
+        self.service.startup_actions()  # superseded by the resync on every connect
+        self.counters: Counter[str] = Counter()
+        self.connected = asyncio.Event()
+        """Set while connected and subscribed (tests and status wait on it)."""
+        self._client: aiomqtt.Client | None = None
+        self._subscribed: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+
+    # ------------------------------------------------------ daemon-facing API ----
+
+    def set_desired(self, device: str, desired: dict[str, Any], *, merge: bool = False) -> None:
+        """A desired document from the hub or config (see TwinService.set_desired; same
+        errors). The delta goes out now if connected, else with the next connect."""
+        self._submit(self.service.set_desired(device, desired, self._clock(), merge=merge))
+
+    def set_devices(self, devices: Iterable[DeviceSpec]) -> None:
+        """Serve exactly these devices (twins of removed ones stay in the store)."""
+        specs = list(devices)
+        wanted = {spec.name for spec in specs}
+        actions: list[Action] = []
+        for name in self.service.devices():
+            if name not in wanted:
+                actions += self.service.remove_device(name)
+        now = self._clock()
+        for spec in specs:
+            actions += self.service.add_device(spec, now)
+        self._submit(actions)
+
+    def set_routes(self, routes: Iterable[RouteSpec]) -> None:
+        """Replace the routes (ConfigError for a looping set); subscriptions follow."""
+        self.service.routes = RouteTable(routes)
+        client = self._client
+        if client is not None and self.connected.is_set():
+            self._spawn(self._sync_subscriptions(client))
+
+    def subscriptions(self) -> frozenset[str]:
+        """The filters subscribed on the current connection (empty while disconnected)."""
+        return frozenset(self._subscribed)
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the layer and its twin service, for the node's metrics."""
+        merged = Counter(self.service.counters)
+        merged.update(self.counters)
+        return dict(merged)
+
+    # ------------------------------------------------------------------ run ----
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect forever; returns only by cancellation."""
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.counters["disconnects"] += 1
+                log.warning("MQTT broker %s:%d: %s", self.settings.host, self.settings.port, exc)
+            except Exception:  # "forever" includes our own bugs: log, back off, retry
+                self.counters["disconnects"] += 1
+                self.counters["session_errors"] += 1
+                log.exception("device layer session failed; reconnecting")
+            finally:
+                self.connected.clear()
+                self._client = None
+                self._subscribed.clear()
+            delay = self._backoff.next_delay()
+            log.info("reconnecting to the MQTT broker in %.2f s", delay)
+            await asyncio.sleep(delay)
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self.settings
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username or None,
+            password=s.password or None,
+            identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False,
+            keepalive=s.keepalive,
+            timeout=OPERATION_TIMEOUT,
+            tls_context=tls_context(s),
+            logger=logging.getLogger("edgenode.devices.mqtt"),
+        )
+        # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
+        client.pending_calls_threshold = 2 * MAX_BATCH
+        return client
+
+    async def _session(self) -> None:
+        async with self._client_for() as client:
+            self.counters["connects"] += 1
+            self._client = client
+            await self._sync_subscriptions(client)
+            await self._publish(client, self.service.resync())
+            self.connected.set()
+            self._backoff.reset()
+            log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
+            messages = client.messages
+            while True:
+                batch = [await anext(messages)]
+                while len(messages) and len(batch) < MAX_BATCH:
+                    batch.append(await anext(messages))
+                actions = self.service.handle_many(
+                    [(m.topic.value, _payload_bytes(m.payload)) for m in batch], self._clock()
+                )
+                await self._carry_out(client, actions)
+
+    async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
+        wanted = list(dict.fromkeys([*SUBSCRIPTIONS, *self.service.routes.filters()]))
+        stale = [f for f in self._subscribed if f not in wanted]
+        if stale:
+            await client.unsubscribe(stale)
+        fresh = [(f, SUBSCRIBE_QOS) for f in wanted if f not in self._subscribed]
+        if fresh:
+            await client.subscribe(fresh)
+        self._subscribed = set(wanted)
+
+    async def _carry_out(self, client: aiomqtt.Client, actions: Sequence[Action]) -> None:
+        """Uplinks first (durable), then the publishes, all in flight together."""
+        publishes: list[Publish] = []
+        for action in actions:
+            if isinstance(action, Uplink):
+                self._append(action)
+            else:
+                publishes.append(action)
+        await self._publish(client, publishes)
+
+    def _append(self, uplink: Uplink) -> None:
+        try:
+            self._enqueue(uplink.payload, uplink.priority, uplink.ttl, uplink.coalesce_key)
+        except OutboxFullError as exc:
+            self.counters["uplink_rejected"] += 1
+            log.warning("outbox full, %s record dropped: %s", uplink.kind, exc)
+        except Exception:
+            self.counters["uplink_errors"] += 1
+            log.exception("could not append a %s record to the outbox", uplink.kind)
+        else:
+            self.counters["uplinks"] += 1
+
+    async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
+        # The sync part of each publish (handing the packet to paho) runs in task order,
+        # so the broker sees them in order; only the PUBACK waits overlap.
+        if not publishes:
+            return
+        await asyncio.gather(
+            *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in publishes)
+        )
+        self.counters["published"] += len(publishes)
+
+    # ------------------------------------------------------------ out-of-band ----
+
+    def _submit(self, actions: Sequence[Action]) -> None:
+        """Carry out actions that did not come from a message (desired, device changes)."""
+        client = self._client
+        for action in actions:
+            if isinstance(action, Uplink):
+                self._append(action)
+        publishes = [a for a in actions if isinstance(a, Publish)]
+        if publishes and client is not None and self.connected.is_set():
+            self._spawn(self._publish(client, publishes))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._guard(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, work: Any) -> None:
+        try:
+            await work
+        except aiomqtt.MqttError as exc:
+            # The next connect resyncs every delta and subscription.
+            log.warning("MQTT operation failed (will resync on reconnect): %s", exc)
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    """paho hands over bytes; be exact about the other PayloadType cases anyway."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode()
