@@ -6,6 +6,11 @@ overrides, checks every key and type, and returns a :class:`Config`. Every probl
 ``[section] key``. ``DEFAULT_CONFIG_TEXT`` is the commented default file printed by
 ``edgenode config print-default``; a test loads it back so it cannot drift from the
 dataclasses. This module only parses and validates: it opens no sockets and no store.
+
+Besides the ``[section]`` tables, two arrays of tables configure the device layer:
+``[[device]]`` (``name``, optional ``desired`` table) and ``[[route]]`` (``from``, ``to``,
+``priority``, ``ttl``, ``enabled``); errors name them by 0-based index (``device[2].name``).
+They are not overridable from the environment.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from edgenode.devices.config import (
+    DEFAULT_TELEMETRY_PRIORITY,
+    MAX_CLIENT_ID_CHARS,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    UPSTREAM,
+    DeviceSpec,
+    MqttSettings,
+    RouteSpec,
+    validate_device_name,
+)
+from edgenode.devices.routes import RouteTable
 from edgenode.errors import ConfigError
 from edgenode.protocol.constants import (
     MAX_MAX_FRAME_SIZE,
@@ -38,6 +55,14 @@ MAX_PORT: Final = 65535
 DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9101"
 MAX_TOKEN_FILE_BYTES: Final = 64 * 1024
 """A token file larger than this is certainly not a token."""
+CLIENT_ID_PREFIX: Final = "edgenode-"
+"""The default MQTT client id is this plus the node name (cut to MAX_CLIENT_ID_CHARS)."""
+MAX_MQTT_KEEPALIVE: Final = 65535
+"""MQTT's keep-alive field is 16 bits."""
+MAX_DEVICES: Final = 10_000
+MAX_ROUTES: Final = 1_000
+DEVICE_KEYS: Final = ("name", "desired")
+ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
 
 
 @dataclass(frozen=True)
@@ -74,8 +99,16 @@ class MqttSection:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     tls: bool = False
+    enabled: bool = True
+    """Run the device layer (when there is anything for it to serve, see Config)."""
+    client_id: str = ""
+    """Empty: ``edgenode-<node name>`` (fixed, so the broker keeps the node's session)."""
+    ca_file: str = ""
+    """PEM CA bundle for ``tls``; empty: the system trust store."""
+    keepalive: int = 30
+    """Seconds between MQTT pings: how fast a dead broker connection is noticed."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +145,37 @@ class Config:
     status: StatusSection = field(default_factory=StatusSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
+    devices: tuple[DeviceSpec, ...] = ()
+    """``[[device]]`` entries: devices served even with no hub."""
+    routes: tuple[RouteSpec, ...] = ()
+    """``[[route]]`` entries (hub Route resources come on top)."""
     source: str = ""
     """Where the configuration came from (the file path), for messages."""
 
     @property
     def db_path(self) -> Path:
         return Path(self.node.data_dir) / "node.db"
+
+    @property
+    def device_layer_enabled(self) -> bool:
+        """The device layer runs when ``[mqtt] enabled`` and it may have work: devices or
+        routes in the config, or a hub (which may send Device and Route resources)."""
+        return self.mqtt.enabled and bool(self.devices or self.routes or self.hub.url)
+
+    def mqtt_settings(self) -> MqttSettings:
+        """What the device layer needs to reach the broker."""
+        m = self.mqtt
+        client_id = m.client_id or (CLIENT_ID_PREFIX + self.node.name)[:MAX_CLIENT_ID_CHARS]
+        return MqttSettings(
+            host=m.host,
+            port=m.port,
+            username=m.username,
+            password=m.password,
+            tls=m.tls,
+            client_id=client_id,
+            ca_file=m.ca_file,
+            keepalive=m.keepalive,
+        )
 
     @property
     def standalone(self) -> bool:
@@ -153,6 +211,8 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "log": LogSection,
 }
 REQUIRED: Final = (("node", "name"), ("node", "data_dir"))
+ARRAYS: Final = ("device", "route")
+"""Arrays of tables (``[[device]]``, ``[[route]]``), parsed apart from the sections."""
 
 
 DEFAULT_CONFIG_TEXT: Final = """\
@@ -177,12 +237,31 @@ max_frame_size = 1048576          # largest message accepted from the hub, bytes
 uplink_batch = 100                # outbox records read per step while sending uplink
 
 [mqtt]
-# The local MQTT broker (Mosquitto) of the device layer.
+# The local MQTT broker (Mosquitto) of the device layer (docs/device-api.md). The device
+# layer runs when enabled and there is something to serve: [[device]] or [[route]]
+# entries below, or a hub (which may send Device and Route resources).
 host = "127.0.0.1"
 port = 1883
-username = ""
+username = ""                     # empty: anonymous
 password = ""
-tls = false
+tls = false                       # TLS to the broker (system trust store or ca_file)
+enabled = true                    # false: never run the device layer
+client_id = ""                    # empty: "edgenode-<node name>" (keep it fixed)
+ca_file = ""                      # PEM CA bundle that signed the broker's certificate
+keepalive = 30                    # seconds between MQTT pings
+
+# Devices served by this node, with or without a hub (the hub adds its Device resources):
+# [[device]]
+# name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
+# desired = { power = "on" }      # optional; replaces the twin's desired at start
+#
+# Routes of local MQTT topics upstream (outbox) or to another local topic:
+# [[route]]
+# from = "$edge/devices/+/telemetry/alarm"   # MQTT filter
+# to = "upstream"                 # or "topic:<local topic>" (republish)
+# priority = 0                    # 0 (first) .. 9; default 5
+# ttl = 3600                      # seconds; absent: no expiry
+# enabled = true                  # false on an upstream route: those topics stay local
 
 [outbox]
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
@@ -255,9 +334,12 @@ def parse_config(
     env = os.environ if env is None else env
     values: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section in ARRAYS:
+            continue
         if section not in SECTIONS:
             raise ConfigError(
-                f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
+                f"{source}: unknown section [{section}] "
+                f"(known: {', '.join(SECTIONS)}, [[device]], [[route]])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
@@ -290,8 +372,90 @@ def parse_config(
             )
     base = Path(source).parent if source else Path.cwd()
     sections = {name: SECTIONS[name](**values.get(name, {})) for name in SECTIONS}
-    config = Config(**sections, source=source)
+    devices = _parse_devices(data.get("device", []), source)
+    routes = _parse_routes(data.get("route", []), source)
+    config = Config(**sections, devices=devices, routes=routes, source=source)
     return _validate(config, base)
+
+
+def _array(value: Any, name: str, source: str, limit: int) -> list[dict[str, Any]]:
+    """``[[name]]`` entries as a list of tables, or ConfigError."""
+    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+        raise ConfigError(f"{source}: {name} must be an array of tables ([[{name}]])")
+    if len(value) > limit:
+        raise ConfigError(f"{source}: {name}: more than {limit} entries")
+    return value
+
+
+def _check_keys(entry: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    for key in entry:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _parse_devices(value: Any, source: str) -> tuple[DeviceSpec, ...]:
+    specs: list[DeviceSpec] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(_array(value, "device", source, MAX_DEVICES)):
+        where = f"{source}: device[{index}]"
+        _check_keys(entry, DEVICE_KEYS, where)
+        if "name" not in entry:
+            raise ConfigError(f"{where}.name: required")
+        name = _check_value(entry["name"], str, f"{where}.name")
+        desired = entry.get("desired")
+        if desired is not None and not isinstance(desired, dict):
+            raise ConfigError(
+                f"{where}.desired: expected a table, got {type(desired).__name__} {desired!r}"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}.name: device {name!r} is configured twice")
+        seen.add(name)
+        try:
+            validate_device_name(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.name: {exc}") from None
+        try:
+            specs.append(DeviceSpec(name, desired))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.desired: {exc}") from None
+        except (TypeError, ValueError) as exc:  # e.g. a TOML date in desired
+            raise ConfigError(f"{where}.desired: {exc}") from None
+    return tuple(specs)
+
+
+def _parse_routes(value: Any, source: str) -> tuple[RouteSpec, ...]:
+    specs: list[RouteSpec] = []
+    for index, entry in enumerate(_array(value, "route", source, MAX_ROUTES)):
+        where = f"{source}: route[{index}]"
+        _check_keys(entry, ROUTE_KEYS, where)
+        if "from" not in entry:
+            raise ConfigError(f"{where}.from: required (an MQTT topic filter)")
+        from_filter = _check_value(entry["from"], str, f"{where}.from")
+        to = _check_value(entry.get("to", UPSTREAM), str, f"{where}.to")
+        priority = _check_value(
+            entry.get("priority", DEFAULT_TELEMETRY_PRIORITY), int, f"{where}.priority"
+        )
+        ttl = entry.get("ttl")
+        if ttl is not None:
+            ttl = _check_value(ttl, float, f"{where}.ttl")
+        enabled = _check_value(entry.get("enabled", True), bool, f"{where}.enabled")
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ConfigError(f"{where}.priority: must be in [{MIN_PRIORITY}, {MAX_PRIORITY}]")
+        if ttl is not None and not 0 < ttl < float("inf"):
+            raise ConfigError(f"{where}.ttl: must be a positive number of seconds")
+        try:
+            RouteSpec(from_filter)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.from: {exc}") from None
+        try:
+            specs.append(RouteSpec(from_filter, to, priority, ttl, enabled))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.to: {exc}") from None
+    try:
+        RouteTable(specs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: route: {exc}") from None
+    return tuple(specs)
 
 
 def _resolve(base: Path, path: str) -> str:
@@ -358,6 +522,13 @@ def _validate(config: Config, base: Path) -> Config:
         raise ConfigError(f"{src}: [mqtt] port: must be in [1, {MAX_PORT}]")
     if not config.mqtt.host:
         raise ConfigError(f"{src}: [mqtt] host: must not be empty")
+    if not 1 <= config.mqtt.keepalive <= MAX_MQTT_KEEPALIVE:
+        raise ConfigError(f"{src}: [mqtt] keepalive: must be in [1, {MAX_MQTT_KEEPALIVE}]")
+    if len(config.mqtt.client_id) > MAX_CLIENT_ID_CHARS:
+        raise ConfigError(f"{src}: [mqtt] client_id: at most {MAX_CLIENT_ID_CHARS} characters")
+    if config.mqtt.ca_file and not config.mqtt.tls:
+        raise ConfigError(f"{src}: [mqtt] ca_file is only used with tls = true")
+    mqtt = dataclasses.replace(config.mqtt, ca_file=_resolve(base, config.mqtt.ca_file))
     if config.outbox.max_bytes < 1:
         raise ConfigError(f"{src}: [outbox] max_bytes: must be at least 1")
     if config.outbox.default_ttl < 0:
@@ -369,7 +540,7 @@ def _validate(config: Config, base: Path) -> Config:
     level = config.log.level.lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{src}: [log] level: must be one of {', '.join(LOG_LEVELS)}")
-    return dataclasses.replace(config, node=node, hub=hub, log=LogSection(level))
+    return dataclasses.replace(config, node=node, hub=hub, mqtt=mqtt, log=LogSection(level))
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -6,10 +6,25 @@
 - :mod:`~edgenode.devices.bus`: ``DeviceLayer``, the aiomqtt glue the node daemon runs.
 """
 
-from edgenode.devices.bus import DeviceLayer
+from typing import TYPE_CHECKING, Any
+
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteDecision, RouteTable, Upstream
 from edgenode.devices.twins import Publish, TwinService, Uplink
+
+if TYPE_CHECKING:
+    from edgenode.devices.bus import DeviceLayer
+
+
+def __getattr__(name: str) -> Any:
+    # DeviceLayer pulls in aiomqtt and paho: imported on first use, so that reading the
+    # node's configuration (which uses DeviceSpec/RouteSpec) does not load them.
+    if name == "DeviceLayer":
+        from edgenode.devices.bus import DeviceLayer
+
+        return DeviceLayer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DeviceLayer",

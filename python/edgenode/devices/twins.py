@@ -675,6 +675,18 @@ class TwinService:
                     f"twin/{device}",
                 )
             )
+        if ack_changed:
+            # The hub keeps a device's last ack from "device-state" records (its Device
+            # status.lastAck); the twin record above carries it too, for the full picture.
+            actions.append(
+                self._uplink(
+                    "device-state",
+                    {"device": device, "ack": twin.ack, "timestamp": now},
+                    STATE_UPLINK_PRIORITY,
+                    None,
+                    f"device-ack/{device}",
+                )
+            )
         return actions
 
     def _apply_update(

@@ -9,6 +9,9 @@ Other parts use three things: ``enqueue_uplink`` (append a record to the outbox,
 link), ``add_desired_listener`` (called after desired state was persisted) and
 ``add_service`` (a coroutine run beside the link, restarted if it fails). Everything runs on
 one event loop; store calls are short synchronous SQLite transactions.
+
+The device layer (``edgenode.node.devices``) is registered that way by the constructor when
+``Config.device_layer_enabled``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Final
 import edgenode
 from edgenode.config import Config, parse_listen
 from edgenode.errors import StoreCorruptError, StoreError
+from edgenode.node.devices import DeviceWiring
 from edgenode.node.link import ChangeListener, CloudLink
 from edgenode.node.metrics import Metrics
 from edgenode.node.notify import Notifier
@@ -73,6 +77,11 @@ class Daemon:
         self._services: list[tuple[str, Service]] = []
         self._stop = asyncio.Event()
         self._started = time.monotonic()
+        self.devices: DeviceWiring | None = None
+        if config.device_layer_enabled:
+            self.devices = DeviceWiring(self)
+            self.add_service("devices", self.devices.run)
+            self.add_desired_listener(self.devices.on_desired)
 
     # --- The API other parts use ----------------------------------------------------------
 
@@ -98,6 +107,17 @@ class Daemon:
         kind or body, ``OutboxFullError`` when the quota policy rejects it (counted).
         """
         payload = encode_uplink(kind, body, self.config.node.name)
+        return self.enqueue_payload(payload, priority, ttl, coalesce_key)
+
+    def enqueue_payload(
+        self,
+        payload: bytes,
+        priority: int = DEFAULT_PRIORITY,
+        ttl: float | None = None,
+        coalesce_key: str | None = None,
+    ) -> int:
+        """``enqueue_uplink`` for a payload already encoded with ``encode_uplink`` (the
+        device layer encodes its records itself); same defaults and errors."""
         if ttl is None and self.config.outbox.default_ttl > 0:
             ttl = self.config.outbox.default_ttl
         seq = self.store.append(payload, priority, ttl, coalesce_key=coalesce_key)

@@ -24,6 +24,10 @@ from edgenode.errors import StoreError
 STATE_FILE: Final = "link-state.json"
 PID_FILE: Final = "edgenode.pid"
 DB_FILE: Final = "node.db"
+DEVICES_FILE: Final = "devices.json"
+"""The device layer's served devices and broker state (written by node/devices.py)."""
+MAX_SHOWN_DEVICES: Final = 20
+"""Device names in the text form of ``status`` (``--json`` has the whole list)."""
 STATUS_BUSY_TIMEOUT_MS: Final = 2000
 MAX_STATE_FILE_BYTES: Final = 64 * 1024
 LOW_DISK_FREE_BYTES: Final = 1024 * 1024
@@ -207,7 +211,22 @@ def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
         status.update(store_summary(data_dir / DB_FILE))
     except StoreError as exc:
         status["store_error"] = str(exc)
+    status["device_layer"] = _device_layer(data_dir, pid)
     return status
+
+
+def _device_layer(data_dir: Path, pid: int | None) -> dict[str, Any] | None:
+    """The device layer as the daemon last recorded it (``devices.json``); None if it
+    never ran. The broker counts as disconnected unless the running daemon wrote it."""
+    try:
+        value = json.loads((data_dir / DEVICES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    if pid is None or value.get("pid") != pid:
+        value["broker_connected"] = False
+    return value
 
 
 def _when(stamp: Any) -> str:
@@ -215,6 +234,18 @@ def _when(stamp: Any) -> str:
         return "-"
     text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
     return f"{text} ({max(0, int(time.time() - stamp))} s ago)"
+
+
+def _served(layer: dict[str, Any] | None) -> str:
+    if not layer:
+        return "; device layer not running"
+    names = layer.get("devices") or []
+    count = layer.get("device_count", len(names))
+    shown = ", ".join(str(n) for n in names[:MAX_SHOWN_DEVICES])
+    if count > MAX_SHOWN_DEVICES:
+        shown += f", ... ({count - MAX_SHOWN_DEVICES} more)"
+    broker = "connected" if layer.get("broker_connected") else "not connected"
+    return f"; {count} served ({shown or 'none'}), broker {layer.get('broker')} {broker}"
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -243,7 +274,7 @@ def format_status(status: dict[str, Any]) -> str:
         + (f" (hub at {hub['hub_revision']})" if hub.get("hub_revision") is not None else ""),
         f"resources: {len(status['resources'])}",
         *(f"  {r['key']} @{r['revision']}" for r in status["resources"][:50]),
-        f"devices:   {status['devices']}",
+        f"devices:   {status['devices']} twins in the store" + _served(status.get("device_layer")),
         f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
         f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
         f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected",

@@ -230,6 +230,21 @@ def test_an_ack_is_recorded_sent_up_and_shown_by_get(store):
     assert got["ack"] == {**ack, "timestamp": 7.0}
 
 
+def test_an_ack_also_goes_up_as_a_device_state_record_the_hub_reads_as_last_ack(store):
+    svc = service(store, {"lamp": {"power": "on"}})
+    actions = update(svc, {"ack": {"version": 1, "status": "accepted"}}, now=9.0)
+    (record,) = uplinks(actions, "device-state")
+    assert record == {
+        "kind": "device-state",
+        "device": "lamp",
+        "ack": {"version": 1, "status": "accepted", "timestamp": 9.0},
+        "timestamp": 9.0,
+    }
+    keys = [a.coalesce_key for a in actions if isinstance(a, Uplink)]
+    assert keys == ["twin/lamp", "device-ack/lamp"]
+    assert uplinks(update(svc, {"reported": {"power": "on"}}), "device-state") == []
+
+
 def test_repeating_the_same_ack_sends_nothing_up(store):
     svc = service(store, {"lamp": {"power": "on"}})
     update(svc, {"ack": {"version": 1, "status": "accepted"}})
