@@ -250,19 +250,6 @@ client_id = ""                    # empty: "edgenode-<node name>" (keep it fixed
 ca_file = ""                      # PEM CA bundle that signed the broker's certificate
 keepalive = 30                    # seconds between MQTT pings
 
-# Devices served by this node, with or without a hub (the hub adds its Device resources):
-# [[device]]
-# name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
-# desired = { power = "on" }      # optional; replaces the twin's desired at start
-#
-# Routes of local MQTT topics upstream (outbox) or to another local topic:
-# [[route]]
-# from = "$edge/devices/+/telemetry/alarm"   # MQTT filter
-# to = "upstream"                 # or "topic:<local topic>" (republish)
-# priority = 0                    # 0 (first) .. 9; default 5
-# ttl = 3600                      # seconds; absent: no expiry
-# enabled = true                  # false on an upstream route: those topics stay local
-
 [outbox]
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
 default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
@@ -275,6 +262,19 @@ listen = "127.0.0.1:9101"         # Prometheus text endpoint; "" disables it
 
 [log]
 level = "info"                    # debug, info, warning or error
+
+# Devices served by this node, with or without a hub (the hub adds its Device resources):
+# [[device]]
+# name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
+# desired = { power = "on" }      # optional; replaces the twin's desired at start
+#
+# Routes of local MQTT topics upstream (outbox) or to another local topic:
+# [[route]]
+# from = "$edge/devices/+/telemetry/alarm"   # MQTT filter
+# to = "upstream"                 # or "topic:<local topic>" (republish)
+# priority = 0                    # 0 (first) .. 9; default 5
+# ttl = 3600                      # seconds; absent: no expiry
+# enabled = true                  # false on an upstream route: those topics stay local
 """
 
 

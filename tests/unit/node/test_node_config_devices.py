@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgenode.cli import main
-from edgenode.config import load_config
+from edgenode.config import DEFAULT_CONFIG_TEXT, load_config
 from edgenode.devices import DeviceSpec, RouteSpec
 from edgenode.errors import ConfigError
 
@@ -154,3 +154,17 @@ def test_the_default_config_text_documents_devices_and_routes(capsys):
     assert "# [[route]]" in text
     for key in ("enabled", "client_id", "ca_file", "keepalive"):
         assert f"\n{key} = " in text
+
+
+def test_the_commented_device_and_route_examples_are_valid_once_uncommented(tmp_path):
+    lines = []
+    for line in DEFAULT_CONFIG_TEXT.splitlines():
+        body = line.removeprefix("# ")
+        if body.startswith("[[") or (" = " in body and not body.startswith(("#", "e.g"))):
+            line = body
+        lines.append(line)
+    path = tmp_path / "node.toml"
+    path.write_text("\n".join(lines) + "\n")
+    config = load_config(path, env={})
+    assert config.devices == (DeviceSpec("lamp", {"power": "on"}),)
+    assert config.routes == (RouteSpec("$edge/devices/+/telemetry/alarm", "upstream", 0, 3600),)
