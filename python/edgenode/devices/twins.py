@@ -902,5 +902,9 @@ class TwinService:
             "encoding": encoding,
             "timestamp": now,
         }
-        actions.append(self._uplink("telemetry", body, upstream.priority, upstream.ttl, None))
+        try:
+            actions.append(self._uplink("telemetry", body, upstream.priority, upstream.ttl, None))
+        except ValueError as exc:  # the encoder's envelope limit (base64 grows a payload)
+            self.counters["uplink_too_large"] += 1
+            self._warn(now, "message on %r cannot go upstream: %s", name, exc)
         return actions

@@ -35,7 +35,11 @@ def encode_uplink(kind: str, body: Any, node: str, ts: float | None = None) -> b
         "body": body,
     }
     try:
-        payload = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        # ensure_ascii=False: non-ASCII text (telemetry) stays UTF-8 instead of growing
+        # up to sixfold as \uXXXX escapes.
+        payload = json.dumps(
+            record, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        ).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"uplink body is not JSON: {exc}") from None
     if len(payload) > MAX_UPLINK_PAYLOAD:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from edgenode.config import parse_config
-from edgenode.devices import DeviceSpec, RouteSpec
+from edgenode.devices import DeviceSpec, RouteSpec, TwinService, Uplink
+from edgenode.devices.twins import MAX_TELEMETRY_BYTES
 from edgenode.errors import ConfigError
 from edgenode.node.devices import (
     DeviceWiring,
@@ -20,6 +21,7 @@ from edgenode.node.devices import (
     route_from_resource,
 )
 from edgenode.node.metrics import Metrics
+from edgenode.node.uplink import encode_uplink
 from edgenode.store import Store
 
 NODE = "ship-7"
@@ -118,3 +120,20 @@ def test_a_hub_route_that_would_loop_is_left_out(store, tmp_path):
     w = wiring(store, tmp_path, {"route": [{"from": "z/#", "priority": 2}]})
     _, routes = w.wanted()
     assert routes == [RouteSpec("z/#", priority=2), RouteSpec("x/+", "topic:y/1")]
+
+
+def test_telemetry_too_large_for_the_envelope_is_counted_not_an_internal_error(store):
+    svc = TwinService(
+        store,
+        [DeviceSpec("lamp")],
+        uplink_encoder=lambda kind, body: encode_uplink(kind, body, NODE),
+    )
+    binary = bytes(range(256)) * (MAX_TELEMETRY_BYTES // 256)  # base64: over 256 KiB
+    actions = svc.handle("$edge/devices/lamp/telemetry/blob", binary, 1.0)
+    assert not [a for a in actions if isinstance(a, Uplink)]
+    assert svc.counters["uplink_too_large"] == 1
+    assert svc.counters["internal_errors"] == 0
+    text = "温度" * 30_000  # 180 KB of UTF-8: fits once it is not escaped
+    (uplink,) = svc.handle("$edge/devices/lamp/telemetry/t", text.encode(), 2.0)
+    assert isinstance(uplink, Uplink)
+    assert json.loads(uplink.payload)["body"]["payload"] == text
