@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Test the ARM wheels on an emulated ARM CPython 3.11 (Debian's, run under qemu-user):
+#   1. assemble the sysroot (cross/make-sysroot.sh, cached in cross/.cache/);
+#   2. install the wheel, its dependencies and the test tools for that platform into a fresh
+#      site directory (host pip with --platform: binary wheels for the ARM platform, or pure
+#      Python ones; cbor2 falls back to pure Python where it has no ARM wheel);
+#   3. under qemu: check_wheel.py (edgenode.backend == "rust", platform.machine() is the ARM
+#      one, the extension comes from the wheel, one call per component);
+#   4. under qemu, with EDGENODE_BACKEND=rust: pytest on the core's unit and differential
+#      suites (router, twin, store, protocol); every core test runs both backends.
+# Each step is timed; the times go to cross/.cache/timings-emulated-<arch>.txt.
+#
+# usage: cross/test-emulated.sh [--smoke] [--wheel-dir DIR] [aarch64|armv7|all]
+#   default: all, wheels from dist/ (built by cross/build-wheels.sh when missing there).
+#   --smoke: only the router and twin unit tests in step 4 (the CI step).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+SMOKE=0
+WHEEL_DIR="$ROOT/dist"
+WHICH=all
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1; shift ;;
+        --wheel-dir) WHEEL_DIR="$2"; shift 2 ;;
+        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) WHICH="$1"; shift ;;
+    esac
+done
+if [ "$WHICH" = all ]; then TARGETS=("${ARCHES[@]}"); else check_arch "$WHICH"; TARGETS=("$WHICH"); fi
+
+SMOKE_TESTS=(tests/unit/test_router.py tests/unit/test_twin.py)
+FULL_TESTS=(
+    tests/unit/test_router.py tests/unit/test_twin.py
+    tests/unit/test_store_cache_twins.py tests/unit/test_store_lifecycle.py
+    tests/unit/test_store_outbox.py tests/unit/protocol tests/differential
+)
+# What the tests import beyond edgenode and its own dependencies (pure Python wheels).
+TEST_REQUIREMENTS=("pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100")
+# Bookworm's glibc (2.36): dependency wheels tagged for it or any older manylinux fit.
+TARGET_GLIBC_MINOR=36
+
+"$CROSS_DIR/install-toolchain.sh"
+PIP=("$TOOLS_VENV/bin/python" -m pip --disable-pip-version-check)
+VERSION="$(project_version)"
+
+find_wheel() {
+    local machine="$1" wheels
+    wheels=("$WHEEL_DIR"/edgenode-"$VERSION"-cp311-abi3-*_"$machine".whl)
+    if [ ! -f "${wheels[0]}" ]; then return 1; fi
+    echo "${wheels[0]}"
+}
+
+# Run the emulated python with a clean environment: only the wheel's site directory.
+emulated_python() {
+    local arch="$1" sysroot="$2" site="$3"
+    shift 3
+    env -i HOME="$HOME" PATH=/usr/bin:/bin LANG=C.UTF-8 TMPDIR=/tmp \
+        PYTHONPATH="$site" PYTHONNOUSERSITE=1 EDGENODE_BACKEND=rust \
+        HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-default}" \
+        "${QEMU[$arch]}" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
+}
+
+install_site() {
+    local machine="$1" wheel="$2" site="$3"
+    local platforms=(--platform "linux_$machine" --platform "manylinux2014_$machine") minor
+    # Every manylinux_2_Y up to bookworm's glibc (older pips do not expand the list).
+    for minor in $(seq 17 "$TARGET_GLIBC_MINOR"); do
+        platforms+=(--platform "manylinux_2_${minor}_$machine")
+    done
+    rm -rf "$site"
+    "${PIP[@]}" install -q --target "$site" --only-binary=:all: "${platforms[@]}" \
+        --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+        "$wheel" "${TEST_REQUIREMENTS[@]}"
+}
+
+test_arch() {
+    local arch="$1" machine="${MACHINE[$1]}" wheel sysroot site tests
+    export TIMINGS_FILE="$CACHE/timings-emulated-$arch.txt"
+    : >"$TIMINGS_FILE"
+    say "== $arch ($machine)"
+    if ! wheel="$(find_wheel "$machine")"; then
+        if [ "$WHEEL_DIR" != "$ROOT/dist" ]; then
+            say "ERROR: no $machine wheel of edgenode $VERSION in $WHEEL_DIR"
+            exit 1
+        fi
+        "$CROSS_DIR/build-wheels.sh" "$arch"
+        wheel="$(find_wheel "$machine")"
+    fi
+    say "wheel: $wheel"
+    local start
+    start="$(now)"
+    sysroot="$("$CROSS_DIR/make-sysroot.sh" "$arch")"
+    report_time "$arch: sysroot (cached after the first run)" "$start"
+    site="$CACHE/site-$arch"
+    timed "$arch: pip install wheel + test deps for $machine" install_site "$machine" "$wheel" "$site"
+    timed "$arch: emulated interpreter start" emulated_python "$arch" "$sysroot" "$site" -c pass
+    timed "$arch: check_wheel.py (backend, machine, one call per component)" \
+        emulated_python "$arch" "$sysroot" "$site" "$CROSS_DIR/check_wheel.py" "$machine" "$site"
+    if [ "$SMOKE" = 1 ]; then tests=("${SMOKE_TESTS[@]}"); else tests=("${FULL_TESTS[@]}"); fi
+    timed "$arch: pytest ${tests[*]}" \
+        emulated_python "$arch" "$sysroot" "$site" -m pytest -q -p no:cacheprovider \
+        --rootdir "$ROOT" "${tests[@]/#/$ROOT/}"
+    say "$arch: all emulated checks passed; timings in $TIMINGS_FILE"
+}
+
+cd "$ROOT"
+for arch in "${TARGETS[@]}"; do
+    test_arch "$arch"
+done
