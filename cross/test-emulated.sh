@@ -97,8 +97,13 @@ test_arch() {
     timed "$arch: emulated interpreter start" emulated_python "$arch" "$sysroot" "$site" -c pass
     timed "$arch: check_wheel.py (backend, machine, one call per component)" \
         emulated_python "$arch" "$sysroot" "$site" "$CROSS_DIR/check_wheel.py" "$machine" "$site"
-    if [ "$SMOKE" = 1 ]; then tests=("${SMOKE_TESTS[@]}"); else tests=("${FULL_TESTS[@]}"); fi
-    timed "$arch: pytest ${tests[*]}" \
+    local suite
+    if [ "$SMOKE" = 1 ]; then
+        tests=("${SMOKE_TESTS[@]}") suite="smoke: router and twin unit tests"
+    else
+        tests=("${FULL_TESTS[@]}") suite="unit + differential: router, twin, store, protocol"
+    fi
+    timed "$arch: pytest ($suite)" \
         emulated_python "$arch" "$sysroot" "$site" -m pytest -q -p no:cacheprovider \
         --rootdir "$ROOT" "${tests[@]/#/$ROOT/}"
     say "$arch: all emulated checks passed; timings in $TIMINGS_FILE"
