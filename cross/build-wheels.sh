@@ -41,11 +41,13 @@ AUDITWHEEL="$TOOLS_VENV/bin/auditwheel"
 # maturin finds zig (the ziglang package) on PATH through the tools venv.
 export PATH="$TOOLS_VENV/bin:$PATH"
 
-# Debian's Rust 1.85 toolchain, with its own target dir so that it and rustup's toolchain
-# never invalidate each other's build caches.
+# Debian's Rust 1.85 toolchain, with its own target dir (one per profile) so that it,
+# rustup's toolchain and the two profiles never invalidate each other's build caches.
 debian_rust() {
+    local target_dir="$ROOT/target/debian-rustc"
+    if [ "$PROFILE" != release ]; then target_dir+="-$PROFILE"; fi
     env CARGO="$DEBIAN_CARGO" RUSTC="$DEBIAN_RUSTC" RUSTDOC="$DEBIAN_RUSTDOC" \
-        CARGO_TARGET_DIR="$ROOT/target/debian-rustc" "$@"
+        CARGO_TARGET_DIR="$target_dir" "$@"
 }
 
 # The native toolchain: rustup's when present (as scripts/setup.sh), else Debian's.

@@ -15,7 +15,10 @@ set -euo pipefail
 export LC_ALL=C
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-HOST_PACKAGES=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf qemu-user-static)
+HOST_PACKAGES=(
+    gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
+    qemu-user-static
+)
 STAMP_NAME=.edgenode-deb-version
 APT=(apt-get -o DPkg::Lock::Timeout=600 -q)
 

@@ -7,11 +7,13 @@
 #   3. under qemu: check_wheel.py (edgenode.backend == "rust", platform.machine() is the ARM
 #      one, the extension comes from the wheel, one call per component);
 #   4. under qemu, with EDGENODE_BACKEND=rust: pytest on the core's unit and differential
-#      suites (router, twin, store, protocol); every core test runs both backends.
+#      suites (router, twin, store, protocol); every core test runs both backends;
+#   5. (not with --smoke) `cargo test` of the pure Rust modules for the target, run by qemu.
 # Each step is timed; the times go to cross/.cache/timings-emulated-<arch>.txt.
 #
 # usage: cross/test-emulated.sh [--smoke] [--wheel-dir DIR] [aarch64|armv7|all]
-#   default: all, wheels from dist/ (built by cross/build-wheels.sh when missing there).
+#   default: all, with the wheels (re)built into dist/ by cross/build-wheels.sh first;
+#   --wheel-dir DIR tests the wheels already in DIR instead.
 #   --smoke: only the router and twin unit tests in step 4 (the CI step).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --wheel-dir) WHEEL_DIR="$2"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
         *) WHICH="$1"; shift ;;
     esac
 done
@@ -79,13 +81,13 @@ test_arch() {
     export TIMINGS_FILE="$CACHE/timings-emulated-$arch.txt"
     : >"$TIMINGS_FILE"
     say "== $arch ($machine)"
-    if ! wheel="$(find_wheel "$machine")"; then
-        if [ "$WHEEL_DIR" != "$ROOT/dist" ]; then
-            say "ERROR: no $machine wheel of edgenode $VERSION in $WHEEL_DIR"
-            exit 1
-        fi
+    if [ "$WHEEL_DIR" = "$ROOT/dist" ]; then
+        # (Re)build so that the wheel matches the sources; incremental, quick when it does.
         "$CROSS_DIR/build-wheels.sh" "$arch"
-        wheel="$(find_wheel "$machine")"
+    fi
+    if ! wheel="$(find_wheel "$machine")"; then
+        say "ERROR: no $machine wheel of edgenode $VERSION in $WHEEL_DIR"
+        exit 1
     fi
     say "wheel: $wheel"
     local start
@@ -106,6 +108,14 @@ test_arch() {
     timed "$arch: pytest ($suite)" \
         emulated_python "$arch" "$sysroot" "$site" -m pytest -q -p no:cacheprovider \
         --rootdir "$ROOT" "${tests[@]/#/$ROOT/}"
+    if [ "$SMOKE" = 0 ]; then
+        # The pure Rust unit tests too, built by the gcc cross compilers (linkers and qemu
+        # runners in .cargo/config.toml) instead of zig: both C toolchains compile SQLite.
+        timed "$arch: cargo test (Rust unit tests, gcc cross build) under qemu" \
+            env RUSTC="$DEBIAN_RUSTC" RUSTDOC="$DEBIAN_RUSTDOC" \
+            CARGO_TARGET_DIR="$ROOT/target/debian-rustc" \
+            "$DEBIAN_CARGO" test -q --locked --target "${RUST_TARGET[$arch]}"
+    fi
     say "$arch: all emulated checks passed; timings in $TIMINGS_FILE"
 }
 
