@@ -1,5 +1,5 @@
 # Shared by the scripts in cross/ (sourced, not run): paths, target tables, small helpers.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source it
 
 CROSS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$CROSS_DIR/.." && pwd)"
