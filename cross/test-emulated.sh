@@ -4,8 +4,9 @@
 #   2. install the wheel, its dependencies and the test tools for that platform into a fresh
 #      site directory (host pip with --platform: binary wheels for the ARM platform, or pure
 #      Python ones; cbor2 falls back to pure Python where it has no ARM wheel);
-#   3. under qemu: check_wheel.py (edgenode.backend == "rust", platform.machine() is the ARM
-#      one, the extension comes from the wheel, one call per component);
+#   3. under qemu: the core (router, twin, store) imports from the wheel alone, without its
+#      dependencies; check_wheel.py (edgenode.backend == "rust", platform.machine() is the
+#      ARM one, the extension comes from the wheel, one call per component);
 #   4. under qemu, with EDGENODE_BACKEND=rust: pytest on the core's unit and differential
 #      suites (router, twin, store, protocol); every core test runs both backends;
 #   5. (not with --smoke) `cargo test` of the pure Rust modules for the target, run by qemu.
@@ -25,10 +26,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --wheel-dir) WHEEL_DIR="$2"; shift 2 ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
         *) WHICH="$1"; shift ;;
     esac
 done
+WHEEL_DIR="$(cd "$WHEEL_DIR" 2>/dev/null && pwd)" || { say "ERROR: no directory $WHEEL_DIR"; exit 1; }
 if [ "$WHICH" = all ]; then TARGETS=("${ARCHES[@]}"); else check_arch "$WHICH"; TARGETS=("$WHICH"); fi
 
 SMOKE_TESTS=(tests/unit/test_router.py tests/unit/test_twin.py)
@@ -63,17 +65,28 @@ emulated_python() {
         "${QEMU[$arch]}" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
 }
 
-install_site() {
-    local machine="$1" wheel="$2" site="$3"
-    local platforms=(--platform "linux_$machine" --platform "manylinux2014_$machine") minor
+# The core (router, twin, store) needs nothing beyond the standard library and the extension:
+# the wheel alone, without its dependencies, in its own site directory.
+BARE_CHECK='
+import sys
+import edgenode, edgenode.router, edgenode.twin, edgenode.store
+assert edgenode.backend == "rust", edgenode.backend
+assert "cbor2" not in sys.modules
+print("ok: core imports with the wheel alone, backend", edgenode.backend)
+'
+
+# pip install --target SITE for the ARM platform: MACHINE SITE REQUIREMENT...
+pip_install_for() {
+    local machine="$1" site="$2" minor
+    shift 2
+    local platforms=(--platform "linux_$machine" --platform "manylinux2014_$machine")
     # Every manylinux_2_Y up to bookworm's glibc (older pips do not expand the list).
     for minor in $(seq 17 "$TARGET_GLIBC_MINOR"); do
         platforms+=(--platform "manylinux_2_${minor}_$machine")
     done
     rm -rf "$site"
     "${PIP[@]}" install -q --target "$site" --only-binary=:all: "${platforms[@]}" \
-        --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-        "$wheel" "${TEST_REQUIREMENTS[@]}"
+        --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "$@"
 }
 
 test_arch() {
@@ -95,8 +108,12 @@ test_arch() {
     sysroot="$("$CROSS_DIR/make-sysroot.sh" "$arch")"
     report_time "$arch: sysroot (cached after the first run)" "$start"
     site="$CACHE/site-$arch"
-    timed "$arch: pip install wheel + test deps for $machine" install_site "$machine" "$wheel" "$site"
+    timed "$arch: pip install wheel + test deps for $machine" \
+        pip_install_for "$machine" "$site" "$wheel" "${TEST_REQUIREMENTS[@]}"
     timed "$arch: emulated interpreter start" emulated_python "$arch" "$sysroot" "$site" -c pass
+    pip_install_for "$machine" "$site-bare" --no-deps "$wheel"
+    timed "$arch: core without dependencies (router, twin, store)" \
+        emulated_python "$arch" "$sysroot" "$site-bare" -c "$BARE_CHECK"
     timed "$arch: check_wheel.py (backend, machine, one call per component)" \
         emulated_python "$arch" "$sysroot" "$site" "$CROSS_DIR/check_wheel.py" "$machine" "$site"
     local suite
