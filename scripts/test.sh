@@ -24,3 +24,7 @@ step "mypy --strict"
 mypy python/edgenode
 step "pytest"
 pytest "$@"
+step "ARM: aarch64 wheel built with the cross toolchain, smoke-tested on emulated ARM"
+# Skips (with a "SKIPPED ARM smoke: <reason>" line) only when apt cannot provide the
+# toolchain; a build or test failure fails the run. Full suites: cross/test-emulated.sh.
+"$ROOT/cross/smoke.sh"

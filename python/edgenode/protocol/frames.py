@@ -413,14 +413,16 @@ _SIMPLE_FALSE_TRUE_NULL: Final = frozenset({20, 21, 22})
 _FLOAT_INFO: Final = frozenset({25, 26, 27})
 
 
-def check_cbor_structure(data: bytes, max_depth: int) -> None:
+def check_cbor_structure(data: bytes, max_depth: int) -> int:
     """Walk the item heads of ``data`` without building objects; raise on anything hostile.
 
     Iterative (no recursion), O(number of items), and every declared length is checked
     against the bytes that remain, so a header claiming 2**64 elements costs nothing.
+    Returns the number of key/value pairs its maps declare (see ``decode_cbor``).
     """
     end = len(data)
     pos = 0
+    map_pairs = 0
     remaining = [1]  # items still expected at each open nesting level
     while remaining:
         if remaining[-1] == 0:
@@ -449,6 +451,7 @@ def check_cbor_structure(data: bytes, max_depth: int) -> None:
             pos += argument
         elif major in (4, 5):
             count = argument if major == 4 else argument * 2
+            map_pairs += argument if major == 5 else 0
             if count > end - pos:
                 raise violation(ErrorCode.MALFORMED_FRAME, "CBOR container longer than the frame")
             remaining.append(count)
@@ -462,20 +465,59 @@ def check_cbor_structure(data: bytes, max_depth: int) -> None:
             raise violation(ErrorCode.MALFORMED_FRAME, "CBOR simple value not allowed")
     if pos != end:
         raise violation(ErrorCode.MALFORMED_FRAME, "trailing bytes after the CBOR item")
+    return map_pairs
+
+
+def _cbor2_has_strict_options() -> bool:
+    """Does this cbor2 take ``allow_indefinite``/``allow_duplicate_keys``?
+
+    cbor2's compiled builds do; its pure-Python wheel (the one pip installs where PyPI has
+    no compiled cbor2 wheel, e.g. armv7l) does not, and rejects them with TypeError.
+    """
+    try:
+        cbor2.loads(b"\xa0", allow_indefinite=False, allow_duplicate_keys=False)
+    except TypeError:
+        return False
+    return True
+
+
+_CBOR2_STRICT_OPTIONS: Final = _cbor2_has_strict_options()
+
+
+def decoded_map_pairs(value: Any) -> int:
+    """Key/value pairs in all maps of a decoded CBOR item (keys included), iteratively."""
+    pairs = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            pairs += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return pairs
 
 
 def decode_cbor(data: bytes, max_depth: int) -> Any:
     """Bounded decoding of one CBOR item (see ``check_cbor_structure``)."""
-    check_cbor_structure(data, max_depth)
+    declared_pairs = check_cbor_structure(data, max_depth)
     try:
-        return cbor2.loads(
-            data,
-            max_depth=max_depth + 1,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
+        if _CBOR2_STRICT_OPTIONS:
+            return cbor2.loads(
+                data,
+                max_depth=max_depth + 1,
+                allow_indefinite=False,
+                allow_duplicate_keys=False,
+            )
+        value = cbor2.loads(data, max_depth=max_depth + 1)
     except Exception as exc:  # cbor2 has many error types (bad UTF-8, duplicate keys, ...)
         raise violation(ErrorCode.MALFORMED_FRAME, f"invalid CBOR: {exc}") from None
+    # Pure-Python cbor2: the pre-scan refused indefinite lengths; a duplicate key shows as
+    # a map with fewer pairs than its header declared.
+    if decoded_map_pairs(value) != declared_pairs:
+        raise violation(ErrorCode.MALFORMED_FRAME, "invalid CBOR: duplicate map key")
+    return value
 
 
 # --- Field validation ---------------------------------------------------------------------

@@ -39,6 +39,7 @@ from edgenode.protocol.frames import (
     cbor_head,
     check_cbor_structure,
     decode_frame,
+    decoded_map_pairs,
     encode_frame,
     error_code,
 )
@@ -261,6 +262,16 @@ def test_too_many_ack_ranges_in_one_frame_exceed_a_limit() -> None:
 def test_the_structure_check_accepts_floats_and_the_three_simple_values() -> None:
     check_cbor_structure(cbor2.dumps([1.5, 1e300, False, True, None, -3, "s", b"b"]), 4)
     check_cbor_structure(bytes.fromhex("f93c00"), 1)  # half-precision 1.0
+
+
+def test_duplicate_keys_show_as_fewer_decoded_pairs_than_the_maps_declare() -> None:
+    # How decode_cbor finds duplicate keys with cbor2's pure-Python build (armv7l has no
+    # compiled cbor2 on PyPI), which has no allow_duplicate_keys: any cbor2 keeps one pair.
+    duplicate = bytes.fromhex("a2 6174 6170 6174 6170")
+    assert check_cbor_structure(duplicate, 4) == 2
+    assert decoded_map_pairs(cbor2.loads(duplicate)) == 1
+    nested = cbor2.dumps({"a": [{"b": 1}, {"c": {"d": 2}}], "e": {}})
+    assert check_cbor_structure(nested, 8) == decoded_map_pairs(cbor2.loads(nested)) == 5
 
 
 def test_a_huge_declared_length_costs_nothing_to_refuse() -> None:
