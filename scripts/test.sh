@@ -22,5 +22,6 @@ ruff check python tests bench scripts cloud
 ruff format --check python tests bench scripts cloud
 step "mypy --strict"
 mypy python/edgenode
+mypy --strict cloud/edgehub
 step "pytest"
 pytest "$@"
