@@ -134,7 +134,8 @@ def _dash(value: Any) -> str:
 
 def _outbox(value: Any) -> str:
     if isinstance(value, dict):
-        return _dash(value.get("pending", value.get("records")))
+        # The node daemon reports its outbox statistics; "messages" is the backlog.
+        return _dash(value.get("messages", value.get("pending")))
     return _dash(value)
 
 

@@ -478,7 +478,7 @@ class Hub:
             live.metrics = (
                 metrics
                 if isinstance(metrics, dict)
-                else {k: v for k, v in record.items() if k != "kind"}
+                else {k: v for k, v in record.items() if k not in ("kind", "outbox")}
             )
             self._persist_node_status(node)
             return None
@@ -523,7 +523,13 @@ class Hub:
 
 
 def decode_uplink(payload: bytes) -> dict[str, Any] | None:
-    """An uplink record: a CBOR map or a JSON object (UTF-8) with a ``kind`` field."""
+    """An uplink record as a flat map with a ``kind``.
+
+    Accepted: the node daemon's envelope, compact JSON
+    ``{"v": 1, "kind": K, "node": N, "ts": T, "body": {...}}`` (the body's fields are
+    lifted to the top level; the envelope's ``node`` is informative, the link decides
+    who wrote it), or a bare CBOR/JSON map with ``kind`` and the fields at the top level.
+    """
     value: Any
     try:
         # A JSON object starts with "{" (CBOR would read that byte as a short text string).
@@ -532,11 +538,15 @@ def decode_uplink(payload: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or value.get("kind") not in UPLINK_KINDS:
         return None
+    body = value.get("body")
+    if isinstance(body, dict):
+        value = {**body, "kind": value["kind"], "ts": value.get("ts")}
     try:
         json.dumps(value)
     except (TypeError, ValueError):
         return None
-    return value
+    record: dict[str, Any] = value
+    return record
 
 
 def _iso(ts: float) -> str:

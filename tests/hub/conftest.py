@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -36,6 +37,7 @@ class RunningHub:
     listen: str = "127.0.0.1:0"
     api_listen: str = "127.0.0.1:0"
     output: list[str] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def token_file(self) -> Path:
@@ -123,7 +125,7 @@ class RunningHub:
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
                 text = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as exc:

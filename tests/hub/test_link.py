@@ -203,9 +203,16 @@ def test_uplink_is_persisted_deduplicated_by_sequence_then_acked(hub):
 
     twin = cbor2.dumps({"kind": "twin", "device": "d", "reported": {"power": "on"}, "version": 4})
     state = cbor2.dumps({"kind": "device-state", "device": "d", "state": "online"})
-    status = cbor2.dumps(
-        {"kind": "status", "arch": "aarch64", "version": "edgenode 0.1", "outbox": 7}
-    )
+    # The node daemon's envelope: compact JSON with the fields in "body".
+    status = json.dumps(
+        {
+            "v": 1,
+            "kind": "status",
+            "node": "a",
+            "ts": 1.5,
+            "body": {"arch": "aarch64", "version": "edgenode 0.1", "outbox": {"messages": 7}},
+        }
+    ).encode()
 
     async def scenario() -> None:
         a = SimNode(hub.link, token, "a")
@@ -229,7 +236,8 @@ def test_uplink_is_persisted_deduplicated_by_sequence_then_acked(hub):
     assert device["status"]["state"] == "online"
     _, node = hub.call("GET", "/v1/nodes/a")
     assert node["status"]["arch"] == "aarch64"
-    assert node["status"]["outbox"] == 7
+    assert node["status"]["outbox"] == {"messages": 7}
+    assert node["status"]["metrics"]["arch"] == "aarch64"
     _, metrics = hub.call("GET", "/metrics")
     assert 'edgehub_uplink_records_total{result="duplicate"} 2.0' in metrics
 
