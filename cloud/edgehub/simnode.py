@@ -84,30 +84,10 @@ class SimNode:
         proto = NodeProtocol(self.name, "simnode 1", self.revision, loop.time(), self.config)
         self.proto = proto
         try:
-            while proto.close_requested() is None:
-                await self._flush()
-                for event in proto.events_received():
-                    self._handle(event, result)
-                await self._flush()
-                if proto.close_requested() is not None:
-                    break
-                deadline = proto.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    message = await asyncio.wait_for(ws.recv(), timeout)
-                except TimeoutError:
-                    proto.tick(loop.time())
-                except ConnectionClosed:
-                    break
-                else:
-                    proto.receive_message(message, loop.time())
-            for event in proto.events_received():
-                self._handle(event, result)
             with contextlib.suppress(ConnectionClosed):
-                await self._flush()
-            close = proto.close_requested()
-            if close is not None:
-                await ws.close(close.code, close.reason)
+                await self._drive(ws, proto, result)
+            for event in proto.events_received():  # those left when the peer hung up
+                self._handle(event, result)
         finally:
             await ws.close()
             self.proto = None
@@ -116,6 +96,32 @@ class SimNode:
             result.close_code = ws.protocol.close_rcvd.code
             result.close_reason = ws.protocol.close_rcvd.reason
         return result
+
+    async def _drive(self, ws: ClientConnection, proto: NodeProtocol, result: LinkResult) -> None:
+        loop = asyncio.get_running_loop()
+        while proto.close_requested() is None:
+            await self._flush()
+            for event in proto.events_received():
+                self._handle(event, result)
+            await self._flush()
+            if proto.close_requested() is not None:
+                break
+            deadline = proto.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(ws.recv(), timeout)
+            except TimeoutError:
+                proto.tick(loop.time())
+            except ConnectionClosed:
+                break
+            else:
+                proto.receive_message(message, loop.time())
+        for event in proto.events_received():
+            self._handle(event, result)
+        await self._flush()
+        close = proto.close_requested()
+        if close is not None:
+            await ws.close(close.code, close.reason)
 
     async def _flush(self) -> None:
         if self.proto is None or self.ws is None:
