@@ -25,7 +25,7 @@ from edgehub.metrics import HubMetrics
 from edgehub.resources import ResourceError, check_name, resource_key, validate_document
 from edgehub.selectors import Selector
 from edgehub.store import HubStore, LogEntry, StoredResource
-from edgehub.targeting import labels_of
+from edgehub.targeting import labels_of, target_of
 from edgenode.errors import TwinError
 from edgenode.protocol import (
     Change,
@@ -49,6 +49,8 @@ IDLE_FLUSH_SECONDS = 1.0
 ACK_PERSIST_SECONDS = 0.5
 """Acked revisions are written to the store in batches at this period."""
 MAX_WATCH_QUEUE = 10_000
+SNAPSHOT_AFTER_REVISIONS = 1000
+"""A node further behind than this gets a snapshot instead of the log since its revision."""
 MAX_UPLINK_PAYLOAD_DEPTH = 32
 UPLINK_KINDS = ("status", "twin", "device-state", "telemetry")
 
@@ -126,6 +128,12 @@ class Hub:
         self.resources: dict[tuple[str, str], StoredResource] = {
             (r.kind, r.name): r for r in store.list_resources()
         }
+        # Index for snapshots: resources aimed at one node by name, and those with a
+        # selector (a snapshot looks at these only, not at the whole fleet's resources).
+        self._by_node: dict[str, set[tuple[str, str]]] = {}
+        self._selected: set[tuple[str, str]] = set()
+        for ident, stored in self.resources.items():
+            self._index(ident, stored.body, add=True)
         self.revision = store.revision()
         self.sessions: dict[str, Session] = {}
         self.live: dict[str, NodeLive] = {}
@@ -289,12 +297,14 @@ class Hub:
     def _committed(self, entry: LogEntry) -> None:
         """A change is durable: update the cache, tell watchers and connected nodes."""
         ident = (entry.kind, entry.name)
+        self._index(ident, entry.prev, add=False)
         if entry.body is None:
             self.resources.pop(ident, None)
         else:
             stored = self.store.get(entry.kind, entry.name)
             if stored is not None:
                 self.resources[ident] = stored
+                self._index(ident, stored.body, add=True)
         self.revision = entry.revision
         self.metrics.revision.set(self.revision)
         now = time.monotonic()
@@ -329,6 +339,28 @@ class Hub:
             if queue.qsize() < MAX_WATCH_QUEUE:
                 queue.put_nowait(event)
 
+    def _index(self, ident: tuple[str, str], body: dict[str, Any] | None, *, add: bool) -> None:
+        if body is None:
+            return
+        target = target_of(body)
+        if target is None:
+            return
+        if target.node is not None:
+            names = self._by_node.setdefault(target.node, set())
+            if add:
+                names.add(ident)
+            else:
+                names.discard(ident)
+        elif add:
+            self._selected.add(ident)
+        else:
+            self._selected.discard(ident)
+
+    def candidates(self, node: str) -> list[StoredResource]:
+        """Resources that may target ``node``: by name, or by selector."""
+        idents = self._by_node.get(node, set()) | self._selected
+        return [self.resources[i] for i in idents if i in self.resources]
+
     def _node_body(self, node: str) -> dict[str, Any] | None:
         stored = self.resources.get(("Node", node))
         return None if stored is None else stored.body
@@ -340,7 +372,7 @@ class Hub:
             session.snapshot = False
             labels = labels_of(self._node_body(session.node))
             snap = fanout.snapshot_for(
-                session.node, labels, self.resources.values(), session.pending_revision
+                session.node, labels, self.candidates(session.node), session.pending_revision
             )
             session.proto.send_snapshot(snap.revision, snap.resources)
         elif session.pending or session.pending_revision > session.proto.sent_revision:
@@ -362,6 +394,9 @@ class Hub:
         proto.accept(self.revision)
         labels = labels_of(self._node_body(node))
         compacted = self.store.compacted_revision()
+        if self.revision - hello.last_revision > SNAPSHOT_AFTER_REVISIONS:
+            # Far behind: a snapshot (from the index) is cheaper than reading the log.
+            compacted = max(compacted, hello.last_revision + 1)
         log = (
             self.store.log_since(hello.last_revision)
             if (compacted <= hello.last_revision <= self.revision)
@@ -374,7 +409,7 @@ class Hub:
             compacted,
             log,
             labels,
-            self.resources.values(),
+            self.candidates(node),
         )
         if isinstance(plan, fanout.Snapshot):
             proto.send_snapshot(plan.revision, plan.resources)
