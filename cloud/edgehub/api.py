@@ -225,13 +225,16 @@ class OperatorApi:
             return web.json_response({"device": name, "items": page(after)})
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        while True:
-            items = page(after)
-            for item in items:
-                await response.write((json.dumps(item) + "\n").encode())
-                after = item["id"]
-            if not items:
-                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        try:
+            while True:
+                items = page(after)
+                for item in items:
+                    await response.write((json.dumps(item) + "\n").encode())
+                    after = item["id"]
+                if not items:
+                    await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        except ConnectionResetError:  # the reader went away: the normal end of a follow
+            return response
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)
@@ -247,5 +250,7 @@ class OperatorApi:
                 event = await queue.get()
                 if event["kind"] == kind:
                     await response.write((json.dumps(event) + "\n").encode())
+        except ConnectionResetError:  # the watcher went away: the normal end of a watch
+            return response
         finally:
             self.hub.watchers.remove(queue)
