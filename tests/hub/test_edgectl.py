@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 
 import yaml
 from edgehub.simnode import SimNode
@@ -145,6 +147,7 @@ def test_the_hub_and_token_come_from_the_environment_or_the_config_file(hub, tmp
 
 
 def test_watch_streams_changes(hub):
+    hub.ctl("apply", "-f", "-", stdin=DEVICES.split("---")[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECTL_")}
     proc = subprocess.Popen(
         [
@@ -163,14 +166,18 @@ def test_watch_streams_changes(hub):
         text=True,
         env=env,
     )
-    try:
-        hub.ctl("apply", "-f", "-", stdin=DEVICES.split("---")[1])
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.split("\t")[:2] in (["MODIFIED", "config/tuning"], ["ADDED", "config/tuning"])
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert lines.get(timeout=20).split("\t")[:2] == ["ADDED", "config/tuning"]
         hub.ctl("delete", "config", "tuning")
-        lines = [proc.stdout.readline() for _ in range(1 if line.startswith("MODIFIED") else 2)]
-        assert lines[-1].split("\t")[:2] == ["DELETED", "config/tuning"]
+        assert lines.get(timeout=20).split("\t")[:2] == ["DELETED", "config/tuning"]
     finally:
         proc.kill()
         proc.wait(5)
