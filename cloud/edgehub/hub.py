@@ -98,6 +98,8 @@ class Session:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     flush_scheduled: bool = False
     synced: bool = False
+    initial_revision: int = 0
+    initial_acked: bool = False
     sent_times: deque[tuple[int, float]] = field(default_factory=deque)
 
     def kick(self) -> None:
@@ -150,7 +152,8 @@ class Hub:
             )
         for name, revision in acked.items():
             self.live.setdefault(name, NodeLive()).acked = revision
-        self.handshakes = 0
+        self.syncing = 0
+        """Accepted links whose initial sync is not acknowledged yet (admission control)."""
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self._acks_dirty: set[str] = set()
         self.metrics.revision.set(self.revision)
@@ -382,7 +385,9 @@ class Hub:
     # --- Link events ----------------------------------------------------------------------
 
     def over_capacity(self) -> bool:
-        return self.handshakes > self.settings.max_handshakes
+        # Only admitted handshakes count: counting every waiting connection would refuse
+        # everyone in a reconnect storm (all retry together, all are refused again).
+        return self.syncing >= self.settings.max_handshakes
 
     def open_session(self, node: str, proto: HubProtocol, hello: NodeHello) -> Session:
         """Accept a hello: register the session and queue its initial sync (resume)."""
@@ -416,6 +421,9 @@ class Hub:
         else:
             proto.send_changes(plan.changes, plan.revision)
         session.pending_revision = self.revision
+        session.initial_revision = self.revision
+        self.syncing += 1
+        self.metrics.handshakes.set(self.syncing)
         session.sent_times.append((self.revision, time.monotonic()))
         session.synced = True
         self.sessions[node] = session
@@ -427,7 +435,14 @@ class Hub:
         self._persist_node_status(node)
         return session
 
+    def _initial_sync_done(self, session: Session) -> None:
+        if not session.initial_acked:
+            session.initial_acked = True
+            self.syncing -= 1
+            self.metrics.handshakes.set(self.syncing)
+
     def close_session(self, session: Session) -> None:
+        self._initial_sync_done(session)
         if self.sessions.get(session.node) is session:
             del self.sessions[session.node]
             live = self.live.setdefault(session.node, NodeLive())
@@ -457,6 +472,8 @@ class Hub:
         live = self.live.setdefault(session.node, NodeLive())
         live.acked = revision
         self._acks_dirty.add(session.node)
+        if revision >= session.initial_revision:
+            self._initial_sync_done(session)
         now = time.monotonic()
         while session.sent_times and session.sent_times[0][0] <= revision:
             _, sent = session.sent_times.popleft()

@@ -4,9 +4,9 @@ a ``HubProtocol``.
 Authentication happens in the HTTP handshake (``process_request``): a missing or unknown
 ``Authorization: Bearer`` token is 401, a revoked one 403, each with a reason body, before
 any WebSocket exists. The hello's node name must be the token's node. Admission control:
-beyond ``max_handshakes`` concurrent handshakes (upgrade to initial sync) the hello is
-answered with retry-after (base delay plus up to 100% jitter) and close 1013, so a fleet
-reconnecting at once spreads out instead of piling up.
+when ``max_handshakes`` accepted links have not yet acknowledged their initial sync, the
+next hello is answered with retry-after (base delay plus up to 100% jitter) and close 1013,
+so a fleet reconnecting at once spreads out instead of piling up.
 
 Each connection has a reader (frames in, timers) and a writer (the only task that sends):
 the hub's fan-out never blocks on a slow node, it only queues and wakes the writer.
@@ -77,9 +77,6 @@ class LinkServer:
             return
         loop = asyncio.get_running_loop()
         proto = HubProtocol(loop.time(), hub.settings.protocol_config())
-        hub.handshakes += 1
-        hub.metrics.handshakes.set(hub.handshakes)
-        counted = True
         session: Session | None = None
         writer: asyncio.Task[None] | None = None
         wake = asyncio.Event()
@@ -104,10 +101,6 @@ class LinkServer:
                         hub.metrics.protocol_violations.inc()
                     if isinstance(event, NodeHello) and session is None:
                         session = self._answer_hello(proto, node, event)
-                        if counted:
-                            counted = False
-                            hub.handshakes -= 1
-                            hub.metrics.handshakes.set(hub.handshakes)
                         if session is not None:
                             session.wake = wake
                             writer = asyncio.create_task(self._writer(ws, session))
@@ -124,9 +117,6 @@ class LinkServer:
         except Exception:
             log.exception("link of node %s failed", node)
         finally:
-            if counted:
-                hub.handshakes -= 1
-                hub.metrics.handshakes.set(hub.handshakes)
             if session is not None:
                 hub.close_session(session)
                 session.kick()

@@ -17,7 +17,9 @@ class HubMetrics:
             "edgehub_connected_nodes", "Nodes with an open link", registry=r
         )
         self.handshakes = Gauge(
-            "edgehub_handshakes_in_progress", "Links between upgrade and initial sync", registry=r
+            "edgehub_handshakes_in_progress",
+            "Accepted links whose initial sync is not acknowledged yet",
+            registry=r,
         )
         self.frames_in = Counter("edgehub_frames_in", "WebSocket messages received", registry=r)
         self.frames_out = Counter("edgehub_frames_out", "WebSocket messages sent", registry=r)
