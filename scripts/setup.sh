@@ -90,7 +90,7 @@ build_edgenode() {
     (cd "$ROOT" && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop -q --extras dev "${flags[@]}")
     if [ -f "$ROOT/cloud/pyproject.toml" ]; then
         say "installing the hub (cloud/)"
-        "$VENV/bin/python" -m pip install -q -e "$ROOT/cloud"
+        "$VENV/bin/python" -m pip install -q -e "$ROOT/cloud[dev]"
     fi
     "$VENV/bin/edgenode" version >&2
 }

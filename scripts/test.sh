@@ -22,6 +22,7 @@ ruff check python tests bench scripts cloud
 ruff format --check python tests bench scripts cloud
 step "mypy --strict"
 mypy python/edgenode
+mypy --strict cloud/edgehub
 step "pytest"
 pytest "$@"
 step "ARM: aarch64 wheel built with the cross toolchain, smoke-tested on emulated ARM"

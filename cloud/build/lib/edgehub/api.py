@@ -1,0 +1,251 @@
+"""The operator HTTP/JSON API (aiohttp) on ``--api-listen``.
+
+``websockets`` can answer plain GETs from ``process_request`` but has no request bodies,
+methods other than GET, or streaming responses; apply, delete, twin patches and watch need
+all three, hence aiohttp (see ARCHITECTURE.md). Everything under ``/v1`` requires the admin
+token as ``Authorization: Bearer``; ``/healthz``, ``/readyz``, ``/metrics`` and
+``/openapi.json`` do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgehub.hub import Hub
+from edgehub.openapi import openapi_document
+from edgehub.resources import ResourceError, parse_documents, resolve_kind
+from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body (apply of many documents); larger is 413."""
+MAX_TELEMETRY_PAGE = 1000
+FOLLOW_POLL_SECONDS = 0.2
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class OperatorApi:
+    def __init__(self, hub: Hub, admin_token: str, ready: Callable[[], bool]) -> None:
+        self.hub = hub
+        self.admin_token = admin_token
+        self.ready = ready
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._auth]
+        )
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_post("/v1/apply", self.apply)
+        r.add_get("/v1/watch/{kind}", self.watch)
+        r.add_post("/v1/nodes/{name}/token", self.node_add)
+        r.add_post("/v1/nodes/{name}/revoke", self.node_revoke)
+        r.add_patch("/v1/devices/{name}/desired", self.twin_set)
+        r.add_get("/v1/devices/{name}/telemetry", self.telemetry)
+        r.add_get("/v1/{kind}", self.list)
+        r.add_get("/v1/{kind}/{name}", self.get)
+        r.add_delete("/v1/{kind}/{name}", self.delete)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.hub.metrics.api_errors.labels(str(exc.status)).inc()
+            if exc.status >= 400:
+                return _error(exc.status, exc.reason)
+            raise
+        if response.status >= 400:
+            self.hub.metrics.api_errors.labels(str(response.status)).inc()
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return _error(401, "missing admin token (Authorization: Bearer ...)")
+            if not hmac.compare_digest(token.strip().encode(), self.admin_token.encode()):
+                return _error(401, "wrong admin token")
+        return await handler(request)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        try:
+            self.hub.store.revision()
+        except Exception as exc:
+            return _error(503, f"store unavailable: {exc}")
+        if not self.ready():
+            return _error(503, "node link listener not started")
+        return web.json_response({"status": "ready", "revision": self.hub.revision})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.hub.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    def _kind(self, request: web.Request) -> str:
+        try:
+            return resolve_kind(request.match_info["kind"])
+        except ValueError as exc:
+            raise web.HTTPNotFound(reason=str(exc)) from None
+
+    async def apply(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "body is not UTF-8", index=None, field="")
+        try:
+            docs = parse_documents(text)
+            if not docs:
+                raise ResourceError(None, "", "no documents")
+            results = self.hub.apply(docs)
+        except ResourceError as exc:
+            return _error(422, str(exc), index=exc.index, field=exc.field)
+        return web.json_response({"results": results, "revision": self.hub.revision})
+
+    async def list(self, request: web.Request) -> web.Response:
+        kind = self._kind(request)
+        selector = None
+        if "labelSelector" in request.query:
+            try:
+                selector = parse_selector(request.query["labelSelector"])
+            except SelectorError as exc:
+                return _error(400, str(exc), field="labelSelector")
+        items = self.hub.list_views(kind, selector)
+        return web.json_response(
+            {"kind": f"{kind}List", "revision": self.hub.revision, "items": items}
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        kind = self._kind(request)
+        view = self.hub.view(kind, request.match_info["name"])
+        if view is None:
+            return _error(404, f"{kind} {request.match_info['name']!r} not found")
+        return web.json_response(view)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        kind = self._kind(request)
+        name = request.match_info["name"]
+        entry = self.hub.delete(kind, name)
+        if entry is None:
+            return _error(404, f"{kind} {name!r} not found")
+        return web.json_response({"kind": kind, "name": name, "revision": entry.revision})
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(reason=f"malformed JSON: {exc}") from None
+
+    async def node_add(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await self._json(request)
+        labels = body.get("labels", {}) if isinstance(body, dict) else None
+        if not isinstance(labels, dict):
+            return _error(400, "labels must be a map", field="labels")
+        try:
+            for key, value in labels.items():
+                check_label_key(key)
+                check_label_value(value)
+        except SelectorError as exc:
+            return _error(400, str(exc), field="labels")
+        try:
+            token, revision = self.hub.node_add(name, labels)
+        except ResourceError as exc:
+            return _error(400, str(exc), field=exc.field)
+        except ValueError as exc:
+            return _error(409, str(exc))
+        return web.json_response({"node": name, "token": token, "revision": revision}, status=201)
+
+    async def node_revoke(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if ("Node", name) not in self.hub.resources and not self.hub.store.has_live_token(name):
+            return _error(404, f"Node {name!r} not found")
+        count = self.hub.revoke(name)
+        return web.json_response({"node": name, "revoked": count})
+
+    async def twin_set(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        patch = await self._json(request)
+        if not isinstance(patch, dict):
+            return _error(400, "a desired patch must be a JSON object", field="spec.desired")
+        try:
+            view = self.hub.twin_set(name, patch)
+        except KeyError:
+            return _error(404, f"Device {name!r} not found")
+        except ResourceError as exc:
+            return _error(422, str(exc), field=exc.field)
+        return web.json_response(view)
+
+    def _int_query(self, request: web.Request, name: str, default: int) -> int:
+        try:
+            value = int(request.query.get(name, default))
+        except ValueError:
+            raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
+        if value < 0:
+            raise web.HTTPBadRequest(reason=f"{name} must not be negative")
+        return value
+
+    async def telemetry(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        after = self._int_query(request, "after", 0)
+        limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
+        follow = request.query.get("follow", "") in ("1", "true")
+        if ("Device", name) not in self.hub.resources:
+            return _error(404, f"Device {name!r} not found")
+
+        def page(after_id: int) -> list[dict[str, Any]]:
+            return [
+                {"id": r.id, "node": r.node, "received": r.received, "record": r.body}
+                for r in self.hub.store.telemetry(name, after_id, limit)
+            ]
+
+        if not follow:
+            return web.json_response({"device": name, "items": page(after)})
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        while True:
+            items = page(after)
+            for item in items:
+                await response.write((json.dumps(item) + "\n").encode())
+                after = item["id"]
+            if not items:
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        kind = self._kind(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.hub.watchers.append(queue)
+        try:
+            for view in self.hub.list_views(kind, None):
+                event = {"type": "ADDED", "kind": kind, "object": view}
+                await response.write((json.dumps(event) + "\n").encode())
+            while True:
+                event = await queue.get()
+                if event["kind"] == kind:
+                    await response.write((json.dumps(event) + "\n").encode())
+        finally:
+            self.hub.watchers.remove(queue)

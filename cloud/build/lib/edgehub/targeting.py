@@ -1,0 +1,67 @@
+"""Which resources target which node.
+
+A Node targets itself; a Device targets the node named in ``spec.node``; a Config or Route
+targets every node whose labels match ``spec.nodeSelector`` (no selector: every node).
+Pure functions of a resource body and a node's name and labels: the fan-out and the resume
+path both ask "did this version target that node" for the old and the new version, so a
+resource that stops matching (its selector or the node's labels changed) becomes a delete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from edgehub.selectors import Selector, selector_from_spec
+
+_SELECTOR_CACHE_SIZE = 4096
+"""Parsed selectors kept (there are few distinct ones in a fleet; parsing is per change)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who a resource version is for: one node by name, or nodes matching a selector."""
+
+    node: str | None
+    selector: Selector | None
+
+    def matches(self, node: str, labels: Mapping[str, str]) -> bool:
+        if self.node is not None:
+            return self.node == node
+        return self.selector is None or self.selector.matches(labels)
+
+
+@lru_cache(maxsize=_SELECTOR_CACHE_SIZE)
+def _selector(encoded: str) -> Selector:
+    return selector_from_spec(json.loads(encoded))
+
+
+def target_of(body: Mapping[str, Any] | None) -> Target | None:
+    """The target of a (validated) resource body; ``None`` for no resource."""
+    if body is None:
+        return None
+    kind = body["kind"]
+    spec = body.get("spec") or {}
+    if kind == "Node":
+        return Target(str(body["metadata"]["name"]), None)
+    if kind == "Device":
+        return Target(str(spec.get("node")), None)
+    if "nodeSelector" in spec:
+        return Target(None, _selector(json.dumps(spec["nodeSelector"], sort_keys=True)))
+    return Target(None, None)
+
+
+def targets(body: Mapping[str, Any] | None, node: str, labels: Mapping[str, str]) -> bool:
+    """Does this resource version target ``node`` (with ``labels``)?"""
+    target = target_of(body)
+    return target is not None and target.matches(node, labels)
+
+
+def labels_of(body: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Node body's labels (empty for none)."""
+    if body is None:
+        return {}
+    return dict(body.get("metadata", {}).get("labels", {}))

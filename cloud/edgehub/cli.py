@@ -1,0 +1,162 @@
+"""``edgehub serve``: the hub process (node link listener, operator API, housekeeping)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from websockets.asyncio.server import serve
+
+from edgehub.api import OperatorApi
+from edgehub.hub import Hub, HubSettings
+from edgehub.link import LinkServer, server_options
+from edgehub.metrics import HubMetrics
+from edgehub.store import SqliteHubStore
+
+DEFAULT_LISTEN = "0.0.0.0:8443"
+DEFAULT_API_LISTEN = "127.0.0.1:8080"
+HOUSEKEEPING_SECONDS = 60.0
+ADMIN_TOKEN_FILE = "admin.token"
+DB_FILE = "hub.db"
+log = logging.getLogger("edgehub")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
+    """Read ``DIR/admin.token``, creating it (mode 0600) on first start."""
+    path = data / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), path, False
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, path, True
+
+
+async def serve_hub(args: argparse.Namespace) -> None:
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True)
+    token, token_path, created = ensure_admin_token(data)
+    print(f"admin token {'created in' if created else 'in'} {token_path}", flush=True)
+    settings = HubSettings(
+        heartbeat_interval=args.heartbeat,
+        handshake_timeout=args.handshake_timeout,
+        max_handshakes=args.max_handshakes,
+        retry_after=args.retry_after,
+        log_keep=args.log_keep,
+        telemetry_max_bytes=args.telemetry_max_bytes,
+        telemetry_max_age=args.telemetry_max_age,
+    )
+    store = SqliteHubStore(data / DB_FILE)
+    hub = Hub(store, settings, HubMetrics())
+    links = LinkServer(hub)
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    host, port = split_host_port(args.listen)
+    listening = False
+    api = OperatorApi(hub, token, lambda: listening)
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    api_host, api_port = split_host_port(args.api_listen)
+    site = web.TCPSite(runner, api_host, api_port, ssl_context=ssl_context)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with serve(
+        links.handler,
+        host,
+        port,
+        process_request=links.process_request,
+        ssl=ssl_context,
+        **server_options(hub),
+    ) as server:
+        listening = True
+        bound = [s.getsockname() for s in server.sockets]
+        api_server: Any = site._server  # aiohttp keeps the asyncio server here
+        api_bound = [s.getsockname() for s in api_server.sockets]
+        scheme = "wss" if ssl_context else "ws"
+        print(f"node links on {scheme}://{bound[0][0]}:{bound[0][1]}/v1/connect", flush=True)
+        http = "https" if ssl_context else "http"
+        print(f"operator API on {http}://{api_bound[0][0]}:{api_bound[0][1]}", flush=True)
+        tasks = [
+            asyncio.create_task(_every(0.5, hub.persist_acks)),
+            asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
+        ]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        hub.persist_acks()
+        server.close()
+    await runner.cleanup()
+    store.close()
+
+
+async def _every(period: float, action: object) -> None:
+    assert callable(action)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            action()
+        except Exception:
+            log.exception("periodic task failed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgehub", description="the edgenode cloud hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the hub")
+    s.add_argument("--data", required=True, help="data directory (SQLite, admin token)")
+    s.add_argument("--listen", default=DEFAULT_LISTEN, help="node links HOST:PORT")
+    s.add_argument("--api-listen", default=DEFAULT_API_LISTEN, help="operator API HOST:PORT")
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    s.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval, seconds")
+    s.add_argument("--handshake-timeout", type=float, default=10.0)
+    s.add_argument("--max-handshakes", type=int, default=512)
+    s.add_argument("--retry-after", type=float, default=5.0)
+    s.add_argument("--log-keep", type=int, default=100_000, help="revisions kept in the log")
+    s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
+    s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
+    s.add_argument(
+        "--housekeeping",
+        type=float,
+        default=HOUSEKEEPING_SECONDS,
+        help="seconds between retention/compaction runs",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("edgehub: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_hub(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""``edgectl``: the operator CLI of the hub, kubectl-like.
+
+Hub URL and admin token come from ``--hub`` / ``--token-file``, else the environment
+(``EDGECTL_HUB``: API URL, ``EDGECTL_TOKEN``: the token itself), else
+``~/.config/edgectl/config.toml`` (``hub = "..."``, ``token_file = "..."`` or ``token``).
+Exit status: 0 ok, 1 the hub refused (the message names document index and field), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgehub.resources import PLURALS, resolve_kind
+
+DEFAULT_HUB = "http://127.0.0.1:8080"
+CONFIG_PATH = Path("~/.config/edgectl/config.toml")
+REQUEST_TIMEOUT = 30.0
+
+
+class CtlError(Exception):
+    """A failure to report on stderr (exit status 1)."""
+
+
+class Client:
+    def __init__(self, hub: str, token: str) -> None:
+        self.hub = hub.rstrip("/")
+        self.token = token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        req = urllib.request.Request(self.hub + path, data=body, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw).get("error", raw.decode())
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace")
+            raise CtlError(f"{exc.code}: {message}") from None
+        except urllib.error.URLError as exc:
+            raise CtlError(f"cannot reach the hub at {self.hub}: {exc.reason}") from None
+
+    def stream(self, path: str) -> Any:
+        req = urllib.request.Request(self.hub + path)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            return urllib.request.urlopen(req)
+        except urllib.error.HTTPError as exc:
+            raise CtlError(f"{exc.code}: {exc.read().decode(errors='replace')}") from None
+        except urllib.error.URLError as exc:
+            raise CtlError(f"cannot reach the hub at {self.hub}: {exc.reason}") from None
+
+
+def _config() -> dict[str, Any]:
+    path = CONFIG_PATH.expanduser()
+    if not path.exists():
+        return {}
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    config = _config()
+    hub = args.hub or os.environ.get("EDGECTL_HUB") or config.get("hub") or DEFAULT_HUB
+    token: str | None = None
+    token_file = args.token_file
+    if token_file is None:
+        token = os.environ.get("EDGECTL_TOKEN") or config.get("token")
+        token_file = None if token else config.get("token_file")
+    if token is None and token_file is not None:
+        try:
+            token = Path(token_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise CtlError(f"cannot read token file {token_file}: {exc.strerror}") from None
+    if not token:
+        raise CtlError("no admin token: use --token-file, EDGECTL_TOKEN or the config file")
+    return Client(str(hub), token)
+
+
+def _kind(text: str) -> str:
+    try:
+        return resolve_kind(text)
+    except ValueError as exc:
+        raise CtlError(str(exc)) from None
+
+
+def _age(created: str | None) -> str:
+    if not created:
+        return "<unknown>"
+    seconds = max(
+        0,
+        int(
+            time.time()
+            - time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+            + time.mktime(time.gmtime(0))
+        ),
+    )
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _labels(item: dict[str, Any]) -> str:
+    labels = item["metadata"].get("labels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
+
+
+def _dash(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _outbox(value: Any) -> str:
+    if isinstance(value, dict):
+        # The node daemon reports its outbox statistics; "messages" is the backlog.
+        return _dash(value.get("messages", value.get("pending")))
+    return _dash(value)
+
+
+def rows_for(kind: str, items: list[dict[str, Any]], wide: bool) -> list[list[str]]:
+    if kind == "Node":
+        header = ["NAME", "STATUS", "REVISION", "LAG", "OUTBOX", "VERSION", "ARCH", "AGE"]
+        rows = [
+            [
+                i["metadata"]["name"],
+                i["status"]["state"],
+                str(i["status"]["revision"]),
+                _dash(i["status"]["lag"]),
+                _outbox(i["status"].get("outbox")),
+                _dash(i["status"]["version"]),
+                _dash(i["status"]["arch"]),
+                _age(i["metadata"].get("creationTimestamp")),
+            ]
+            for i in items
+        ]
+        if wide:
+            header += ["LAST SEEN", "LABELS"]
+            for row, i in zip(rows, items, strict=True):
+                row += [_dash(i["status"].get("lastSeen")), _labels(i)]
+    elif kind == "Device":
+        header = ["NAME", "NODE", "STATE", "DESIRED", "REPORTED", "DELTA", "AGE"]
+        rows = [
+            [
+                i["metadata"]["name"],
+                i["spec"]["node"],
+                _dash(i["status"].get("state")),
+                str(i["metadata"].get("generation", "")),
+                _dash(i["status"].get("versions", {}).get("reported")),
+                str(len(i["status"].get("delta", {}))),
+                _age(i["metadata"].get("creationTimestamp")),
+            ]
+            for i in items
+        ]
+        if wide:
+            header += ["LAST SEEN", "LABELS"]
+            for row, i in zip(rows, items, strict=True):
+                row += [_dash(i["status"].get("lastSeen")), _labels(i)]
+    elif kind == "Config":
+        header = ["NAME", "KEYS", "SELECTOR", "REVISION", "AGE"]
+        rows = [
+            [
+                i["metadata"]["name"],
+                str(len(i["spec"].get("data", {}))),
+                _selector_text(i["spec"].get("nodeSelector")),
+                i["metadata"]["resourceVersion"],
+                _age(i["metadata"].get("creationTimestamp")),
+            ]
+            for i in items
+        ]
+    else:
+        header = ["NAME", "FROM", "TO", "PRIORITY", "TTL", "SELECTOR", "AGE"]
+        rows = [
+            [
+                i["metadata"]["name"],
+                i["spec"]["from"],
+                i["spec"]["to"],
+                str(i["spec"].get("priority", 5)),
+                _dash(i["spec"].get("ttl")),
+                _selector_text(i["spec"].get("nodeSelector")),
+                _age(i["metadata"].get("creationTimestamp")),
+            ]
+            for i in items
+        ]
+    if wide and kind in ("Config", "Route"):
+        header.append("LABELS")
+        for row, i in zip(rows, items, strict=True):
+            row.append(_labels(i))
+    return [header, *rows]
+
+
+def _selector_text(value: Any) -> str:
+    if value is None:
+        return "<all>"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value) or "<all>"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = [
+        "   ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> None:
+    kind = _kind(args.kind)
+    plural = PLURALS[kind]
+    if args.name:
+        items = [client.request("GET", f"/v1/{plural}/{urllib.parse.quote(args.name)}")]
+    else:
+        query = f"?labelSelector={urllib.parse.quote(args.selector)}" if args.selector else ""
+        items = client.request("GET", f"/v1/{plural}{query}")["items"]
+    if args.output == "json":
+        print(json.dumps(items[0] if args.name else {"items": items}, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(items[0] if args.name else {"items": items}, sort_keys=False), end="")
+    elif not items:
+        print(f"No {plural} found.", file=sys.stderr)
+    else:
+        print(table(rows_for(kind, items, args.output == "wide")))
+
+
+def cmd_describe(client: Client, args: argparse.Namespace) -> None:
+    kind = _kind(args.kind)
+    item = client.request("GET", f"/v1/{PLURALS[kind]}/{urllib.parse.quote(args.name)}")
+    print(yaml.safe_dump(item, sort_keys=False), end="")
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> None:
+    kind = _kind(args.kind)
+    client.request("DELETE", f"/v1/{PLURALS[kind]}/{urllib.parse.quote(args.name)}")
+    print(f"{kind.lower()}/{args.name} deleted")
+
+
+def cmd_apply(client: Client, args: argparse.Namespace) -> None:
+    source = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CtlError(f"{source}: {exc}") from None
+    try:
+        result = client.request("POST", "/v1/apply", text.encode(), "application/yaml")
+    except CtlError as exc:
+        raise CtlError(f"{source}: {exc}") from None
+    for item in result["results"]:
+        print(f"{item['kind'].lower()}/{item['name']} {item['action']}")
+
+
+def _parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CtlError(f"--label wants k=v, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def cmd_node(client: Client, args: argparse.Namespace) -> None:
+    name = urllib.parse.quote(args.name)
+    if args.node_command == "add":
+        body = json.dumps({"labels": _parse_labels(args.label or [])}).encode()
+        result = client.request("POST", f"/v1/nodes/{name}/token", body)
+        print(f"node/{args.name} created; its join token (shown once) is on the next line")
+        print(result["token"])
+    else:
+        result = client.request("POST", f"/v1/nodes/{name}/revoke", b"{}")
+        print(f"node/{args.name} revoked ({result['revoked']} token(s))")
+
+
+def cmd_twin(client: Client, args: argparse.Namespace) -> None:
+    name = urllib.parse.quote(args.device)
+    if args.twin_command == "get":
+        item = client.request("GET", f"/v1/devices/{name}")
+        twin = {
+            "desired": item["spec"].get("desired", {}),
+            "reported": item["status"].get("reported", {}),
+            "delta": item["status"].get("delta", {}),
+            "versions": item["status"].get("versions", {}),
+        }
+        print(json.dumps(twin, indent=2, sort_keys=True))
+        return
+    patch: dict[str, Any] = {}
+    for pair in args.pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CtlError(f"twin set wants key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # not JSON: a plain string
+        target = patch
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    item = client.request("PATCH", f"/v1/devices/{name}/desired", json.dumps(patch).encode())
+    print(f"device/{args.device} desired set (generation {item['metadata']['generation']})")
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> None:
+    kind = _kind(args.kind)
+    with client.stream(f"/v1/watch/{PLURALS[kind]}") as stream:
+        for line in stream:
+            event = json.loads(line)
+            obj = event.get("object") or {}
+            name = obj.get("metadata", {}).get("name", event.get("name"))
+            print(
+                f"{event['type']}\t{kind.lower()}/{name}\t{event.get('revision', '')}", flush=True
+            )
+
+
+def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
+    name = urllib.parse.quote(args.device)
+    if args.follow:
+        with client.stream(f"/v1/devices/{name}/telemetry?follow=1") as stream:
+            for line in stream:
+                print(line.decode().rstrip(), flush=True)
+        return
+    for item in client.request("GET", f"/v1/devices/{name}/telemetry")["items"]:
+        print(json.dumps(item))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgectl", description="operate an edgenode hub")
+    parser.add_argument("--hub", help=f"operator API URL (default: $EDGECTL_HUB, {DEFAULT_HUB})")
+    parser.add_argument("--token-file", help="file holding the admin token")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("apply", help="create or update resources from YAML")
+    p.add_argument("-f", "--filename", dest="file", required=True, help="FILE or - for stdin")
+    p = sub.add_parser("get", help="list resources or show one")
+    p.add_argument("kind")
+    p.add_argument("name", nargs="?")
+    p.add_argument("-l", "--selector", help="label selector, e.g. env=prod,zone in (a,b)")
+    p.add_argument("-o", "--output", choices=["wide", "yaml", "json"])
+    p = sub.add_parser("describe", help="one resource in full, with status")
+    p.add_argument("kind")
+    p.add_argument("name")
+    p = sub.add_parser("delete", help="delete a resource")
+    p.add_argument("kind")
+    p.add_argument("name")
+    node = sub.add_parser("node", help="node tokens").add_subparsers(
+        dest="node_command", required=True
+    )
+    p = node.add_parser("add", help="register a node and print its join token")
+    p.add_argument("name")
+    p.add_argument("--label", action="append", help="k=v (repeatable)")
+    p = node.add_parser("revoke", help="revoke a node's token")
+    p.add_argument("name")
+    twin = sub.add_parser("twin", help="device twins").add_subparsers(
+        dest="twin_command", required=True
+    )
+    p = twin.add_parser("set", help="merge-patch desired: key=value (JSON values parsed)")
+    p.add_argument("device")
+    p.add_argument("pairs", nargs="+")
+    p = twin.add_parser("get", help="desired, reported and delta")
+    p.add_argument("device")
+    p = sub.add_parser("watch", help="stream changes of a kind")
+    p.add_argument("kind")
+    p = sub.add_parser("telemetry", help="a device's telemetry")
+    p.add_argument("device")
+    p.add_argument("--follow", "-f", action="store_true")
+    return parser
+
+
+COMMANDS = {
+    "apply": cmd_apply,
+    "get": cmd_get,
+    "describe": cmd_describe,
+    "delete": cmd_delete,
+    "node": cmd_node,
+    "twin": cmd_twin,
+    "watch": cmd_watch,
+    "telemetry": cmd_telemetry,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = make_client(args)
+        COMMANDS[args.command](client, args)
+    except CtlError as exc:
+        print(f"edgectl: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

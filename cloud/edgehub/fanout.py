@@ -1,0 +1,99 @@
+"""What one node must receive: the resume decision (changes since R, or a snapshot) and the
+live change for one log entry. Pure functions over log entries and resource bodies.
+
+Protocol constraint: changes sent on a connection carry strictly increasing revisions after
+what was already sent. A resource that starts matching because the *node's labels* changed
+has an older revision, so a label change is delivered as a snapshot (which replaces the
+node's desired cache, dropping what stopped matching). A resource whose own selector or
+``spec.node`` changes is an upsert or a delete at its new revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgehub.resources import resource_key
+from edgehub.store import LogEntry, StoredResource
+from edgehub.targeting import labels_of, targets
+from edgenode.protocol import Change, Delete, Resource, Upsert
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    revision: int
+    resources: list[Resource]
+
+
+@dataclass(frozen=True)
+class Changes:
+    revision: int
+    changes: list[Change]
+
+
+def snapshot_for(
+    node: str, labels: Mapping[str, str], resources: Iterable[StoredResource], revision: int
+) -> Snapshot:
+    """Every current resource that targets ``node``."""
+    items = [
+        Resource(r.key, r.revision, r.body) for r in resources if targets(r.body, node, labels)
+    ]
+    items.sort(key=lambda r: r.key)
+    return Snapshot(revision, items)
+
+
+def _is_node_entry(entry: LogEntry, node: str) -> bool:
+    return entry.kind == "Node" and entry.name == node
+
+
+def resume(
+    node: str,
+    last_revision: int,
+    hub_revision: int,
+    compacted: int,
+    log: list[LogEntry],
+    labels_now: Mapping[str, str],
+    resources: Iterable[StoredResource],
+) -> Snapshot | Changes:
+    """What a node that has everything up to ``last_revision`` needs; ``log`` holds the
+    entries after ``last_revision`` (only used when the log reaches back that far)."""
+    if last_revision < compacted or last_revision > hub_revision:
+        return snapshot_for(node, labels_now, resources, hub_revision)
+    first: dict[str, LogEntry] = {}
+    latest: dict[str, LogEntry] = {}
+    for entry in log:
+        if _is_node_entry(entry, node) and labels_of(entry.prev) != labels_of(entry.body):
+            # The node's labels changed since R: selector matches may differ for resources
+            # that did not change themselves; only a snapshot can deliver those.
+            return snapshot_for(node, labels_now, resources, hub_revision)
+        first.setdefault(entry.key, entry)
+        latest[entry.key] = entry
+    changes: list[Change] = []
+    for key, entry in latest.items():
+        was = targets(first[key].prev, node, labels_now)
+        now = targets(entry.body, node, labels_now)
+        if now and entry.body is not None:
+            changes.append(Upsert(key, entry.revision, entry.body))
+        elif was:
+            changes.append(Delete(key, entry.revision))
+    changes.sort(key=lambda c: c.revision)
+    return Changes(hub_revision, changes)
+
+
+def live_change(entry: LogEntry, node: str, labels: Mapping[str, str]) -> Change | None:
+    """The change one log entry means for a connected node (not for its own label changes,
+    which the caller turns into a snapshot)."""
+    if targets(entry.body, node, labels) and entry.body is not None:
+        return Upsert(resource_key(entry.kind, entry.name), entry.revision, entry.body)
+    if targets(entry.prev, node, labels):
+        return Delete(resource_key(entry.kind, entry.name), entry.revision)
+    return None
+
+
+def labels_changed(entry: LogEntry) -> bool:
+    return entry.kind == "Node" and labels_of(entry.prev) != labels_of(entry.body)
+
+
+def body_labels(body: dict[str, Any] | None) -> dict[str, str]:
+    return labels_of(body)

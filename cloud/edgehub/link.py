@@ -1,0 +1,184 @@
+"""The node link server: one ``websockets`` connection per node at ``/v1/connect``, driving
+a ``HubProtocol``.
+
+Authentication happens in the HTTP handshake (``process_request``): a missing or unknown
+``Authorization: Bearer`` token is 401, a revoked one 403, each with a reason body, before
+any WebSocket exists. The hello's node name must be the token's node. Admission control:
+when ``max_handshakes`` accepted links have not yet acknowledged their initial sync, the
+next hello is answered with retry-after (base delay plus up to 100% jitter) and close 1013,
+so a fleet reconnecting at once spreads out instead of piling up.
+
+Each connection has a reader (frames in, timers) and a writer (the only task that sends):
+the hub's fan-out never blocks on a slow node, it only queues and wakes the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import weakref
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from edgehub.hub import Hub, Session, hash_token
+from edgenode.protocol import ErrorCode, HubProtocol, NodeHello, ProtocolViolation
+
+LINK_PATH = "/v1/connect"
+log = logging.getLogger("edgehub.link")
+
+
+def _refuse(status: HTTPStatus, reason: str) -> Response:
+    body = (reason + "\n").encode()
+    headers = Headers(
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+class LinkServer:
+    """Accepts node connections for one ``Hub``."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._nodes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path not in (LINK_PATH, "/"):
+            self.hub.metrics.rejected_connections.labels("path").inc()
+            return _refuse(HTTPStatus.NOT_FOUND, f"node links are at {LINK_PATH}")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            self.hub.metrics.rejected_connections.labels("unauthenticated").inc()
+            return _refuse(HTTPStatus.UNAUTHORIZED, "missing bearer token")
+        record = self.hub.store.token(hash_token(token.strip()))
+        if record is None:
+            self.hub.metrics.rejected_connections.labels("unauthenticated").inc()
+            return _refuse(HTTPStatus.UNAUTHORIZED, "unknown token")
+        if record.revoked:
+            self.hub.metrics.rejected_connections.labels("revoked").inc()
+            return _refuse(HTTPStatus.FORBIDDEN, f"token of node {record.node!r} was revoked")
+        self._nodes[connection] = record.node
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        hub = self.hub
+        node = self._nodes.get(ws)
+        if node is None:  # process_request always sets it; defensive
+            await ws.close(4003, "unauthorized")
+            return
+        loop = asyncio.get_running_loop()
+        proto = HubProtocol(loop.time(), hub.settings.protocol_config())
+        session: Session | None = None
+        writer: asyncio.Task[None] | None = None
+        wake = asyncio.Event()
+        try:
+            while proto.close_requested() is None:
+                deadline = proto.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    message = await asyncio.wait_for(ws.recv(), timeout)
+                except TimeoutError:
+                    proto.tick(loop.time())
+                except ConnectionClosed:
+                    break
+                else:
+                    hub.metrics.frames_in.inc()
+                    proto.receive_message(message, loop.time())
+                    if session is not None:
+                        hub.seen(node)
+                events = proto.events_received()
+                for event in events:
+                    if isinstance(event, ProtocolViolation):
+                        hub.metrics.protocol_violations.inc()
+                    if isinstance(event, NodeHello) and session is None:
+                        session = self._answer_hello(proto, node, event)
+                        if session is not None:
+                            session.wake = wake
+                            writer = asyncio.create_task(self._writer(ws, session))
+                if session is not None:
+                    hub.handle_events(session, [e for e in events if not isinstance(e, NodeHello)])
+                    session.kick()
+                else:
+                    await self._send_all(ws, proto)
+            if session is None:
+                await self._send_all(ws, proto)
+                close = proto.close_requested()
+                if close is not None:
+                    await ws.close(close.code, close.reason)
+        except Exception:
+            log.exception("link of node %s failed", node)
+        finally:
+            if session is not None:
+                hub.close_session(session)
+                session.kick()
+            if writer is not None:
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(writer, 5.0)
+            await ws.close()
+
+    def _answer_hello(self, proto: HubProtocol, node: str, hello: NodeHello) -> Session | None:
+        hub = self.hub
+        if hello.node_name != node:
+            hub.metrics.rejected_connections.labels("wrong-node").inc()
+            proto.send_error(
+                ErrorCode.UNAUTHORIZED,
+                f"this token belongs to node {node!r}, not {hello.node_name!r}",
+            )
+            return None
+        if ("Node", node) not in hub.resources:
+            hub.metrics.rejected_connections.labels("unknown-node").inc()
+            proto.send_error(ErrorCode.UNKNOWN_NODE, f"no Node {node!r} on this hub")
+            return None
+        if hub.over_capacity():
+            hub.metrics.rejected_connections.labels("retry-after").inc()
+            delay = hub.settings.retry_after * (1.0 + random.random())
+            proto.send_retry_after(delay, "hub busy: too many concurrent handshakes")
+            return None
+        return hub.open_session(node, proto, hello)
+
+    async def _send_all(self, ws: ServerConnection, proto: HubProtocol) -> None:
+        for message in proto.data_to_send():
+            await ws.send(message)
+            self.hub.metrics.frames_out.inc()
+
+    async def _writer(self, ws: ServerConnection, session: Session) -> None:
+        """The only sender on an open link: flushes pending changes and protocol output."""
+        proto = session.proto
+        try:
+            while True:
+                await session.wake.wait()
+                session.wake.clear()
+                if (
+                    proto.close_requested() is None
+                    and self.hub.sessions.get(session.node) is session
+                ):
+                    self.hub.take_outgoing(session)
+                await self._send_all(ws, proto)
+                close = proto.close_requested()
+                if close is not None:
+                    await ws.close(close.code, close.reason)
+                    return
+                if self.hub.sessions.get(session.node) is not session:
+                    return
+        except ConnectionClosed:
+            return
+
+
+def server_options(hub: Hub) -> dict[str, Any]:
+    """Options for ``websockets.asyncio.server.serve``: the frame limit above the
+    protocol's (the protocol reports FRAME_TOO_BIG itself), bounded handshake time."""
+    return {
+        "max_size": hub.settings.max_frame_size + 1024,
+        "open_timeout": hub.settings.handshake_timeout,
+        "ping_interval": None,  # the protocol has its own heartbeats
+        "compression": None,
+    }

@@ -1,0 +1,135 @@
+"""The OpenAPI 3 document of the operator API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_KIND_PARAM = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["nodes", "devices", "configs", "routes"]},
+}
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_ERROR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_OBJ = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _op(
+    summary: str,
+    params: list[dict[str, Any]],
+    codes: tuple[str, ...] = ("401", "404"),
+    body: dict[str, Any] | None = None,
+    ok: str = "200",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params,
+        "security": [{"admin": []}],
+        "responses": {ok: _OBJ, **{code: _ERROR for code in codes}},
+    }
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def openapi_document() -> dict[str, Any]:
+    text_body = {
+        "required": True,
+        "content": {"application/yaml": {"schema": {"type": "string"}}},
+    }
+    json_body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "edgehub operator API", "version": "1"},
+        "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "index": {"type": "integer", "nullable": True},
+                        "field": {"type": "string"},
+                    },
+                    "required": ["error"],
+                }
+            },
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "liveness", "responses": {"200": _OBJ}}},
+            "/readyz": {"get": {"summary": "readiness", "responses": {"200": _OBJ, "503": _ERROR}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition"}},
+                }
+            },
+            "/v1/apply": {
+                "post": _op(
+                    "create or update resources (multi-document YAML/JSON)",
+                    [],
+                    ("400", "401", "413", "422"),
+                    text_body,
+                )
+            },
+            "/v1/{kind}": {
+                "get": _op(
+                    "list resources",
+                    [
+                        _KIND_PARAM,
+                        {"name": "labelSelector", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    ("400", "401", "404"),
+                )
+            },
+            "/v1/{kind}/{name}": {
+                "get": _op("one resource with its status", [_KIND_PARAM, _NAME_PARAM]),
+                "delete": _op("delete a resource", [_KIND_PARAM, _NAME_PARAM]),
+            },
+            "/v1/nodes/{name}/token": {
+                "post": _op(
+                    "create the node (if missing) and its join token",
+                    [_NAME_PARAM],
+                    ("400", "401", "409"),
+                    json_body,
+                    "201",
+                )
+            },
+            "/v1/nodes/{name}/revoke": {"post": _op("revoke the node's tokens", [_NAME_PARAM])},
+            "/v1/devices/{name}/desired": {
+                "patch": _op(
+                    "merge-patch the device's desired twin",
+                    [_NAME_PARAM],
+                    ("400", "401", "404", "422"),
+                    json_body,
+                )
+            },
+            "/v1/devices/{name}/telemetry": {
+                "get": _op(
+                    "telemetry records",
+                    [
+                        _NAME_PARAM,
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    ("400", "401", "404"),
+                )
+            },
+            "/v1/watch/{kind}": {"get": _op("stream of changes (NDJSON)", [_KIND_PARAM])},
+        },
+    }
