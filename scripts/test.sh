@@ -18,8 +18,8 @@ cargo clippy --locked --features python -- -D warnings
 step "cargo test"
 cargo test --locked -q
 step "ruff"
-ruff check python tests bench scripts cloud
-ruff format --check python tests bench scripts cloud
+ruff check python tests bench scripts cloud cross
+ruff format --check python tests bench scripts cloud cross
 step "mypy --strict"
 mypy python/edgenode
 mypy --strict cloud/edgehub
