@@ -550,12 +550,22 @@ class Hub:
             reported = record.get("reported")
             if not isinstance(reported, dict):
                 return "twin record without a 'reported' map"
-            try:
-                status["reported"] = merge_patch(status.get("reported", {}), reported)
-            except TwinError as exc:
-                return str(exc)
-            if "version" in record:
-                status.setdefault("versions", {})["reported"] = record["version"]
+            version = record.get("version")
+            if isinstance(version, int) and not isinstance(version, bool):
+                # The node sends the device's FULL reported document with its version
+                # (only the newest waits in its outbox), so a newer record replaces
+                # status.reported: keys the device deleted disappear. Records can arrive
+                # out of order across priorities: an older or equal version is ignored.
+                stored_version = status.get("versions", {}).get("reported")
+                if not isinstance(stored_version, int) or version > stored_version:
+                    status["reported"] = reported
+                    status.setdefault("versions", {})["reported"] = version
+            else:
+                # Without a version (a bare record), the map is a merge patch.
+                try:
+                    status["reported"] = merge_patch(status.get("reported", {}), reported)
+                except TwinError as exc:
+                    return str(exc)
         else:  # device-state
             if "state" in record:
                 status["state"] = record["state"]

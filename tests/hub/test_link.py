@@ -242,6 +242,32 @@ def test_uplink_is_persisted_deduplicated_by_sequence_then_acked(hub):
     assert 'edgehub_uplink_records_total{result="duplicate"} 2.0' in metrics
 
 
+def test_a_newer_twin_record_replaces_reported_and_an_older_one_is_ignored(hub):
+    token = hub.node_add("a")
+    hub.apply(DEVICE.format(name="d", node="a"))
+
+    def twin(seq: int, version: int, reported: dict[str, object]) -> UplinkRecord:
+        body = {"device": "d", "reported": reported, "version": version, "ack": None}
+        envelope = {"v": 1, "kind": "twin", "node": "a", "ts": 1.0, "body": body}
+        return UplinkRecord(seq, 3, json.dumps(envelope).encode())
+
+    async def scenario() -> None:
+        a = SimNode(hub.link, token, "a")
+        task = await start(a)
+        await a.send_uplink([twin(1, 1, {"power": "on", "fan": 2})])
+        # Version 2: the device deleted "fan" (the node sends the full document).
+        await a.send_uplink([twin(2, 2, {"power": "on"})])
+        # An older record arriving late (another priority) must not bring "fan" back.
+        await a.send_uplink([twin(3, 1, {"power": "off", "fan": 2})])
+        await a.wait_until(lambda: a.acked_uplink >= {1, 2, 3})
+        await stop(task)
+
+    asyncio.run(scenario())
+    _, device = hub.call("GET", "/v1/devices/d")
+    assert device["status"]["reported"] == {"power": "on"}
+    assert device["status"]["versions"]["reported"] == 2
+
+
 def test_missing_wrong_and_revoked_tokens_are_refused_in_the_handshake(hub):
     token = hub.node_add("a")
 
