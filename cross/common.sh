@@ -71,6 +71,26 @@ project_version() {
     sed -n '/^\[workspace.package\]/,/^\[/{s/^version *= *"\(.*\)"/\1/p}' "$ROOT/Cargo.toml"
 }
 
+# The emulated python (ARCH SYSROOT SITE) with a clean environment: only the wheel's site
+# directory on sys.path, the Rust backend required. Sets the array EMULATED_PYTHON (a command
+# that can run in the background: its pid is the emulator's).
+emulated_python_command() {
+    local arch="$1" sysroot="$2" site="$3"
+    EMULATED_PYTHON=(
+        env -i HOME="$HOME" PATH=/usr/bin:/bin LANG=C.UTF-8 TMPDIR=/tmp
+        PYTHONPATH="$site" PYTHONNOUSERSITE=1 EDGENODE_BACKEND=rust
+        HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-default}"
+        "${QEMU[$arch]}" -L "$sysroot" "$sysroot/usr/bin/python3.11"
+    )
+}
+
+# Run the emulated python: ARCH SYSROOT SITE ARGS...
+emulated_python() {
+    emulated_python_command "$1" "$2" "$3"
+    shift 3
+    "${EMULATED_PYTHON[@]}" "$@"
+}
+
 ensure_tools_venv() {
     if [ ! -x "$TOOLS_VENV/bin/python" ]; then
         say "creating the build tools virtualenv $TOOLS_VENV"

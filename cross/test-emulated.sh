@@ -9,7 +9,9 @@
 #      ARM one, the extension comes from the wheel, one call per component);
 #   4. under qemu, with EDGENODE_BACKEND=rust: pytest on the core's unit and differential
 #      suites (router, twin, store, protocol); every core test runs both backends;
-#   5. (not with --smoke) `cargo test` of the pure Rust modules for the target, run by qemu.
+#   5. (not with --smoke) cross/roundtrip-emulated.sh: `edgenode run` under qemu against a
+#      hub and Mosquitto on the host, a twin round trip with a device client;
+#   6. (not with --smoke) `cargo test` of the pure Rust modules for the target, run by qemu.
 # Each step is timed; the times go to cross/.cache/timings-emulated-<arch>.txt.
 #
 # usage: cross/test-emulated.sh [--smoke] [--wheel-dir DIR] [aarch64|armv7|all]
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1; shift ;;
         --wheel-dir) WHEEL_DIR="$2"; shift 2 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) WHICH="$1"; shift ;;
     esac
 done
@@ -53,16 +55,6 @@ find_wheel() {
     wheels=("$WHEEL_DIR"/edgenode-"$VERSION"-cp311-abi3-*_"$machine".whl)
     if [ ! -f "${wheels[0]}" ]; then return 1; fi
     echo "${wheels[0]}"
-}
-
-# Run the emulated python with a clean environment: only the wheel's site directory.
-emulated_python() {
-    local arch="$1" sysroot="$2" site="$3"
-    shift 3
-    env -i HOME="$HOME" PATH=/usr/bin:/bin LANG=C.UTF-8 TMPDIR=/tmp \
-        PYTHONPATH="$site" PYTHONNOUSERSITE=1 EDGENODE_BACKEND=rust \
-        HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-default}" \
-        "${QEMU[$arch]}" -L "$sysroot" "$sysroot/usr/bin/python3.11" "$@"
 }
 
 # The core (router, twin, store) needs nothing beyond the standard library and the extension:
@@ -126,6 +118,9 @@ test_arch() {
         emulated_python "$arch" "$sysroot" "$site" -m pytest -q -p no:cacheprovider \
         --rootdir "$ROOT" "${tests[@]/#/$ROOT/}"
     if [ "$SMOKE" = 0 ]; then
+        # The daemon from the wheel against a hub and Mosquitto on the host (loopback).
+        timed "$arch: edgenode run twin round trip (cross/roundtrip-emulated.sh)" \
+            "$CROSS_DIR/roundtrip-emulated.sh" "$arch"
         # The pure Rust unit tests too, built by the gcc cross compilers (linkers and qemu
         # runners in .cargo/config.toml) instead of zig: both C toolchains compile SQLite.
         timed "$arch: cargo test (Rust unit tests, gcc cross build) under qemu" \
