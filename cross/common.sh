@@ -25,6 +25,9 @@ declare -A RUST_TARGET=([aarch64]=aarch64-unknown-linux-gnu [armv7]=armv7-unknow
 declare -A DEB_ARCH=([aarch64]=arm64 [armv7]=armhf)
 declare -A QEMU=([aarch64]=qemu-aarch64-static [armv7]=qemu-arm-static)
 declare -A MACHINE=([aarch64]=aarch64 [armv7]=armv7l)
+# Dependencies of the wheel with no wheel on PyPI for that architecture: make-sysroot.sh
+# puts Debian's package into the sysroot and test-emulated.sh does not install them with pip.
+declare -A FROM_DEBIAN=([aarch64]="" [armv7]="psutil")
 
 # The lowest manylinux tag we claim: glibc 2.17 (zig links against that glibc's symbols).
 MANYLINUX="${EDGENODE_MANYLINUX:-manylinux2014}"

@@ -22,6 +22,9 @@ PACKAGES=(
     libncursesw6 libtinfo6 libreadline8 libuuid1 libdb5.3 libnsl2 libtirpc3 libcrypt1
     libgssapi-krb5-2 libkrb5-3 libk5crypto3 libcom-err2 libkrb5support0 libkeyutils1
 )
+# Runtime dependencies PyPI has no wheel for on this architecture come from Debian (into
+# /usr/lib/python3/dist-packages, on the emulated interpreter's sys.path): psutil for armhf.
+if [ "$ARCH" = armv7 ]; then PACKAGES+=(python3-psutil); fi
 STAMP="$SYSROOT/.edgenode-packages"
 WANTED="${PACKAGES[*]}"
 

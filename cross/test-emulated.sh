@@ -67,8 +67,14 @@ assert "cbor2" not in sys.modules
 print("ok: core imports with the wheel alone, backend", edgenode.backend)
 '
 
-# pip install --target SITE for the ARM platform: MACHINE SITE REQUIREMENT...
+# pip install --target SITE for the ARM platform, into a fresh SITE: MACHINE SITE REQUIREMENT...
 pip_install_for() {
+    rm -rf "$2"
+    pip_platform_install "$@"
+}
+
+# The same into an existing SITE (what it installs must not be there yet).
+pip_platform_install() {
     local machine="$1" site="$2" minor
     shift 2
     local platforms=(--platform "linux_$machine" --platform "manylinux2014_$machine")
@@ -76,9 +82,26 @@ pip_install_for() {
     for minor in $(seq 17 "$TARGET_GLIBC_MINOR"); do
         platforms+=(--platform "manylinux_2_${minor}_$machine")
     done
-    rm -rf "$site"
     "${PIP[@]}" install -q --target "$site" --only-binary=:all: "${platforms[@]}" \
         --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "$@"
+}
+
+# The wheel's runtime requirements (Requires-Dist without a marker), one a line, except
+# the distributions named in SKIP (space separated; those come from Debian's packages).
+wheel_requirements() {
+    local wheel="$1" skip="$2"
+    "$TOOLS_VENV/bin/python" - "$wheel" "$skip" <<'PY'
+import re, sys, zipfile
+wheel, skip = sys.argv[1], set(sys.argv[2].split())
+with zipfile.ZipFile(wheel) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in z.read(meta).decode().splitlines():
+        if line.startswith("Requires-Dist:") and ";" not in line:
+            req = line.split(":", 1)[1].strip()
+            name = re.split(r"[<>=!~ \[(]", req, maxsplit=1)[0].lower()
+            if name not in skip:
+                print(req)
+PY
 }
 
 test_arch() {
@@ -100,8 +123,13 @@ test_arch() {
     sysroot="$("$CROSS_DIR/make-sysroot.sh" "$arch")"
     report_time "$arch: sysroot (cached after the first run)" "$start"
     site="$CACHE/site-$arch"
-    timed "$arch: pip install wheel + test deps for $machine" \
-        pip_install_for "$machine" "$site" "$wheel" "${TEST_REQUIREMENTS[@]}"
+    local requirements
+    # The wheel's dependencies but those Debian provides in the sysroot (no wheel on PyPI).
+    mapfile -t requirements < <(wheel_requirements "$wheel" "${FROM_DEBIAN[$arch]}")
+    start="$(now)"
+    pip_install_for "$machine" "$site" "${requirements[@]}" "${TEST_REQUIREMENTS[@]}"
+    pip_platform_install "$machine" "$site" --no-deps "$wheel"
+    report_time "$arch: pip install wheel + deps + test deps for $machine" "$start"
     timed "$arch: emulated interpreter start" emulated_python "$arch" "$sysroot" "$site" -c pass
     pip_install_for "$machine" "$site-bare" --no-deps "$wheel"
     timed "$arch: core without dependencies (router, twin, store)" \
