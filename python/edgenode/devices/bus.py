@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
 from collections import Counter
@@ -41,6 +40,7 @@ from edgenode.devices.twins import (
     flat_uplink,
 )
 from edgenode.errors import OutboxFullError
+from edgenode.node.backoff import Backoff
 from edgenode.store import Store
 
 log = logging.getLogger("edgenode.devices")
@@ -53,25 +53,6 @@ OPERATION_TIMEOUT: Final = 10.0
 """Seconds for a connect, subscribe or publish before the connection counts as dead."""
 
 EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
-
-
-class Backoff:
-    """Reconnect delays: uniform in ``[0, min(cap, base * 2**failures))`` (full jitter,
-    so nodes restarted together do not reconnect in lock-step)."""
-
-    MAX_EXPONENT: Final = 32
-
-    def __init__(self, base: float, cap: float, rng: Callable[[], float] = random.random) -> None:
-        self.base, self.cap, self.failures = base, cap, 0
-        self._rng = rng
-
-    def next_delay(self) -> float:
-        bound = min(self.cap, self.base * 2.0 ** min(self.failures, self.MAX_EXPONENT))
-        self.failures += 1
-        return self._rng() * bound
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
