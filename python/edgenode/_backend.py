@@ -9,7 +9,9 @@ extension; the public modules (:mod:`edgenode.router`, :mod:`edgenode.twin`,
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 from types import ModuleType
 
 from edgenode.errors import ConfigError
@@ -18,13 +20,25 @@ BACKEND_ENV = "EDGENODE_BACKEND"
 CHOICES = ("auto", "rust", "python")
 
 
+NATIVE_MODULE = "edgenode._edgecore_fast"
+
+
 def load_native() -> ModuleType | None:
-    """Import the extension, or return ``None`` when it is not installed."""
+    """Import the extension, or return ``None`` when it is not installed.
+
+    An extension that is present but cannot be loaded (a wheel of another architecture,
+    a missing library) also gives ``None``, with a warning that says why: a silent fall
+    back to the pure twin would hide a broken install behind slower nodes.
+    """
     try:
-        from edgenode import _edgecore_fast
-    except ImportError:
+        return importlib.import_module(NATIVE_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != NATIVE_MODULE:
+            warnings.warn(f"{NATIVE_MODULE} failed to import: {error}", stacklevel=2)
         return None
-    return _edgecore_fast
+    except ImportError as error:
+        warnings.warn(f"{NATIVE_MODULE} is installed but failed to load: {error}", stacklevel=2)
+        return None
 
 
 def choose(requested: str) -> tuple[str, ModuleType]:
@@ -45,8 +59,8 @@ def choose(requested: str) -> tuple[str, ModuleType]:
         return "rust", native
     if requested == "rust":
         raise ImportError(
-            f"{BACKEND_ENV}=rust but the extension edgenode._edgecore_fast is not "
-            "installed (build it with `maturin develop` or install a wheel)"
+            f"{BACKEND_ENV}=rust but the extension edgenode._edgecore_fast is not installed "
+            "or failed to load (build it with `maturin develop` or install a wheel)"
         )
     from edgenode import _pure
 

@@ -109,3 +109,29 @@ def test_both_namespaces_export_the_same_names(rust):
     public = set(_pure.__all__)
     native = {name for name in dir(rust) if not name.startswith("_")}
     assert public <= native, f"missing in Rust: {sorted(public - native)}"
+
+
+def test_a_broken_extension_falls_back_to_python_with_a_warning_that_says_why(tmp_path):
+    package = tmp_path / "edgenode"
+    subprocess.run(
+        ["cp", "-r", os.path.dirname(edgenode.__file__), str(package)], check=True, timeout=60
+    )
+    for compiled in package.glob("_edgecore_fast*.so"):
+        compiled.write_bytes(b"this is not a shared object")
+    result = subprocess.run(
+        [sys.executable, "-c", "import edgenode; print(edgenode.backend)"],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(tmp_path),
+            "PYTHONSAFEPATH": "1",
+            "EDGENODE_BACKEND": "auto",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "python"
+    assert "edgenode._edgecore_fast is installed but failed to load" in result.stderr
