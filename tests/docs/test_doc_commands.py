@@ -57,6 +57,7 @@ RUNNABLE = [block for block in BLOCKS if block.runnable]
 COMMAND_TIMEOUT = 30.0
 """Bound of one sh block or one console command (mosquitto_sub waits use -W below it)."""
 READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
 NODE = "ship-7"
 NODE_LABELS = {"fleet": "blue"}
 MQTT_CLIENTS = ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")
@@ -158,10 +159,10 @@ def doc_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocEnv]:
         if node is not None and node.poll() is None:
             node.send_signal(signal.SIGTERM)
             try:
-                node.wait(10)
-            except subprocess.TimeoutExpired:
+                node.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:  # SIGTERM ignored: still leave nothing running
                 node.kill()
-                node.wait(5)
+                node.wait(STOP_TIMEOUT)
         hub.stop()
         broker.stop()
 
