@@ -11,7 +11,10 @@ as an undocumented one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
+import subprocess
+import sys
 import tomllib
 import typing
 from pathlib import Path
@@ -145,3 +148,22 @@ def test_the_example_node_toml_is_a_valid_configuration():
     config = parse_config(tomllib.loads(example), str(OPERATIONS.parent / "node.toml"), env={})
     assert config.node.name == "ship-7"
     assert [device.name for device in config.devices] == ["lamp"]
+
+
+def test_the_hub_flags_table_lists_exactly_the_flags_of_edgehub_serve():
+    """docs/hub.md's option table (which docs/operations.md links to) and ``edgehub serve
+    --help`` name the same flags."""
+    hub_md = OPERATIONS.with_name("hub.md").read_text(encoding="utf-8")
+    table = hub_md.split("| option |", 1)[1].splitlines()[1:]  # the rows after the header
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), table))
+    documented = {flag for row in rows for flag in re.findall(r"`(--[a-z-]+)", row)}
+    documented |= {flag for row in rows for flag in re.findall(r"/(--[a-z-]+)`", row)}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("edgehub")), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help"}
+    assert documented == flags
