@@ -58,6 +58,7 @@ COMMAND_TIMEOUT = 30.0
 """Bound of one sh block or one console command (mosquitto_sub waits use -W below it)."""
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
+HUB_HEARTBEAT = 5.0
 NODE = "ship-7"
 NODE_LABELS = {"fleet": "blue"}
 MQTT_CLIENTS = ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")
@@ -112,7 +113,9 @@ def doc_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocEnv]:
     broker = Broker(broker_dir, free_port())
     hub_dir = work / "hub-data"
     hub_dir.mkdir()
-    hub = RunningHub(hub_dir)
+    # A calm heartbeat (the last --heartbeat wins): a node stalled by a loaded machine must
+    # not flap to NotReady while the docs show it Ready.
+    hub = RunningHub(hub_dir, ["--heartbeat", str(HUB_HEARTBEAT)])
     node: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
