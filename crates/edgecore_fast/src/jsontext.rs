@@ -479,7 +479,105 @@ fn dedupe(members: Vec<(String, Value)>) -> Object {
 
 // ------------------------------------------------------------------- writing ----
 
-/// Python's `repr` of a finite float (see [`crate::twin::float_repr_len`] for the layout).
+/// A fixed stack buffer for formatted floats (no allocation on the hot path).
+struct Buffer {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl std::fmt::Write for Buffer {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        if end > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Shortest round-trip digits of a finite, non-negative float and its decimal exponent
+/// (value = d.ddd * 10^exponent), ties broken as Python's repr breaks them.
+fn shortest_digits(value: f64, digits: &mut [u8; 24]) -> (usize, i32) {
+    let mut text = Buffer {
+        bytes: [0; 48],
+        len: 0,
+    };
+    // At most 17 digits, a point, `e` and a 4-character exponent: always fits.
+    let _ = write!(text, "{value:e}");
+    let text = &text.bytes[..text.len];
+    let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
+    let mut count = 0;
+    for &byte in &text[..e_at] {
+        if byte.is_ascii_digit() {
+            digits[count] = byte;
+            count += 1;
+        }
+    }
+    let exponent: i32 = std::str::from_utf8(&text[(e_at + 1).min(text.len())..])
+        .ok()
+        .and_then(|exp| exp.parse().ok())
+        .unwrap_or(0);
+    fix_tie(value, digits, count, exponent);
+    (count, exponent)
+}
+
+/// Rust and Python both print the shortest digits that read back as `value`, but when
+/// the value lies exactly halfway between two such candidates Rust rounds the last digit
+/// up and Python (David Gay's dtoa) to even. Only values with a short exact decimal
+/// expansion can be halfway: at most 26 fractional bits and below 1e41.
+fn fix_tie(value: f64, digits: &mut [u8; 24], count: usize, exponent: i32) {
+    const FRACTION_BITS: f64 = 67_108_864.0; // 2^26
+    if value >= 1e41 || (value * FRACTION_BITS).fract() != 0.0 || digits[count - 1] % 2 == 0 {
+        return;
+    }
+    let mut exact = String::with_capacity(128);
+    // Enough precision to print the exact value of any such float.
+    let _ = write!(exact, "{value:.80e}");
+    let Some((mantissa, exact_exponent)) = exact.split_once('e') else {
+        return;
+    };
+    if exact_exponent.parse::<i32>().ok() != Some(exponent) {
+        return;
+    }
+    let exact_digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let significant = exact_digits
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(0, |last| last + 1);
+    if significant != count + 1 || exact_digits[count] != b'5' {
+        return;
+    }
+    // Halfway between the exact digits truncated (down) and one unit above (up). The
+    // other candidate only counts if it reads back as `value` too (around a power of two
+    // the spacing of floats below is half the spacing above).
+    let mut other = [0u8; 24];
+    other[..count].copy_from_slice(&exact_digits[..count]);
+    if other[..count] == digits[..count] {
+        // Rust kept the odd lower candidate; the upper one is even unless it carries
+        // (a 9 going to 0, which would not be the shortest).
+        if digits[count - 1] == b'9' {
+            return;
+        }
+        other[count - 1] += 1;
+    }
+    if reads_back(&other[..count], exponent, value) {
+        digits[..count].copy_from_slice(&other[..count]);
+    }
+}
+
+/// True if the decimal `d.ddd e exponent` parses to `value`.
+fn reads_back(digits: &[u8], exponent: i32, value: f64) -> bool {
+    let mut text = String::with_capacity(32);
+    text.push(char::from(digits[0]));
+    text.push('.');
+    text.extend(digits[1..].iter().map(|&d| char::from(d)));
+    let _ = write!(text, "e{exponent}");
+    text.parse::<f64>().ok() == Some(value)
+}
+
+/// Python's `repr` of a float (see [`crate::twin::float_repr_len`] for the layout).
 pub fn write_float(out: &mut Vec<u8>, value: f64) {
     if !value.is_finite() {
         // json.dumps(allow_nan=True) spelling; callers never store non-finite numbers.
@@ -492,18 +590,12 @@ pub fn write_float(out: &mut Vec<u8>, value: f64) {
         });
         return;
     }
-    let mut text = String::with_capacity(32);
-    let _ = write!(text, "{value:e}");
-    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, mantissa),
-    };
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
-    if negative {
+    if value.is_sign_negative() {
         out.push(b'-');
     }
+    let mut buffer = [0u8; 24];
+    let (count, exponent) = shortest_digits(value.abs(), &mut buffer);
+    let digits = &buffer[..count];
     let decpt = exponent + 1;
     if !(-3..=16).contains(&decpt) {
         out.push(digits[0]);
@@ -517,11 +609,11 @@ pub fn write_float(out: &mut Vec<u8>, value: f64) {
         if magnitude < 10 {
             out.push(b'0');
         }
-        out.extend_from_slice(magnitude.to_string().as_bytes());
+        write_int(out, i64::from(magnitude));
     } else if decpt <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', decpt.unsigned_abs() as usize));
-        out.extend_from_slice(&digits);
+        out.extend_from_slice(digits);
     } else {
         let point = decpt as usize;
         if point < digits.len() {
@@ -529,7 +621,7 @@ pub fn write_float(out: &mut Vec<u8>, value: f64) {
             out.push(b'.');
             out.extend_from_slice(&digits[point..]);
         } else {
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
             out.extend(std::iter::repeat_n(b'0', point - digits.len()));
             out.extend_from_slice(b".0");
         }
@@ -691,6 +783,10 @@ mod tests {
             (0.30000000000000004, "0.30000000000000004"),
             (123.456, "123.456"),
             (1700000000.123, "1700000000.123"),
+            // Halfway between two shortest candidates: Python keeps the even digit.
+            (562_949_953_421_312.0 + 0.25, "562949953421312.2"),
+            (562_949_953_421_312.0 + 0.75, "562949953421312.8"),
+            (5.960464477539063e-08, "5.960464477539063e-08"),
         ];
         for &(value, repr) in cases {
             assert_eq!(float(value), repr);
