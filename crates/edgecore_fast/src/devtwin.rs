@@ -6,6 +6,8 @@
 //! the specification, so both backends quote `json`'s messages); everything else is
 //! decided and worded here.
 
+use std::sync::Arc;
+
 use crate::jsontext::{
     encoded_len, object_len, parse, same, same_object, write, write_float, write_int, write_object,
     write_str, Object, ParseError, Value,
@@ -21,6 +23,9 @@ pub const PARSE_MAX_DEPTH: usize = 64;
 const STORED_MAX_DEPTH: usize = 2 * PARSE_MAX_DEPTH;
 pub const MAX_CLIENT_TOKEN_CHARS: usize = 64;
 pub const MAX_REASON_CHARS: usize = 1024;
+
+/// First allocation for a written document (it grows as needed).
+const DOCUMENT_CAPACITY: usize = 8192;
 
 pub const BAD_REQUEST: u16 = 400;
 pub const FORBIDDEN: u16 = 403;
@@ -71,13 +76,37 @@ pub struct Outcome {
     pub document: Option<Vec<u8>>,
 }
 
+/// The desired document and its timestamps, with their JSON text: they change rarely
+/// (from the cloud), so reports share them and copy their bytes into each document.
+#[derive(Debug, PartialEq)]
+struct Desired {
+    doc: Object,
+    meta: Object,
+    doc_json: Vec<u8>,
+    meta_json: Vec<u8>,
+}
+
+impl Desired {
+    fn new(doc: Object, meta: Object) -> Arc<Self> {
+        let mut doc_json = Vec::new();
+        write_object(&mut doc_json, &doc);
+        let mut meta_json = Vec::new();
+        write_object(&mut meta_json, &meta);
+        Arc::new(Desired {
+            doc,
+            meta,
+            doc_json,
+            meta_json,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct State {
-    desired: Object,
+    desired: Arc<Desired>,
     reported: Object,
     desired_version: i64,
     reported_version: i64,
-    desired_meta: Object,
     reported_meta: Object,
     ack: Value,
     state: Value,
@@ -87,11 +116,10 @@ struct State {
 impl State {
     fn empty() -> Self {
         State {
-            desired: Object::new(),
+            desired: Desired::new(Object::new(), Object::new()),
             reported: Object::new(),
             desired_version: 0,
             reported_version: 0,
-            desired_meta: Object::new(),
             reported_meta: Object::new(),
             ack: Value::Null,
             state: Value::Null,
@@ -100,18 +128,24 @@ impl State {
     }
 
     fn document(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(128 + 2 * (object_len(&self.reported) + object_len(&self.desired)));
+        let mut reported = Vec::with_capacity(DOCUMENT_CAPACITY / 4);
+        write_object(&mut reported, &self.reported);
+        self.document_with(&reported)
+    }
+
+    /// The stored document, given the JSON text of `reported`.
+    fn document_with(&self, reported: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(DOCUMENT_CAPACITY);
         out.extend_from_slice(b"{\"format\":1,\"desired\":");
-        write_object(&mut out, &self.desired);
+        out.extend_from_slice(&self.desired.doc_json);
         out.extend_from_slice(b",\"reported\":");
-        write_object(&mut out, &self.reported);
+        out.extend_from_slice(reported);
         out.extend_from_slice(b",\"version\":{\"desired\":");
         write_int(&mut out, self.desired_version);
         out.extend_from_slice(b",\"reported\":");
         write_int(&mut out, self.reported_version);
         out.extend_from_slice(b"},\"metadata\":{\"desired\":");
-        write_object(&mut out, &self.desired_meta);
+        out.extend_from_slice(&self.desired.meta_json);
         out.extend_from_slice(b",\"reported\":");
         write_object(&mut out, &self.reported_meta);
         out.extend_from_slice(b"},\"ack\":");
@@ -126,7 +160,7 @@ impl State {
 
     /// `{"version": desired_version, "delta": ...}` or None when the delta is empty.
     fn delta_message(&self) -> Option<Value> {
-        let current = delta(&self.desired, &self.reported);
+        let current = delta(&self.desired.doc, &self.reported);
         if current.is_empty() {
             return None;
         }
@@ -408,6 +442,7 @@ fn load(stored: &[u8]) -> Result<State, BadDocument> {
     let reported = object(doc.get("reported"), "reported")?;
     let desired_meta = object(metadata.get("desired"), "desired_meta")?;
     let reported_meta = object(metadata.get("reported"), "reported_meta")?;
+    let desired = Desired::new(desired, desired_meta);
     let number = |name: &str| match version.get(name) {
         Some(Value::Int(n)) if *n >= 0 => Ok(*n),
         _ => Err(bad("versions are not integers")),
@@ -418,7 +453,6 @@ fn load(stored: &[u8]) -> Result<State, BadDocument> {
         reported,
         desired_version: number("desired")?,
         reported_version: number("reported")?,
-        desired_meta,
         reported_meta,
         ack: field("ack"),
         state: field("state"),
@@ -533,20 +567,19 @@ impl DeviceTwin {
 
     pub fn view(&self, now: f64, token: Option<&str>) -> Vec<u8> {
         let s = &self.current;
-        let mut out =
-            Vec::with_capacity(256 + 2 * (object_len(&s.reported) + object_len(&s.desired)));
+        let mut out = Vec::with_capacity(DOCUMENT_CAPACITY);
         out.extend_from_slice(b"{\"desired\":");
-        write_object(&mut out, &s.desired);
+        out.extend_from_slice(&s.desired.doc_json);
         out.extend_from_slice(b",\"reported\":");
         write_object(&mut out, &s.reported);
         out.extend_from_slice(b",\"delta\":");
-        write_object(&mut out, &delta(&s.desired, &s.reported));
+        write_object(&mut out, &delta(&s.desired.doc, &s.reported));
         out.extend_from_slice(b",\"version\":{\"desired\":");
         write_int(&mut out, s.desired_version);
         out.extend_from_slice(b",\"reported\":");
         write_int(&mut out, s.reported_version);
         out.extend_from_slice(b"},\"metadata\":{\"desired\":");
-        write_object(&mut out, &s.desired_meta);
+        out.extend_from_slice(&s.desired.meta_json);
         out.extend_from_slice(b",\"reported\":");
         write_object(&mut out, &s.reported_meta);
         out.extend_from_slice(b"},\"ack\":");
@@ -595,20 +628,19 @@ impl DeviceTwin {
         let patch = read_object(desired).map_err(|_| DesiredError::Unreadable)?;
         let old = &self.current;
         let base = if merge {
-            old.desired.clone()
+            old.desired.doc.clone()
         } else {
             Object::new()
         };
         let new_desired = merge_patch(&base, &patch).map_err(DesiredError::Fault)?;
-        if same_object(&new_desired, &old.desired) {
+        if same_object(&new_desired, &old.desired.doc) {
             return Ok(Outcome::default());
         }
-        let diff = diff_patch(&old.desired, &new_desired);
-        let desired_meta = stamp(&old.desired_meta, &diff, now).map_err(DesiredError::Fault)?;
+        let diff = diff_patch(&old.desired.doc, &new_desired);
+        let desired_meta = stamp(&old.desired.meta, &diff, now).map_err(DesiredError::Fault)?;
         let mut new = State {
-            desired: new_desired,
+            desired: Desired::new(new_desired, desired_meta),
             desired_version: old.desired_version + 1,
-            desired_meta,
             ..old.clone()
         };
         let delta = new.update_delta();
@@ -708,8 +740,6 @@ impl DeviceTwin {
                 reported: new_reported,
                 reported_version,
                 reported_meta,
-                desired: old.desired.clone(),
-                desired_meta: old.desired_meta.clone(),
                 ..old.clone_small()
             };
             delta = new.update_delta();
@@ -722,11 +752,13 @@ impl DeviceTwin {
                 new.ack = ack;
             }
         }
-        let mut twin_uplink = Vec::with_capacity(64 + object_len(&new.reported));
+        let mut reported_json = Vec::with_capacity(DOCUMENT_CAPACITY / 4);
+        write_object(&mut reported_json, &new.reported);
+        let mut twin_uplink = Vec::with_capacity(DOCUMENT_CAPACITY / 2);
         twin_uplink.extend_from_slice(b"{\"device\":");
         write_str(&mut twin_uplink, &self.device);
         twin_uplink.extend_from_slice(b",\"reported\":");
-        write_object(&mut twin_uplink, &new.reported);
+        twin_uplink.extend_from_slice(&reported_json);
         twin_uplink.extend_from_slice(b",\"version\":");
         write_int(&mut twin_uplink, new.reported_version);
         twin_uplink.extend_from_slice(b",\"ack\":");
@@ -745,7 +777,7 @@ impl DeviceTwin {
             out.push(b'}');
             out
         });
-        let document = new.document();
+        let document = new.document_with(&reported_json);
         self.pending = Some(new);
         Ok(Outcome {
             token,
@@ -761,14 +793,14 @@ impl DeviceTwin {
 }
 
 impl State {
-    /// A copy without the four documents (the caller supplies new ones).
+    /// A copy without the reported document and its timestamps (the caller supplies
+    /// new ones); the desired side is shared.
     fn clone_small(&self) -> State {
         State {
-            desired: Object::new(),
+            desired: Arc::clone(&self.desired),
             reported: Object::new(),
             desired_version: self.desired_version,
             reported_version: self.reported_version,
-            desired_meta: Object::new(),
             reported_meta: Object::new(),
             ack: self.ack.clone(),
             state: self.state.clone(),

@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::twin::{float_repr_len, int_len, json_string_len};
+#[cfg(test)]
+use crate::twin::float_repr_len;
+use crate::twin::{int_len, json_string_len};
 
 /// Python's default `sys.get_int_max_str_digits()`: longer integers are not JSON to it.
 pub const MAX_INT_DIGITS: usize = 4300;
@@ -526,10 +528,17 @@ fn shortest_digits(value: f64, digits: &mut [u8; 24]) -> (usize, i32) {
 /// Rust and Python both print the shortest digits that read back as `value`, but when
 /// the value lies exactly halfway between two such candidates Rust rounds the last digit
 /// up and Python (David Gay's dtoa) to even. Only values with a short exact decimal
-/// expansion can be halfway: at most 26 fractional bits and below 1e41.
+/// expansion can be halfway: at most 26 fractional bits and below 1e41; and only when
+/// the shortest form has at least 16 digits (half a unit in the 15th digit is more than
+/// half the spacing of floats, so a 15-digit candidate that reads back is exact).
 fn fix_tie(value: f64, digits: &mut [u8; 24], count: usize, exponent: i32) {
     const FRACTION_BITS: f64 = 67_108_864.0; // 2^26
-    if value >= 1e41 || (value * FRACTION_BITS).fract() != 0.0 || digits[count - 1] % 2 == 0 {
+    const MIN_TIE_DIGITS: usize = 16;
+    if count < MIN_TIE_DIGITS
+        || digits[count - 1] % 2 == 0
+        || value >= 1e41
+        || (value * FRACTION_BITS).fract() != 0.0
+    {
         return;
     }
     let mut exact = String::with_capacity(128);
@@ -577,8 +586,52 @@ fn reads_back(digits: &[u8], exponent: i32, value: f64) -> bool {
     text.parse::<f64>().ok() == Some(value)
 }
 
+/// Recently written floats and their text: a twin's per-key timestamps repeat a few
+/// `now` values many times, and formatting a float costs far more than copying it.
+const FLOAT_CACHE_SLOTS: usize = 32;
+
+#[derive(Clone, Copy)]
+struct CachedFloat {
+    bits: u64,
+    len: u8,
+    text: [u8; 27],
+}
+
+thread_local! {
+    static FLOAT_CACHE: std::cell::RefCell<[CachedFloat; FLOAT_CACHE_SLOTS]> =
+        const { std::cell::RefCell::new([CachedFloat { bits: u64::MAX, len: 0, text: [0; 27] }; FLOAT_CACHE_SLOTS]) };
+}
+
 /// Python's `repr` of a float (see [`crate::twin::float_repr_len`] for the layout).
 pub fn write_float(out: &mut Vec<u8>, value: f64) {
+    with_float_text(value, |text| out.extend_from_slice(text));
+}
+
+/// Bytes of [`write_float`]'s text.
+pub fn float_len(value: f64) -> usize {
+    with_float_text(value, <[u8]>::len)
+}
+
+fn with_float_text<R>(value: f64, use_text: impl FnOnce(&[u8]) -> R) -> R {
+    let bits = value.to_bits();
+    let slot = ((bits ^ (bits >> 21) ^ (bits >> 43)) as usize) % FLOAT_CACHE_SLOTS;
+    FLOAT_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let entry = &mut cache[slot];
+        if entry.bits != bits || entry.len == 0 {
+            let mut text = Vec::with_capacity(32);
+            format_float(&mut text, value);
+            // Python's repr of a float is at most 24 bytes ("-2.2250738585072014e-308").
+            let len = text.len().min(entry.text.len());
+            entry.bits = bits;
+            entry.len = len as u8;
+            entry.text[..len].copy_from_slice(&text[..len]);
+        }
+        use_text(&entry.text[..usize::from(entry.len)])
+    })
+}
+
+fn format_float(out: &mut Vec<u8>, value: f64) {
     if !value.is_finite() {
         // json.dumps(allow_nan=True) spelling; callers never store non-finite numbers.
         out.extend_from_slice(if value.is_nan() {
@@ -723,7 +776,7 @@ pub fn encoded_len(value: &Value) -> usize {
         Value::Bool(false) => 5,
         Value::Int(int) => int_len(*int),
         Value::BigInt(text) => text.len(),
-        Value::Float(float) => float_repr_len(*float),
+        Value::Float(float) => float_len(*float),
         Value::Str(text) => json_string_len(text),
         Value::Array(items) => {
             2 + items.len().saturating_sub(1) + items.iter().map(encoded_len).sum::<usize>()
