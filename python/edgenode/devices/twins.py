@@ -147,6 +147,17 @@ class Rejection(Exception):
         self.message = message
 
 
+def _read_request(payload: bytes) -> tuple[dict[str, Any] | None, str | None, Rejection | None]:
+    """(object, clientToken, problem) of a request payload read by the Python parser."""
+    doc, code, message = read_payload(payload)
+    token, token_problem = read_token(doc, payload)
+    if code:
+        return doc, token, Rejection(code, message)
+    if token_problem is not None:
+        return doc, None, Rejection(BAD_REQUEST, token_problem)
+    return doc, token, None
+
+
 # ------------------------------------------------------------------ service ----
 
 
@@ -273,6 +284,29 @@ class TwinService:
         twin as it was."""
         self.store.put_twin(device, document)
         twin.commit()
+
+    def _save_or_reject(
+        self,
+        device: str,
+        twin: DeviceTwin,
+        document: bytes,
+        rejected: str,
+        token: str | None,
+        what: str,
+        now: float,
+    ) -> list[Action]:
+        """Persist a prepared change; the 500 reply if the store refused it (else [])."""
+        try:
+            self._save(device, twin, document)
+        except StoreError as exc:
+            return self._reject(
+                device,
+                rejected,
+                token,
+                Rejection(INTERNAL, f"{what} could not be stored: {exc}"),
+                now,
+            )
+        return []
 
     # ------------------------------------------------------------ desired ----
 
@@ -447,13 +481,8 @@ class TwinService:
         rejected = topic(device, "twin", "update", "rejected")
         if device not in self._known:
             # Parse errors first, then the token, then the device (as for a known one).
-            doc, code, message = read_payload(payload)
-            token, token_problem = read_token(doc, payload)
-            if code:
-                problem = Rejection(code, message)
-            elif token_problem is not None:
-                token, problem = None, Rejection(BAD_REQUEST, token_problem)
-            else:
+            _, token, problem = _read_request(payload)
+            if problem is None:
                 problem = Rejection(NOT_FOUND, f"unknown device {device!r}")
             return self._reject(device, rejected, token, problem, now)
         twin = self._twin(device)
@@ -464,16 +493,11 @@ class TwinService:
                 device, rejected, token, Rejection(outcome.code, outcome.message), now
             )
         if outcome.document is not None:
-            try:
-                self._save(device, twin, outcome.document)
-            except StoreError as exc:
-                return self._reject(
-                    device,
-                    rejected,
-                    token,
-                    Rejection(INTERNAL, f"the twin could not be stored: {exc}"),
-                    now,
-                )
+            failed = self._save_or_reject(
+                device, twin, outcome.document, rejected, token, "the twin", now
+            )
+            if failed:
+                return failed
         actions: list[Action] = [
             Publish(topic(device, "twin", "update", "accepted"), outcome.reply)
         ]
@@ -508,14 +532,8 @@ class TwinService:
         rejected = topic(device, "twin", "get", "rejected")
         token: str | None = None
         if payload.strip(STATE_WHITESPACE):
-            doc, code, message = read_payload(payload)
-            token, token_problem = read_token(doc, payload)
-            problem: Rejection | None = None
-            if code:
-                problem = Rejection(code, message)
-            elif token_problem is not None:
-                token, problem = None, Rejection(BAD_REQUEST, token_problem)
-            elif doc is not None:
+            doc, token, problem = _read_request(payload)
+            if problem is None and doc is not None:
                 unknown = sorted(set(doc) - GET_FIELDS)
                 if unknown:
                     problem = Rejection(BAD_REQUEST, f"unknown field {unknown[0]!r}")
@@ -552,16 +570,9 @@ class TwinService:
         document = twin.set_state(state, now)
         if document is None:
             return []
-        try:
-            self._save(device, twin, document)
-        except StoreError as exc:
-            return self._reject(
-                device,
-                rejected,
-                None,
-                Rejection(INTERNAL, f"state could not be stored: {exc}"),
-                now,
-            )
+        failed = self._save_or_reject(device, twin, document, rejected, None, "state", now)
+        if failed:
+            return failed
         self.counters[f"state_{state}"] += 1
         return [
             self._uplink(
