@@ -588,7 +588,7 @@ fn reads_back(digits: &[u8], exponent: i32, value: f64) -> bool {
 
 /// Recently written floats and their text: a twin's per-key timestamps repeat a few
 /// `now` values many times, and formatting a float costs far more than copying it.
-const FLOAT_CACHE_SLOTS: usize = 32;
+const FLOAT_CACHE_SLOTS: usize = 256;
 
 #[derive(Clone, Copy)]
 struct CachedFloat {
@@ -614,7 +614,8 @@ pub fn float_len(value: f64) -> usize {
 
 fn with_float_text<R>(value: f64, use_text: impl FnOnce(&[u8]) -> R) -> R {
     let bits = value.to_bits();
-    let slot = ((bits ^ (bits >> 21) ^ (bits >> 43)) as usize) % FLOAT_CACHE_SLOTS;
+    // Fibonacci hashing: the top bits of the product mix every bit of the float.
+    let slot = (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % FLOAT_CACHE_SLOTS;
     FLOAT_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         let entry = &mut cache[slot];
