@@ -201,7 +201,10 @@ class TwinService:
         *,
         now: float = 0.0,
         uplink_encoder: UplinkEncoder = flat_uplink,
+        device_twin: Callable[..., DeviceTwin] = DeviceTwin,
     ) -> None:
+        # device_twin: the DeviceTwin class (of the chosen backend unless a test pins one).
+        self._device_twin = device_twin
         self.store = store
         self.routes = routes if routes is not None else RouteTable()
         self.counters: Counter[str] = Counter()
@@ -267,10 +270,10 @@ class TwinService:
         if cached is not None:
             return cached
         stored = self.store.get_twin(device)
-        twin = DeviceTwin(device)
+        twin = self._device_twin(device)
         if stored is not None:
             try:
-                twin = DeviceTwin(device, stored)
+                twin = self._device_twin(device, stored)
             except ValueError as exc:
                 # Cannot happen with documents this module wrote; start over rather than
                 # refuse to serve the device, and say so.
