@@ -292,6 +292,11 @@ fn merge_into(doc: &mut Object, patch: &Object) {
 /// `merge_patch(doc, patch)` of the twin engine for a checked `doc`.
 fn merge_patch(doc: &Object, patch: &Object) -> Result<Object, Fault> {
     check(patch)?;
+    merged(doc, patch)
+}
+
+/// The merge of a checked `patch` into `doc`, with the engine's result size limit.
+fn merged(doc: &Object, patch: &Object) -> Result<Object, Fault> {
     let mut merged = doc.clone();
     merge_into(&mut merged, patch);
     let size = object_len(&merged);
@@ -299,6 +304,21 @@ fn merge_patch(doc: &Object, patch: &Object) -> Result<Object, Fault> {
         return Err(Fault::new(Problem::ResultTooLarge { size }));
     }
     Ok(merged)
+}
+
+/// True if merging `patch` into `doc` gives something other than `doc` (by JSON
+/// equality): `!same(merge(doc, patch), doc)` without building the merge.
+fn patch_changes(doc: &Object, patch: &Object) -> bool {
+    let index = doc.index();
+    patch
+        .iter()
+        .any(|(key, change)| match (index.get(key), change) {
+            (None, Value::Null) => false,
+            (Some(Value::Object(inner)), Value::Object(nested)) => patch_changes(inner, nested),
+            // A deleted key, a new key (even `{}`), an object over a non-object.
+            (Some(_), Value::Null) | (None, _) | (Some(_), Value::Object(_)) => true,
+            (Some(have), _) => !same(have, change),
+        })
 }
 
 /// What `reported` still lacks of `desired` (PRODUCT.md "Device twins").
@@ -711,8 +731,14 @@ impl DeviceTwin {
             Some(ack) => Some(check_ack(ack, old.desired_version, now)?),
             None => None,
         };
-        let new_reported = merge_patch(&old.reported, patch).map_err(refuse_fault)?;
-        let changed = !same_object(&new_reported, &old.reported);
+        check(patch).map_err(refuse_fault)?;
+        // A report that changes nothing (common: devices repeat their values) costs no copy.
+        let new_reported = if patch_changes(&old.reported, patch) {
+            Some(merged(&old.reported, patch).map_err(refuse_fault)?)
+        } else {
+            None
+        };
+        let changed = new_reported.is_some();
         let ack_changed = new_ack.as_ref().is_some_and(|ack| !same_ack(ack, &old.ack));
         let mut accepted = Vec::with_capacity(64);
         let reported_version = old.reported_version + i64::from(changed);
@@ -733,7 +759,7 @@ impl DeviceTwin {
             });
         }
         let mut delta = None;
-        let mut new = if changed {
+        let mut new = if let Some(new_reported) = new_reported {
             let diff = diff_patch(&old.reported, &new_reported);
             let reported_meta = stamp(&old.reported_meta, &diff, now).map_err(refuse_fault)?;
             let mut new = State {
