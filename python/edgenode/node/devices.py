@@ -34,7 +34,7 @@ from edgenode.devices.config import UPSTREAM, DeviceSpec, RouteSpec
 from edgenode.devices.routes import RouteTable
 from edgenode.errors import ConfigError, StoreError
 from edgenode.node.state import DEVICES_FILE, write_json_atomic
-from edgenode.node.uplink import encode_uplink
+from edgenode.node.uplink import encode_uplink, encode_uplink_raw
 
 if TYPE_CHECKING:
     from edgenode.devices.bus import DeviceLayer
@@ -120,6 +120,20 @@ class DeviceCollector(Collector):
         )
 
 
+class _Envelope:
+    """The device layer's uplink encoder: the node's record envelope, for parsed bodies
+    and for bodies that are already JSON bytes (twin records from the DeviceTwin)."""
+
+    def __init__(self, wiring: DeviceWiring) -> None:
+        self._wiring = wiring
+
+    def __call__(self, kind: str, body: dict[str, Any]) -> bytes:
+        return self._wiring.encode(kind, body)
+
+    def raw(self, kind: str, body: bytes) -> bytes:
+        return self._wiring.encode_raw(kind, body)
+
+
 class DeviceWiring:
     """Builds, feeds and reports on the daemon's DeviceLayer."""
 
@@ -183,6 +197,9 @@ class DeviceWiring:
     def encode(self, kind: str, body: dict[str, Any]) -> bytes:
         return encode_uplink(kind, body, self.config.node.name)
 
+    def encode_raw(self, kind: str, body: bytes) -> bytes:
+        return encode_uplink_raw(kind, body, self.config.node.name)
+
     async def run(self, daemon: Daemon) -> None:
         """The daemon service: serve until cancelled (restarted by the daemon on failure)."""
         from edgenode.devices.bus import DeviceLayer  # aiomqtt only when the layer runs
@@ -194,7 +211,7 @@ class DeviceWiring:
             devices,
             routes,
             daemon.enqueue_payload,
-            uplink_encoder=self.encode,
+            uplink_encoder=_Envelope(self),
         )
         self._routes_in_use = len(routes)
         self.layer = layer
