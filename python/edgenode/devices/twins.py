@@ -37,13 +37,12 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from edgenode import twin as engine
 from edgenode.devices.config import DeviceSpec
 from edgenode.devices.routes import RouteDecision, RouteTable
 from edgenode.errors import StoreError, TopicError, TwinError, TwinLimitError
-from edgenode.store import Store
 
 log = logging.getLogger("edgenode.devices")
 
@@ -111,6 +110,15 @@ class Uplink:
 
 Action = Publish | Uplink
 UplinkEncoder = Callable[[str, dict[str, Any]], bytes]
+
+
+class TwinStore(Protocol):
+    """What TwinService needs of :class:`~edgenode.store.Store` (the device bus hands
+    it a wrapper that holds twin writes until a batch's uplinks are appended)."""
+
+    def put_twin(self, device: str, doc: bytes) -> None: ...
+    def get_twin(self, device: str) -> bytes | None: ...
+    def delete_twin(self, device: str) -> bool: ...
 
 
 def encode_json(value: Any) -> bytes:
@@ -372,7 +380,7 @@ class TwinService:
 
     def __init__(
         self,
-        store: Store,
+        store: TwinStore,
         devices: Iterable[DeviceSpec] = (),
         routes: RouteTable | None = None,
         *,
@@ -432,6 +440,11 @@ class TwinService:
         if device not in self._known:
             raise KeyError(f"unknown device {device!r}")
         return self._twin(device).view(0.0)
+
+    def forget_cached(self) -> None:
+        """Drop the twins held in memory: the next use of each reads the store again
+        (after changes that could not all be stored)."""
+        self._twins.clear()
 
     def _twin(self, device: str) -> Twin:
         cached = self._twins.get(device)
