@@ -316,13 +316,15 @@ class DeviceLayer:
 
     async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
         # The sync part of each publish (handing the packet to paho) runs in task order,
-        # so the broker sees them in order; only the PUBACK waits overlap.
-        if not publishes:
-            return
-        await asyncio.gather(
-            *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in publishes)
-        )
-        self.counters["published"] += len(publishes)
+        # so the broker sees them in order; only the PUBACK waits overlap. At most
+        # MAX_BATCH at a time (a resync of 1,000 devices' deltas would otherwise exceed
+        # aiomqtt's pending_calls_threshold and log a warning per publish).
+        for first in range(0, len(publishes), MAX_BATCH):
+            chunk = publishes[first : first + MAX_BATCH]
+            await asyncio.gather(
+                *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in chunk)
+            )
+            self.counters["published"] += len(chunk)
 
     # ------------------------------------------------------------ out-of-band ----
 
