@@ -20,6 +20,15 @@ def store(tmp_path: Path):
     opened.close()
 
 
+def holding(store: Store, doc: bytes) -> DeferredTwinWrites:
+    """Writes over ``store`` (lamp stored as b"old") holding ``doc`` for lamp."""
+    store.put_twin("lamp", b"old")
+    writes = DeferredTwinWrites(store)
+    writes.deferring = True
+    writes.put_twin("lamp", doc)
+    return writes
+
+
 def test_writes_go_straight_to_the_store_unless_deferring(store):
     writes = DeferredTwinWrites(store)
     writes.put_twin("lamp", b'{"a":1}')
@@ -27,10 +36,7 @@ def test_writes_go_straight_to_the_store_unless_deferring(store):
 
 
 def test_held_writes_are_read_back_and_stored_only_by_flush(store):
-    store.put_twin("lamp", b"old")
-    writes = DeferredTwinWrites(store)
-    writes.deferring = True
-    writes.put_twin("lamp", b"new-1")
+    writes = holding(store, b"new-1")
     writes.put_twin("lamp", b"new-2")
     writes.put_twin("fan", b"fan-1")
     assert store.get_twin("lamp") == b"old"
@@ -45,10 +51,7 @@ def test_held_writes_are_read_back_and_stored_only_by_flush(store):
 
 
 def test_discarded_writes_never_reach_the_store(store):
-    store.put_twin("lamp", b"old")
-    writes = DeferredTwinWrites(store)
-    writes.deferring = True
-    writes.put_twin("lamp", b"new")
+    writes = holding(store, b"new")
     writes.discard()
     assert writes.get_twin("lamp") == b"old"
     writes.flush()
@@ -56,10 +59,7 @@ def test_discarded_writes_never_reach_the_store(store):
 
 
 def test_deleting_a_twin_drops_its_held_write(store):
-    store.put_twin("lamp", b"old")
-    writes = DeferredTwinWrites(store)
-    writes.deferring = True
-    writes.put_twin("lamp", b"new")
+    writes = holding(store, b"new")
     assert writes.delete_twin("lamp") is True
     writes.flush()
     assert store.get_twin("lamp") is None
