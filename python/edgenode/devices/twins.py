@@ -49,7 +49,6 @@ from edgenode.devices.config import DeviceSpec
 from edgenode.devices.routes import RouteDecision, RouteTable
 from edgenode.devtwin import DeviceTwin
 from edgenode.errors import StoreError, TopicError
-from edgenode.store import Store
 
 log = logging.getLogger("edgenode.devices")
 
@@ -117,6 +116,15 @@ class RawUplinkEncoder(Protocol):
 
     def __call__(self, kind: str, body: dict[str, Any]) -> bytes: ...
     def raw(self, kind: str, body: bytes) -> bytes: ...
+
+
+class TwinStore(Protocol):
+    """What TwinService needs of :class:`~edgenode.store.Store` (the device bus hands
+    it a wrapper that holds twin writes until a batch's uplinks are appended)."""
+
+    def put_twin(self, device: str, doc: bytes) -> None: ...
+    def get_twin(self, device: str) -> bytes | None: ...
+    def delete_twin(self, device: str) -> bool: ...
 
 
 def encode_json(value: Any) -> bytes:
@@ -195,7 +203,7 @@ class TwinService:
 
     def __init__(
         self,
-        store: Store,
+        store: TwinStore,
         devices: Iterable[DeviceSpec] = (),
         routes: RouteTable | None = None,
         *,
@@ -264,6 +272,11 @@ class TwinService:
             raise KeyError(f"unknown device {device!r}")
         view: dict[str, Any] = json.loads(self._twin(device).view(0.0))
         return view
+
+    def forget_cached(self) -> None:
+        """Drop the twins held in memory: the next use of each reads the store again
+        (after changes that could not all be stored)."""
+        self._twins.clear()
 
     def _twin(self, device: str) -> DeviceTwin:
         cached = self._twins.get(device)

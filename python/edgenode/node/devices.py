@@ -27,9 +27,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
 from edgenode.devices.config import UPSTREAM, DeviceSpec, RouteSpec
 from edgenode.devices.routes import RouteTable
 from edgenode.errors import ConfigError, StoreError
@@ -94,7 +91,7 @@ def route_from_resource(data: bytes) -> RouteSpec:
     )
 
 
-class DeviceCollector(Collector):
+class DeviceCollector:
     """Prometheus view of the device layer, from a snapshot the event loop refreshes
     (the metrics server runs in its own thread and must not read live counters)."""
 
@@ -102,6 +99,9 @@ class DeviceCollector(Collector):
         self.snapshot: dict[str, Any] = {"counters": {}, "devices": 0, "routes": 0, "up": 0}
 
     def collect(self) -> Iterator[Any]:
+        # Imported here: only a node serving its metrics ever scrapes (see node/metrics.py).
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snap = self.snapshot  # one reference: replaced whole, never mutated
         events = CounterMetricFamily(
             "edgenode_device_events",
@@ -142,7 +142,7 @@ class DeviceWiring:
         self.config = daemon.config
         self.layer: DeviceLayer | None = None
         self.collector = DeviceCollector()
-        daemon.metrics.registry.register(self.collector)
+        daemon.metrics.add_collector(self.collector.collect)
         self._written: dict[str, Any] | None = None
         self._routes_in_use = 0
 
