@@ -141,6 +141,8 @@ class Store:
         """Store time in seconds: monotonic within a run, carried across restarts."""
     # desired-state cache
     def applied_revision(self) -> int: ...
+    def next_seq(self) -> int:
+        """The sequence number the next appended outbox record gets (1 in a new file)."""
     def apply_changes(
         self, changes: Sequence[tuple[str, int, bytes | None]], revision: int
     ) -> None:
