@@ -55,10 +55,8 @@ MAX_WATCH_QUEUE = 10_000
 SNAPSHOT_AFTER_REVISIONS = 1000
 """A node further behind than this gets a snapshot instead of the log since its revision."""
 MAX_UPLINK_PAYLOAD_DEPTH = 32
-SYNC_TIME_PRIOR = 0.25
-"""Assumed seconds from admission to the initial sync's ack until one is measured."""
-SYNC_TIME_WEIGHT = 0.05
-"""Weight of each new measurement in the moving average of the initial sync time."""
+SYNC_RATE_WINDOW = 2.0
+"""Seconds over which completed initial syncs are counted to estimate the admission rate."""
 UPLINK_KINDS = ("status", "twin", "device-state", "telemetry")
 
 
@@ -110,7 +108,6 @@ class Session:
     sent_times: deque[tuple[int, float]] = field(default_factory=deque)
     unsent: list[bytes] = field(default_factory=list)
     """Messages the reader took from the protocol for the writer to send first."""
-    admitted_at: float = 0.0
 
     def kick(self) -> None:
         self.wake.set()
@@ -167,7 +164,8 @@ class Hub:
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self._acks_dirty: set[str] = set()
         self._status_dirty: set[str] = set()
-        self._sync_time = SYNC_TIME_PRIOR
+        self._synced_at: deque[float] = deque()
+        """When recent initial syncs were acknowledged (the admission rate)."""
         self._promised: list[float] = []
         """When refused nodes were told to come back (a heap; admission pacing)."""
         self.metrics.revision.set(self.revision)
@@ -417,18 +415,23 @@ class Hub:
         """The retry-after for a refused hello: the base delay plus jitter spread wide
         enough for the nodes already told to come back to be absorbed.
 
-        The hub absorbs about ``max_handshakes / sync time`` nodes a second (Little's law:
-        that many syncs in flight, each taking the measured time from admission to ack).
-        With ``waiting`` nodes promised a return, the jitter spreads over
-        ``max(base, waiting / rate)`` seconds; a fixed window would bring a large fleet
-        back all together, to be refused again (each refusal costs a whole handshake).
+        The rate the hub absorbs nodes at is measured: initial syncs acknowledged in the
+        last ``SYNC_RATE_WINDOW`` seconds (at least ``max_handshakes`` per base delay,
+        before there is anything to measure). With ``waiting`` nodes promised a return,
+        the jitter spreads over ``max(base, waiting / rate)`` seconds, the time the hub
+        needs to take them all; a fixed window would bring a large fleet back all
+        together, to be refused again (each refusal costs a whole handshake).
         """
         now = time.monotonic()
         promised = self._promised
         while promised and promised[0] <= now:
             heapq.heappop(promised)
         base = self.settings.retry_after
-        rate = max(1, self.settings.max_handshakes) / self._sync_time
+        synced = self._synced_at
+        while synced and synced[0] < now - SYNC_RATE_WINDOW:
+            synced.popleft()
+        floor = max(1, self.settings.max_handshakes) / max(base, 1e-3)
+        rate = max(floor, len(synced) / SYNC_RATE_WINDOW)
         spread = max(base, len(promised) / rate)
         delay = min(MAX_RETRY_AFTER, base + random.random() * spread)
         heapq.heappush(promised, now + delay)
@@ -469,8 +472,7 @@ class Hub:
         session.initial_revision = self.revision
         self.syncing += 1
         self.metrics.handshakes.set(self.syncing)
-        session.admitted_at = time.monotonic()
-        session.sent_times.append((self.revision, session.admitted_at))
+        session.sent_times.append((self.revision, time.monotonic()))
         session.synced = True
         self.sessions[node] = session
         live = self.live.setdefault(node, NodeLive())
@@ -485,8 +487,7 @@ class Hub:
         if not session.initial_acked:
             session.initial_acked = True
             if acked:
-                took = time.monotonic() - session.admitted_at
-                self._sync_time += SYNC_TIME_WEIGHT * (took - self._sync_time)
+                self._synced_at.append(time.monotonic())
             self.syncing -= 1
             self.metrics.handshakes.set(self.syncing)
 

@@ -264,8 +264,8 @@ def test_retry_after_spreads_a_stampede_over_what_the_hub_can_absorb(store):
     delays = [hub.retry_delay() for _ in range(2000)]
     assert all(d >= 1.0 for d in delays)
     assert max(delays[:10]) <= 2.0  # the first few: base plus up to 100 % jitter
-    # 2000 nodes told to come back, 100 syncs in flight of about 0.25 s each: about
-    # 400 a second can be absorbed, so the late ones spread over about five seconds.
-    assert 4.0 < max(delays[-200:]) <= 1.0 + 2000 / 400 + 0.1
+    # Nothing measured yet: the hub is assumed to take 100 nodes per base delay, so the
+    # 2000 told to come back are spread over about 20 seconds, not brought back at once.
+    assert 15.0 < max(delays[-200:]) <= 1.0 + 2000 / 100 + 0.1
     late = sorted(delays[-1000:])
-    assert late[len(late) // 2] > 2.0  # most are not brought back in the first window
+    assert late[len(late) // 2] > 5.0
