@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 import os
 import secrets
 import signal
 import ssl
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +130,6 @@ async def _every(period: float, action: object) -> None:
             log.exception("periodic task failed")
 
 
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop to run on: uvloop (libuv, in C) when installed and not refused.
-
-    Per node link, most of the hub's CPU goes to the event loop and its transports; uvloop
-    does that work in C (see bench/README.md "Hub fleet benchmark"). ``None``: asyncio's own.
-    """
-    if choice == "asyncio":
-        return None
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("edgehub: --loop uvloop, but uvloop is not installed") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def tune_gc() -> None:
     """Fewer, larger garbage collections for a process holding many connections; what
     exists now (modules, the loaded resource cache) is frozen out of future scans."""
@@ -176,12 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
     s.add_argument(
-        "--loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default="auto",
-        help="event loop: uvloop when installed (auto), or asyncio's own",
-    )
-    s.add_argument(
         "--housekeeping",
         type=float,
         default=HOUSEKEEPING_SECONDS,
@@ -199,11 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     # websockets logs every connection opened and refused at INFO: a line per node per
     # reconnect (a tenth of the hub's CPU in a fleet reconnect). Counted in /metrics instead.
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner,
-    ):
-        runner.run(serve_hub(args))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_hub(args))
     return 0
 
 
