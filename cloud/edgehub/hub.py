@@ -55,6 +55,8 @@ MAX_WATCH_QUEUE = 10_000
 SNAPSHOT_AFTER_REVISIONS = 1000
 """A node further behind than this gets a snapshot instead of the log since its revision."""
 MAX_UPLINK_PAYLOAD_DEPTH = 32
+MIN_RETRY_BASE = 0.001
+"""Seconds; stands in for a base retry-after of 0 when the absorb rate is estimated."""
 SYNC_RATE_WINDOW = 2.0
 """Seconds over which completed initial syncs are counted to estimate the admission rate."""
 UPLINK_KINDS = ("status", "twin", "device-state", "telemetry")
@@ -416,26 +418,31 @@ class Hub:
         enough for the nodes already told to come back to be absorbed.
 
         The rate the hub absorbs nodes at is measured: initial syncs acknowledged in the
-        last ``SYNC_RATE_WINDOW`` seconds (at least ``max_handshakes`` per base delay,
-        before there is anything to measure). With ``waiting`` nodes promised a return,
-        the jitter spreads over ``max(base, waiting / rate)`` seconds, the time the hub
-        needs to take them all; a fixed window would bring a large fleet back all
-        together, to be refused again (each refusal costs a whole handshake).
+        last ``SYNC_RATE_WINDOW`` seconds, never taken as less than ``max_handshakes`` per
+        base delay (also the assumption before anything was measured). With ``waiting``
+        nodes promised a return, the jitter spreads over ``max(base, waiting / rate)``
+        seconds, the time the hub needs to take them all; a fixed window would bring a
+        large fleet back all together, to be refused again (each refusal costs a whole
+        handshake).
         """
         now = time.monotonic()
         promised = self._promised
         while promised and promised[0] <= now:
             heapq.heappop(promised)
         base = self.settings.retry_after
-        synced = self._synced_at
-        while synced and synced[0] < now - SYNC_RATE_WINDOW:
-            synced.popleft()
-        floor = max(1, self.settings.max_handshakes) / max(base, 1e-3)
-        rate = max(floor, len(synced) / SYNC_RATE_WINDOW)
+        floor = max(1, self.settings.max_handshakes) / max(base, MIN_RETRY_BASE)
+        rate = max(floor, self._recent_syncs(now) / SYNC_RATE_WINDOW)
         spread = max(base, len(promised) / rate)
         delay = min(MAX_RETRY_AFTER, base + random.random() * spread)
         heapq.heappush(promised, now + delay)
         return delay
+
+    def _recent_syncs(self, now: float) -> int:
+        """Initial syncs acknowledged in the last ``SYNC_RATE_WINDOW`` seconds."""
+        synced = self._synced_at
+        while synced and synced[0] < now - SYNC_RATE_WINDOW:
+            synced.popleft()
+        return len(synced)
 
     def open_session(self, node: str, proto: HubProtocol, hello: NodeHello) -> Session:
         """Accept a hello: register the session and queue its initial sync (resume)."""
@@ -487,7 +494,9 @@ class Hub:
         if not session.initial_acked:
             session.initial_acked = True
             if acked:
-                self._synced_at.append(time.monotonic())
+                now = time.monotonic()
+                self._synced_at.append(now)
+                self._recent_syncs(now)  # keeps the window bounded
             self.syncing -= 1
             self.metrics.handshakes.set(self.syncing)
 
