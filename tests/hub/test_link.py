@@ -193,6 +193,24 @@ def test_the_acked_revision_is_recorded_per_node_and_survives_a_restart(hub):
     assert hub.call("GET", "/v1/nodes/a")[1]["status"]["revision"] == 3
 
 
+def test_node_status_written_in_batches_is_flushed_when_the_hub_stops(hub):
+    token = hub.node_add("a")
+
+    async def scenario() -> None:
+        a = SimNode(hub.link, token, "a")
+        task = await start(a)
+        await a.wait_until(lambda: a.revision == 1)
+        await stop(task)
+
+    asyncio.run(scenario())
+    hub.stop()  # at once: no batch period has to pass for the status to be on disk
+    hub.start()
+    status = hub.call("GET", "/v1/nodes/a")[1]["status"]
+    assert status["version"] == "simnode 1"
+    assert status["lastSeen"] is not None
+    assert status["state"] == "NotReady"
+
+
 def test_uplink_is_persisted_deduplicated_by_sequence_then_acked(hub):
     token = hub.node_add("a")
     hub.apply(DEVICE.format(name="d", node="a"))
