@@ -58,6 +58,19 @@ async def stop(task: asyncio.Task[Any]) -> None:
         await task
 
 
+def sync_once(hub: Any, token: str, name: str, revision: int) -> SimNode:
+    """Connect a simulated node, wait until it has ``revision``, disconnect."""
+
+    async def scenario() -> SimNode:
+        node = SimNode(hub.link, token, name)
+        task = await start(node)
+        await node.wait_until(lambda: node.revision == revision)
+        await stop(task)
+        return node
+
+    return asyncio.run(scenario())
+
+
 def keys(node: SimNode) -> set[str]:
     return set(node.desired)
 
@@ -177,14 +190,7 @@ def test_the_acked_revision_is_recorded_per_node_and_survives_a_restart(hub):
     token_a = hub.node_add("a")
     hub.node_add("b")
     hub.apply(CONFIG.format(name="c", value="1", selector=""))
-
-    async def scenario() -> None:
-        a = SimNode(hub.link, token_a, "a")
-        task = await start(a)
-        await a.wait_until(lambda: a.revision == 3)
-        await stop(task)
-
-    asyncio.run(scenario())
+    sync_once(hub, token_a, "a", 3)
     wait_for(lambda: hub.call("GET", "/v1/nodes/a")[1]["status"]["revision"] == 3)
     assert hub.call("GET", "/v1/nodes/b")[1]["status"]["revision"] == 0
     time.sleep(0.6)  # acks are persisted in batches
@@ -194,15 +200,7 @@ def test_the_acked_revision_is_recorded_per_node_and_survives_a_restart(hub):
 
 
 def test_node_status_written_in_batches_is_flushed_when_the_hub_stops(hub):
-    token = hub.node_add("a")
-
-    async def scenario() -> None:
-        a = SimNode(hub.link, token, "a")
-        task = await start(a)
-        await a.wait_until(lambda: a.revision == 1)
-        await stop(task)
-
-    asyncio.run(scenario())
+    sync_once(hub, hub.node_add("a"), "a", 1)
     hub.stop()  # at once: no batch period has to pass for the status to be on disk
     hub.start()
     status = hub.call("GET", "/v1/nodes/a")[1]["status"]
