@@ -1,10 +1,13 @@
 """Fleet benchmark of the hub: N simulated nodes (real NodeProtocol over real WebSockets on
 loopback, one process) against a real ``edgehub serve`` subprocess.
 
-Measures: hub RSS per connected node; the time for one Config targeted at every node to be
-received and acknowledged by all N (p50/p99/max, node side); the time for all N to
-reconnect and resync after the hub is restarted (SIGTERM, start again), with retry-after
-answers honoured. Writes bench/results/hub-N.json.
+Measures: hub RSS per connected node; the time for all N to connect from cold; the time
+for a Config targeted at every node to be received and acknowledged by all N
+(p50/p99/max, node side; ``--changes`` of them, one after the other); the time for all N
+to reconnect and resync after the hub is restarted (SIGTERM, start again), with
+retry-after answers honoured. Also the CPU seconds each side spent per phase (simulator
+and hub share the machine's cores, so on a busy machine the CPU seconds say more than the
+wall-clock times) and the load average. Writes bench/results/hub-N.json.
 
     .venv/bin/python bench/bench_hub.py --nodes 1000
 """
@@ -18,97 +21,80 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from edgehub.cli import tune_gc
 from edgehub.simnode import SimNode
+from edgehub.testing import HubProcess, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
+CONNECT_LIMIT = 300.0
+"""Seconds for all nodes to connect (cold) or resync (restart) before giving up."""
+FANOUT_LIMIT = 120.0
+SETTLE_SECONDS = 2.0
+"""Pause after everyone connected, before measuring RSS and the fan-out."""
+OPEN_TIMEOUT = 60.0
+"""The simulated nodes' WebSocket opening timeout (the hub's handshake timeout is 30 s)."""
+HUB_HANDSHAKE_TIMEOUT = 30.0
+RECONNECT_JITTER = (0.2, 1.0)
+"""Seconds a simulated node waits after a lost link (a real node uses its back-off)."""
 
 
 def rss_kib(pid: int) -> int:
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
+    match = re.search(r"VmRSS:\s+(\d+)", text)
+    assert match is not None
+    return int(match.group(1))
 
 
-def raise_fd_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Hub:
-    def __init__(self, data: Path, max_handshakes: int) -> None:
-        self.data = data
-        self.listen = "127.0.0.1:0"
-        self.api_listen = "127.0.0.1:0"
-        self.proc: subprocess.Popen[str] | None = None
-        self.max_handshakes = max_handshakes
+class Cpu:
+    """CPU seconds of the hub and of this process (the simulator) between marks."""
 
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "edgehub.cli",
-            "serve",
-            "--data",
-            str(self.data),
-            "--listen",
-            self.listen,
-            "--api-listen",
-            self.api_listen,
-            "--max-handshakes",
-            str(self.max_handshakes),
-            "--retry-after",
-            "1",
-            "--handshake-timeout",
-            "30",
-        ]
-        log = (self.data / "hub.log").open("a")
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=raise_fd_limit
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if m := re.search(r"node links on (\S+)", line):
-                self.link = m.group(1)
-                self.listen = self.link.split("//")[1].split("/")[0]
-            if m := re.search(r"operator API on (\S+)", line):
-                self.api = m.group(1)
-                self.api_listen = self.api.split("//")[1]
-                break
+    def __init__(self, hub: HubProcess) -> None:
+        self.hub = hub
+        self.mark()
 
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+    def mark(self, sim_from: float | None = None) -> None:
+        self._hub = cpu_seconds(self.hub.pid)
+        self._sim = time.process_time() if sim_from is None else sim_from
 
-    def call(self, method: str, path: str, body: bytes | None = None) -> object:
-        token = (self.data / "admin.token").read_text().strip()
-        req = urllib.request.Request(self.api + path, data=body, method=method)
-        req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())
+    def since(self) -> dict[str, float]:
+        used = {
+            "hub": round(cpu_seconds(self.hub.pid) - self._hub, 2),
+            "simulator": round(time.process_time() - self._sim, 2),
+        }
+        self.mark()
+        return used
 
 
-async def keep_connected(node: SimNode, stop: asyncio.Event, refused: list[int]) -> None:
+async def keep_connected(node: SimNode, stop: asyncio.Event, outcomes: Counter[str]) -> None:
+    """Connect, and connect again whenever the link ends; ``outcomes`` counts the attempts
+    that did not stay connected: "retry-after", or why they failed."""
     while not stop.is_set():
         try:
-            result = await node.run_once(open_timeout=60)
-        except (TimeoutError, OSError):
+            result = await node.run_once(open_timeout=OPEN_TIMEOUT)
+        except (TimeoutError, OSError) as exc:
             result = None
+            outcomes[type(exc).__name__] += 1
         if stop.is_set():
             return
-        delay = random.uniform(0.2, 1.0)
+        delay = random.uniform(*RECONNECT_JITTER)
         if result is not None and result.retry_after is not None:
-            refused[0] += 1
+            outcomes["retry-after"] += 1
             delay = result.retry_after + random.uniform(0, 1.0)
+        elif result is not None and result.http_status is not None:
+            outcomes[f"HTTP {result.http_status}"] += 1
         await asyncio.sleep(delay)
 
 
@@ -121,35 +107,66 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p99": at(0.99), "max": round(values[-1], 4)}
 
 
-async def run(n: int, max_handshakes: int) -> dict[str, object]:
-    raise_fd_limit()
-    data = Path(tempfile.mkdtemp(prefix="edgehub-bench-"))
-    hub = Hub(data, max_handshakes)
-    hub.start()
-    tokens = []
+async def wait_all(nodes: list[SimNode], revision: int, limit: float) -> tuple[float, int]:
+    """Seconds until every node has ``revision`` (or ``limit``), and how many have it."""
     t0 = time.monotonic()
-    for i in range(n):
-        body = json.dumps({"labels": {"fleet": "bench"}}).encode()
-        tokens.append(hub.call("POST", f"/v1/nodes/n{i}/token", body)["token"])  # type: ignore[index]
+    while True:
+        done = sum(1 for node in nodes if node.revision >= revision)
+        if done == len(nodes) or time.monotonic() - t0 > limit:
+            return time.monotonic() - t0, done
+        await asyncio.sleep(0.1)
+
+
+def apply_change(hub: HubProcess, value: str) -> None:
+    """One Config selecting every node (all carry the label fleet=bench)."""
+    status, body = hub.apply(
+        "apiVersion: edgenode.io/v1\nkind: Config\nmetadata: {name: all}\n"
+        f"spec: {{data: {{k: {value}}}, nodeSelector: fleet=bench}}\n"
+    )
+    assert status == 200, body
+
+
+async def run(n: int, max_handshakes: int, retry_after: float, changes: int) -> dict[str, Any]:
+    raise_fd_limit()
+    tune_gc()  # the simulator holds as many connections as the hub
+    load_before = os.getloadavg()
+    data = Path(tempfile.mkdtemp(prefix="edgehub-bench-"))
+    hub = HubProcess(
+        data,
+        [
+            "--max-handshakes",
+            str(max_handshakes),
+            "--retry-after",
+            str(retry_after),
+        ],
+        handshake_timeout=HUB_HANDSHAKE_TIMEOUT,
+        stop_timeout=120.0,
+        api_timeout=120.0,
+        many_files=True,
+    )
+    hub.start()
+    t0 = time.monotonic()
+    tokens = [hub.node_add(f"n{i}", {"fleet": "bench"}) for i in range(n)]
     registration = time.monotonic() - t0
-    rss_idle = rss_kib(hub.proc.pid)  # type: ignore[union-attr]
+    rss_idle = rss_kib(hub.pid)
+    cpu = Cpu(hub)
     nodes = [SimNode(hub.link, tokens[i], f"n{i}") for i in range(n)]
     stop = asyncio.Event()
-    refused = [0]
-    t0 = time.monotonic()
-    tasks = [asyncio.create_task(keep_connected(node, stop, refused)) for node in nodes]
-    base = n
-    while sum(1 for node in nodes if node.revision >= base) < n:
-        await asyncio.sleep(0.2)
-        if time.monotonic() - t0 > 240:
-            raise RuntimeError("nodes did not all connect")
-    connect_all = time.monotonic() - t0
-    await asyncio.sleep(2)
-    rss_connected = rss_kib(hub.proc.pid)  # type: ignore[union-attr]
+    outcomes: Counter[str] = Counter()
+    tasks = [asyncio.create_task(keep_connected(node, stop, outcomes)) for node in nodes]
+    connect_all, connected = await wait_all(nodes, n, CONNECT_LIMIT)
+    if connected < n:
+        raise RuntimeError(f"only {connected} of {n} nodes connected")
+    cpu_connect = cpu.since()
+    connect_outcomes = dict(outcomes)
+    await asyncio.sleep(SETTLE_SECONDS)
+    rss_connected = rss_kib(hub.pid)
 
-    # One change targeted at every node: time until each node has received and acked it.
+    # Changes targeted at every node, one after the other: for each, the time until each
+    # node has received and acked it (several, since one sample on a shared machine is noise).
+    fanouts: list[dict[str, Any]] = []
     received: dict[str, float] = {}
-    target = base + 1
+    target = n
 
     def on_change(node: SimNode) -> None:
         if node.revision >= target and node.name not in received:
@@ -157,67 +174,88 @@ async def run(n: int, max_handshakes: int) -> dict[str, object]:
 
     for node in nodes:
         node.on_change = on_change
-    doc = (
-        b"apiVersion: edgenode.io/v1\nkind: Config\nmetadata: {name: all}\n"
-        b"spec: {data: {k: v}, nodeSelector: fleet=bench}\n"
-    )
-    t_change = time.monotonic()
-    await asyncio.to_thread(hub.call, "POST", "/v1/apply", doc)
-    while len(received) < n and time.monotonic() - t_change < 120:
-        await asyncio.sleep(0.05)
-    fanout = percentiles([t - t_change for t in received.values()])
-    fanout["received"] = len(received)
+    cpu.mark()
+    for k in range(changes):
+        received.clear()
+        target = n + 1 + k
+        t_change = time.monotonic()
+        await asyncio.to_thread(apply_change, hub, f"v{k}")
+        while len(received) < n and time.monotonic() - t_change < FANOUT_LIMIT:
+            await asyncio.sleep(0.05)
+        fanout: dict[str, Any] = percentiles([t - t_change for t in received.values()])
+        fanout["received"] = len(received)
+        fanouts.append(fanout)
+        await asyncio.sleep(SETTLE_SECONDS)
+    cpu_fanout = cpu.since()
+    cpu_fanout = {side: round(used / changes, 2) for side, used in cpu_fanout.items()}
 
     # Restart the hub: every node reconnects and resyncs (changes since its revision).
     for node in nodes:
         node.on_change = None
-    refused[0] = 0
+    outcomes.clear()
     await asyncio.to_thread(hub.stop)
-    doc2 = (
-        b"apiVersion: edgenode.io/v1\nkind: Config\nmetadata: {name: all}\n"
-        b"spec: {data: {k: v2}, nodeSelector: fleet=bench}\n"
-    )
+    sim_cpu_before = time.process_time()
     await asyncio.to_thread(hub.start)
+    cpu.mark(sim_from=sim_cpu_before)  # the new hub process; the simulator since the stop
     t_restart = time.monotonic()
-    await asyncio.to_thread(hub.call, "POST", "/v1/apply", doc2)
-    resync_target = target + 1
-    while sum(1 for node in nodes if node.revision >= resync_target) < n:
-        await asyncio.sleep(0.2)
-        if time.monotonic() - t_restart > 300:
-            break
+    while_down = dict(outcomes)  # the kernel refused connections while no hub listened
+    outcomes.clear()
+    await asyncio.to_thread(apply_change, hub, "after-restart")
+    _, resynced = await wait_all(nodes, target + 1, CONNECT_LIMIT)
     resync = time.monotonic() - t_restart
-    resynced = sum(1 for node in nodes if node.revision >= resync_target)
+    cpu_resync = cpu.since()
     stop.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    hub.stop()
+    await asyncio.to_thread(hub.stop)
     shutil.rmtree(data, ignore_errors=True)
+    load_after = os.getloadavg()
     return {
         "nodes": n,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), "
         f"Python {platform.python_version()}",
-        "note": "simulator and hub share the same 2 cores",
+        "note": "simulator and hub share the same cores; other sessions may use them too",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_1_5_15": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in load_after],
+        },
+        "max_handshakes": max_handshakes,
+        "retry_after_base": retry_after,
         "register_seconds": round(registration, 2),
         "connect_all_seconds": round(connect_all, 2),
+        "connect_retry_after_answers": connect_outcomes.get("retry-after", 0),
+        "connect_other_outcomes": {k: v for k, v in connect_outcomes.items() if k != "retry-after"},
+        "connect_cpu_seconds": cpu_connect,
         "hub_rss_idle_mib": round(rss_idle / 1024, 1),
         "hub_rss_connected_mib": round(rss_connected / 1024, 1),
         "hub_rss_per_node_kib": round((rss_connected - rss_idle) / n, 1),
-        "fanout_ack_seconds": fanout,
+        "fanout_ack_seconds": fanouts,
+        "fanout_worst": {q: max(f[q] for f in fanouts) for q in ("p50", "p99", "max")},
+        "fanout_cpu_seconds_per_change": cpu_fanout,
         "restart_resync_seconds": round(resync, 2),
         "restart_resynced_nodes": resynced,
-        "restart_retry_after_answers": refused[0],
+        "restart_retry_after_answers": outcomes.get("retry-after", 0),
+        "restart_other_outcomes": {k: v for k, v in outcomes.items() if k != "retry-after"},
+        "restart_attempts_while_down": while_down,
+        "restart_cpu_seconds": cpu_resync,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--max-handshakes", type=int, default=256)
+    parser.add_argument("--max-handshakes", type=int, default=512, help="the hub's cap")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="hub's base delay")
+    parser.add_argument(
+        "--changes", type=int, default=3, help="changes fanned out one after the other"
+    )
+    parser.add_argument("--out", type=Path, help="result file (default bench/results/hub-N.json)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.nodes, args.max_handshakes))
+    result = asyncio.run(run(args.nodes, args.max_handshakes, args.retry_after, args.changes))
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / f"hub-{args.nodes}.json"
+    out = args.out or ROOT / "bench" / "results" / f"hub-{args.nodes}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 

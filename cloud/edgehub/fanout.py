@@ -16,7 +16,7 @@ from typing import Any
 
 from edgehub.resources import resource_key
 from edgehub.store import LogEntry, StoredResource
-from edgehub.targeting import labels_of, targets
+from edgehub.targeting import labels_of, target_of, targets
 from edgenode.protocol import Change, Delete, Resource, Upsert
 
 
@@ -84,11 +84,26 @@ def resume(
 def live_change(entry: LogEntry, node: str, labels: Mapping[str, str]) -> Change | None:
     """The change one log entry means for a connected node (not for its own label changes,
     which the caller turns into a snapshot)."""
-    if targets(entry.body, node, labels) and entry.body is not None:
-        return Upsert(resource_key(entry.kind, entry.name), entry.revision, entry.body)
-    if targets(entry.prev, node, labels):
-        return Delete(resource_key(entry.kind, entry.name), entry.revision)
-    return None
+    return LiveChange(entry).for_node(node, labels)
+
+
+class LiveChange:
+    """``live_change`` for one entry and many nodes: the targets of the new and the old
+    version are worked out once (a fan-out asks for every connected node)."""
+
+    def __init__(self, entry: LogEntry) -> None:
+        self._key = resource_key(entry.kind, entry.name)
+        self._entry = entry
+        self._now = target_of(entry.body)
+        self._was = target_of(entry.prev)
+
+    def for_node(self, node: str, labels: Mapping[str, str]) -> Change | None:
+        entry = self._entry
+        if self._now is not None and self._now.matches(node, labels) and entry.body is not None:
+            return Upsert(self._key, entry.revision, entry.body)
+        if self._was is not None and self._was.matches(node, labels):
+            return Delete(self._key, entry.revision)
+        return None
 
 
 def labels_changed(entry: LogEntry) -> bool:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import json
 import logging
+import random
 import secrets
 import time
 from collections import deque
@@ -40,6 +42,7 @@ from edgenode.protocol import (
     RevisionAcked,
     UplinkReceived,
 )
+from edgenode.protocol.constants import MAX_RETRY_AFTER
 from edgenode.twin import check_limits, delta, merge_patch
 
 TOKEN_PREFIX = "ent_"
@@ -53,6 +56,10 @@ MAX_WATCH_QUEUE = 10_000
 SNAPSHOT_AFTER_REVISIONS = 1000
 """A node further behind than this gets a snapshot instead of the log since its revision."""
 MAX_UPLINK_PAYLOAD_DEPTH = 32
+MIN_RETRY_BASE = 0.001
+"""Seconds; stands in for a base retry-after of 0 when the absorb rate is estimated."""
+SYNC_RATE_WINDOW = 2.0
+"""Seconds over which completed initial syncs are counted to estimate the admission rate."""
 UPLINK_KINDS = ("status", "twin", "device-state", "telemetry")
 
 log = logging.getLogger("edgehub.hub")
@@ -104,6 +111,8 @@ class Session:
     initial_revision: int = 0
     initial_acked: bool = False
     sent_times: deque[tuple[int, float]] = field(default_factory=deque)
+    unsent: list[bytes] = field(default_factory=list)
+    """Messages the reader took from the protocol for the writer to send first."""
 
     def kick(self) -> None:
         self.wake.set()
@@ -159,6 +168,11 @@ class Hub:
         """Accepted links whose initial sync is not acknowledged yet (admission control)."""
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self._acks_dirty: set[str] = set()
+        self._status_dirty: set[str] = set()
+        self._synced_at: deque[float] = deque()
+        """When recent initial syncs were acknowledged (the admission rate)."""
+        self._promised: list[float] = []
+        """When refused nodes were told to come back (a heap; admission pacing)."""
         self.metrics.revision.set(self.revision)
         self.metrics.acks_pending.set_function(self._acks_pending)
 
@@ -314,18 +328,20 @@ class Hub:
         self.revision = entry.revision
         self.metrics.revision.set(self.revision)
         now = time.monotonic()
+        relabelled = entry.name if fanout.labels_changed(entry) else None
+        # Who the new and the old version are for: worked out once, matched per node.
+        live_change = fanout.LiveChange(entry)
         for session in self.sessions.values():
             if not session.synced:
                 continue
-            if fanout.labels_changed(entry) and session.node == entry.name:
+            if session.node == relabelled:
                 session.snapshot = True
                 session.pending.clear()
                 session.pending_revision = entry.revision
                 session.sent_times.append((entry.revision, now))
                 session.kick()
                 continue
-            labels = labels_of(self._node_body(session.node))
-            change = fanout.live_change(entry, session.node, labels)
+            change = live_change.for_node(session.node, self._labels(session.node))
             session.pending_revision = entry.revision
             if change is not None:
                 session.pending.append(change)
@@ -367,6 +383,14 @@ class Hub:
         idents = self._by_node.get(node, set()) | self._selected
         return [self.resources[i] for i in idents if i in self.resources]
 
+    def _labels(self, node: str) -> dict[str, str]:
+        """The node's current labels (not copied: callers only read them)."""
+        stored = self.resources.get(("Node", node))
+        if stored is None:
+            return {}
+        labels: dict[str, str] = stored.body.get("metadata", {}).get("labels", {})
+        return labels
+
     def _node_body(self, node: str) -> dict[str, Any] | None:
         stored = self.resources.get(("Node", node))
         return None if stored is None else stored.body
@@ -391,6 +415,37 @@ class Hub:
         # Only admitted handshakes count: counting every waiting connection would refuse
         # everyone in a reconnect storm (all retry together, all are refused again).
         return self.syncing >= self.settings.max_handshakes
+
+    def retry_delay(self) -> float:
+        """The retry-after for a refused hello: the base delay plus jitter spread wide
+        enough for the nodes already told to come back to be absorbed.
+
+        The rate the hub absorbs nodes at is measured: initial syncs acknowledged in the
+        last ``SYNC_RATE_WINDOW`` seconds, never taken as less than ``max_handshakes`` per
+        base delay (also the assumption before anything was measured). With ``waiting``
+        nodes promised a return, the jitter spreads over ``max(base, waiting / rate)``
+        seconds, the time the hub needs to take them all; a fixed window would bring a
+        large fleet back all together, to be refused again (each refusal costs a whole
+        handshake).
+        """
+        now = time.monotonic()
+        promised = self._promised
+        while promised and promised[0] <= now:
+            heapq.heappop(promised)
+        base = self.settings.retry_after
+        floor = max(1, self.settings.max_handshakes) / max(base, MIN_RETRY_BASE)
+        rate = max(floor, self._recent_syncs(now) / SYNC_RATE_WINDOW)
+        spread = max(base, len(promised) / rate)
+        delay = min(MAX_RETRY_AFTER, base + random.random() * spread)
+        heapq.heappush(promised, now + delay)
+        return delay
+
+    def _recent_syncs(self, now: float) -> int:
+        """Initial syncs acknowledged in the last ``SYNC_RATE_WINDOW`` seconds."""
+        synced = self._synced_at
+        while synced and synced[0] < now - SYNC_RATE_WINDOW:
+            synced.popleft()
+        return len(synced)
 
     def open_session(self, node: str, proto: HubProtocol, hello: NodeHello) -> Session:
         """Accept a hello: register the session and queue its initial sync (resume)."""
@@ -455,9 +510,13 @@ class Hub:
                 forgotten,
             )
 
-    def _initial_sync_done(self, session: Session) -> None:
+    def _initial_sync_done(self, session: Session, *, acked: bool = False) -> None:
         if not session.initial_acked:
             session.initial_acked = True
+            if acked:
+                now = time.monotonic()
+                self._synced_at.append(now)
+                self._recent_syncs(now)  # keeps the window bounded
             self.syncing -= 1
             self.metrics.handshakes.set(self.syncing)
 
@@ -493,33 +552,41 @@ class Hub:
         live.acked = revision
         self._acks_dirty.add(session.node)
         if revision >= session.initial_revision:
-            self._initial_sync_done(session)
+            self._initial_sync_done(session, acked=True)
         now = time.monotonic()
         while session.sent_times and session.sent_times[0][0] <= revision:
             _, sent = session.sent_times.popleft()
             self.metrics.fanout_latency.observe(now - sent)
 
     def persist_acks(self) -> None:
-        dirty, self._acks_dirty = self._acks_dirty, set()
-        if not dirty:
+        """Write acked revisions and changed Node statuses, batched in one transaction
+        (called periodically and at shutdown: a reconnect storm would otherwise commit
+        twice per node; the in-memory ``live`` state is what the API shows)."""
+        acked, self._acks_dirty = self._acks_dirty, set()
+        status, self._status_dirty = self._status_dirty, set()
+        if not acked and not status:
             return
         with self.store.transaction():
-            for node in dirty:
+            for node in acked:
                 self.store.set_acked(node, self.live[node].acked)
+            for node in status:
+                if ("Node", node) not in self.resources:
+                    continue  # deleted meanwhile: its status went with it
+                live = self.live[node]
+                self.store.set_status(
+                    "Node",
+                    node,
+                    {
+                        "lastSeen": live.last_seen,
+                        "version": live.version,
+                        "arch": live.arch,
+                        "outbox": live.outbox,
+                        "metrics": live.metrics,
+                    },
+                )
 
     def _persist_node_status(self, node: str) -> None:
-        live = self.live[node]
-        self.store.set_status(
-            "Node",
-            node,
-            {
-                "lastSeen": live.last_seen,
-                "version": live.version,
-                "arch": live.arch,
-                "outbox": live.outbox,
-                "metrics": live.metrics,
-            },
-        )
+        self._status_dirty.add(node)
 
     def _on_uplink(self, session: Session, event: UplinkReceived) -> None:
         """Persist (deduplicated by (node, seq)) and apply in one transaction, then ack."""

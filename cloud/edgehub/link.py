@@ -5,7 +5,8 @@ Authentication happens in the HTTP handshake (``process_request``): a missing or
 ``Authorization: Bearer`` token is 401, a revoked one 403, each with a reason body, before
 any WebSocket exists. The hello's node name must be the token's node. Admission control:
 when ``max_handshakes`` accepted links have not yet acknowledged their initial sync, the
-next hello is answered with retry-after (base delay plus up to 100% jitter) and close 1013,
+next hello is answered with retry-after (the base delay plus jitter spread over a window
+that grows with the nodes already told to come back, ``Hub.retry_delay``) and close 1013,
 so a fleet reconnecting at once spreads out instead of piling up.
 
 Each connection has a reader (frames in, timers) and a writer (the only task that sends):
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import weakref
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +31,10 @@ from edgehub.hub import Hub, Session, hash_token
 from edgenode.protocol import ErrorCode, HubProtocol, NodeHello, ProtocolViolation
 
 LINK_PATH = "/v1/connect"
+LISTEN_BACKLOG = 4096
+"""Pending TCP connections the kernel queues for accept (capped by net.core.somaxconn).
+asyncio's default of 100 drops SYNs when a fleet reconnects at once, and a dropped SYN
+is retried by the client's kernel only after 1, 3, 7, 15... seconds."""
 log = logging.getLogger("edgehub.link")
 
 
@@ -83,16 +87,21 @@ class LinkServer:
         try:
             while proto.close_requested() is None:
                 deadline = proto.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
-                    message = await asyncio.wait_for(ws.recv(), timeout)
+                    # asyncio.timeout, not wait_for: wait_for wraps every recv in a task
+                    # (Python 3.11), a cost paid per frame on every link.
+                    async with asyncio.timeout_at(deadline):
+                        message = await ws.recv()
                 except TimeoutError:
                     proto.tick(loop.time())
                 except ConnectionClosed:
                     break
                 else:
                     hub.metrics.frames_in.inc()
-                    proto.receive_message(message, loop.time())
+                    now = loop.time()
+                    proto.receive_message(message, now)
+                    if deadline is not None and now >= deadline:
+                        proto.tick(now)  # frames kept coming: timers still run
                     if session is not None:
                         hub.seen(node)
                 events = proto.events_received()
@@ -106,11 +115,16 @@ class LinkServer:
                             writer = asyncio.create_task(self._writer(ws, session))
                 if session is not None:
                     hub.handle_events(session, [e for e in events if not isinstance(e, NodeHello)])
-                    session.kick()
+                    # Wake the writer only when there is something to send (most frames
+                    # in are acks, which answer nothing): a task switch per frame saved.
+                    outgoing = proto.data_to_send()
+                    if outgoing or proto.close_requested() is not None:
+                        session.unsent.extend(outgoing)
+                        session.kick()
                 else:
-                    await self._send_all(ws, proto)
+                    await self._send_all(ws, proto.data_to_send())
             if session is None:
-                await self._send_all(ws, proto)
+                await self._send_all(ws, proto.data_to_send())
                 close = proto.close_requested()
                 if close is not None:
                     await ws.close(close.code, close.reason)
@@ -140,15 +154,15 @@ class LinkServer:
             return None
         if hub.over_capacity():
             hub.metrics.rejected_connections.labels("retry-after").inc()
-            delay = hub.settings.retry_after * (1.0 + random.random())
-            proto.send_retry_after(delay, "hub busy: too many concurrent handshakes")
+            proto.send_retry_after(hub.retry_delay(), "hub busy: too many concurrent handshakes")
             return None
         return hub.open_session(node, proto, hello)
 
-    async def _send_all(self, ws: ServerConnection, proto: HubProtocol) -> None:
-        for message in proto.data_to_send():
+    async def _send_all(self, ws: ServerConnection, messages: list[bytes]) -> None:
+        for message in messages:
             await ws.send(message)
-            self.hub.metrics.frames_out.inc()
+        if messages:
+            self.hub.metrics.frames_out.inc(len(messages))
 
     async def _writer(self, ws: ServerConnection, session: Session) -> None:
         """The only sender on an open link: flushes pending changes and protocol output."""
@@ -162,7 +176,10 @@ class LinkServer:
                     and self.hub.sessions.get(session.node) is session
                 ):
                     self.hub.take_outgoing(session)
-                await self._send_all(ws, proto)
+                # What the reader took from the protocol first, then what was made since.
+                messages, session.unsent = session.unsent, []
+                messages.extend(proto.data_to_send())
+                await self._send_all(ws, messages)
                 close = proto.close_requested()
                 if close is not None:
                     await ws.close(close.code, close.reason)
@@ -181,4 +198,5 @@ def server_options(hub: Hub) -> dict[str, Any]:
         "open_timeout": hub.settings.handshake_timeout,
         "ping_interval": None,  # the protocol has its own heartbeats
         "compression": None,
+        "backlog": LISTEN_BACKLOG,
     }

@@ -77,6 +77,7 @@ class SimNode:
                 open_timeout=open_timeout,
                 ssl=self.ssl_context,
                 compression=None,
+                proxy=None,  # no environment scan per connection
             )
         except InvalidStatus as exc:
             result.http_status = exc.response.status_code
@@ -109,25 +110,27 @@ class SimNode:
     async def _drive(self, ws: ClientConnection, proto: NodeProtocol, result: LinkResult) -> None:
         loop = asyncio.get_running_loop()
         while proto.close_requested() is None:
-            await self._flush()
             for event in proto.events_received():
                 self._handle(event, result)
             await self._flush()
             if proto.close_requested() is not None:
                 break
             deadline = proto.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
-                # races a message arriving, and the node then never stops.
-                async with asyncio.timeout(timeout):
+                # Not wait_for: on Python 3.11 it wraps each recv in a task of its own,
+                # and swallows a cancel that races a message arriving (the node then
+                # never stops).
+                async with asyncio.timeout_at(deadline):
                     message = await ws.recv()
             except TimeoutError:
                 proto.tick(loop.time())
             except ConnectionClosed:
                 break
             else:
-                proto.receive_message(message, loop.time())
+                now = loop.time()
+                proto.receive_message(message, now)
+                if deadline is not None and now >= deadline:
+                    proto.tick(now)
         for event in proto.events_received():
             self._handle(event, result)
         await self._flush()

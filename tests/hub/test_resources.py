@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from edgehub import fanout
+from edgehub.hub import Hub, HubSettings
+from edgehub.metrics import HubMetrics
 from edgehub.resources import (
     MAX_RESOURCE_BYTES,
     ResourceError,
@@ -264,3 +266,15 @@ def test_live_changes_become_upserts_or_deletes_per_node(store):
     assert fanout.live_change(entry, "n1", {"env": "b"}) is None
     ((moved, _),) = store.put([validate_document(doc("Config", "c", {"nodeSelector": "env=b"}), 0)])
     assert fanout.live_change(moved, "n1", {"env": "a"}) == Delete("Config/default/c", 2)
+
+
+def test_retry_after_spreads_a_stampede_over_what_the_hub_can_absorb(store):
+    hub = Hub(store, HubSettings(max_handshakes=100, retry_after=1.0), HubMetrics())
+    delays = [hub.retry_delay() for _ in range(2000)]
+    assert all(d >= 1.0 for d in delays)
+    assert max(delays[:10]) <= 2.0  # the first few: base plus up to 100 % jitter
+    # Nothing measured yet: the hub is assumed to take 100 nodes per base delay, so the
+    # 2000 told to come back are spread over about 20 seconds, not brought back at once.
+    assert 15.0 < max(delays[-200:]) <= 1.0 + 2000 / 100 + 0.1
+    late = sorted(delays[-1000:])
+    assert late[len(late) // 2] > 5.0
