@@ -149,8 +149,39 @@ def test_the_demo_tells_the_whole_story_twice_in_a_row_and_leaves_nothing_runnin
     assert (data / "hub" / "admin.token").read_text() != first_token
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_step_that_cannot_happen_stops_the_demo_with_exit_1_saying_which(tmp_path):
+    # No mosquitto_rr on the PATH: step 4 (a device's twin/get with the hub down) cannot run.
+    data = tmp_path / "demo-data"
+    result = subprocess.run(
+        [sys.executable, str(DEMO_PY), "--exit-after-story", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=STORY_TIMEOUT,
+        env={**os.environ, "PATH": str(tmp_path / "empty")},
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "== 4. the hub stops" in result.stdout
+    assert "demo: FAILED: `mosquitto_rr -h 127.0.0.1" in result.stderr
+    assert "mosquitto_rr not found in PATH=" in result.stderr
+    assert f"demo: the logs stay in {data}" in result.stderr
+    assert "demo: every process it started has stopped" in result.stdout
+    assert leftovers(data) == []
+    assert (data / "hub.log").exists()
+
+
+def wait_for_nothing_left(data: Path) -> list[str]:
+    """The demo's processes still running after STOP_TIMEOUT (a SIGTERM takes a moment)."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while (left := leftovers(data)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_signal_while_the_demo_stays_up_stops_every_process_it_started(tmp_path, signum):
+    """SIGINT (Ctrl-C) and SIGTERM: the demo stops everything and exits 0; SIGKILL: its
+    processes get SIGTERM from the kernel (parent-death signal) and stop too."""
     data = tmp_path / "demo-data"
     demo = subprocess.Popen(
         [sys.executable, str(DEMO_PY), "--data", str(data)],
@@ -181,8 +212,11 @@ def test_a_signal_while_the_demo_stays_up_stops_every_process_it_started(tmp_pat
             demo.kill()
             demo.wait()
     text = "".join(output) + rest
+    assert wait_for_nothing_left(data) == []
+    assert [port for port in ports_of(text) if not free(port)] == []
+    if signum == signal.SIGKILL:
+        assert demo.returncode == -signal.SIGKILL
+        return
     assert demo.returncode == 0, text
     assert f"demo: {signal.Signals(signum).name} received, stopping" in text
     assert "demo: every process it started has stopped" in text
-    assert leftovers(data) == []
-    assert [port for port in ports_of(text) if not free(port)] == []
