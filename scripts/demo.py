@@ -139,23 +139,19 @@ class Child:
         assert self.proc is not None
         return self.proc.pid
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self) -> int | None:
-        """SIGTERM to its process group, SIGKILL after STOP_TIMEOUT; its exit status."""
+        """SIGTERM to its process group, SIGKILL after STOP_TIMEOUT; its exit status.
+        (Signals go to the group while its leader lives: once the leader is reaped, its
+        number may belong to someone else.)"""
         if self.proc is None:
             return None
         for signum in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signum)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(STOP_TIMEOUT)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything it left in its group
         code = self.proc.returncode
         self.proc = None
         return code
@@ -179,6 +175,8 @@ def counter_of(item: dict[str, Any]) -> int | None:
 
 
 class Demo:
+    """The processes of one demo run, the story told with them, and their end."""
+
     def __init__(self, data: Path, *, bold: bool) -> None:
         self.data = data
         self.bold = bold
