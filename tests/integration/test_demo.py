@@ -178,7 +178,9 @@ def wait_for_nothing_left(data: Path) -> list[str]:
     return left
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"]
+)
 def test_a_signal_while_the_demo_stays_up_stops_every_process_it_started(tmp_path, signum):
     """SIGINT (Ctrl-C) and SIGTERM: the demo stops everything and exits 0; SIGKILL: its
     processes get SIGTERM from the kernel (parent-death signal) and stop too."""
