@@ -189,6 +189,8 @@ class Demo:
         self.token = ""
         self.told = False
         """The story ran to its end."""
+        self.locked = False
+        """This run holds ``demo.pid`` (and removes it at the end)."""
 
     # -- output -------------------------------------------------------------------------
 
@@ -508,6 +510,7 @@ class Demo:
         shutil.rmtree(self.data, ignore_errors=True)  # every run tells the story from scratch
         (self.data / "devices").mkdir(parents=True)
         lock.write_text(f"{os.getpid()}\n")
+        self.locked = True
 
     def story(self) -> None:
         thermo, thermo_node = THERMOSTAT
@@ -789,8 +792,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         demo.stop_all()
-        with contextlib.suppress(OSError):
-            (demo.data / "demo.pid").unlink()
+        if demo.locked:
+            with contextlib.suppress(OSError):
+                (demo.data / "demo.pid").unlink()
         print("demo: every process it started has stopped", flush=True)
     return code
 

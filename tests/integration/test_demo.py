@@ -207,6 +207,20 @@ def test_a_signal_while_the_demo_stays_up_stops_every_process_it_started(tmp_pat
         assert demo.poll() is None, "the demo did not stay up"
         running = leftovers(data)
         assert len(running) == 8, running  # 2 brokers, the hub, 2 nodes, 2 devices, the demo
+        # A second demo on the same data directory is refused; the first is untouched.
+        second = subprocess.run(
+            [sys.executable, str(DEMO_PY), "--exit-after-story", "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=STORY_TIMEOUT,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"demo: FAILED: a demo is already running on {data} (pid {demo.pid})" in (
+            second.stderr
+        )
+        assert (data / "demo.pid").read_text() == f"{demo.pid}\n"
+        assert leftovers(data) == running
         demo.send_signal(signum)
         rest, _ = demo.communicate(timeout=STOP_TIMEOUT)
     finally:
