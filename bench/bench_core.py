@@ -8,6 +8,9 @@ Workloads (from the foundation issue):
 - router: 10,000 filters (mixed exact / ``+`` / ``#``), 1,000,000 topics matched
   with ``match_many`` in batches of 1,000;
 - twin: ``delta`` on a ~1.2 KB document with 3 changed leaves;
+- report: a device report through ``DeviceTwin.apply_report`` + ``commit`` on a ~1.2 KB
+  twin (payload bytes -> parse -> limits -> merge -> stamp -> delta -> the reply, delta,
+  outbox record and stored document bytes), 1-3 leaves changed per report;
 - outbox: append 1,000,000 messages of 200 bytes in batches of 100 durably
   (``synchronous="full"``), then read (``peek``) and acknowledge them all; bytes
   written to disk per message from /proc/self/io.
@@ -175,6 +178,68 @@ def bench_twin(core: ModuleType, iterations: int, repeats: int) -> dict[str, Any
     }
 
 
+# ---------------------------------------------------------------- report ----
+
+REPORT_PAYLOADS = 1000
+"""Distinct report payloads cycled through (each changes 1-3 leaves of the twin)."""
+
+
+def report_payloads(count: int) -> list[bytes]:
+    """Small device reports as a device sends them: 1-3 changed leaves and a token."""
+    payloads = []
+    for i in range(count):
+        reported: dict[str, Any] = {"display": {"brightness": i % 100}}
+        if i % 3 >= 1:
+            reported["sampling"] = {"channel3": {"rate_hz": 20 + i % 7}}
+        if i % 3 == 2:
+            reported["firmware"] = {"version": f"2.4.{i % 5}"}
+        payloads.append(json.dumps({"reported": reported, "clientToken": f"t-{i}"}).encode())
+    return payloads
+
+
+def report_twin(core: ModuleType) -> Any:
+    """A device twin holding the ~1.2 KB desired and reported documents."""
+    desired, reported = twin_documents()
+    twin = core.DeviceTwin("sensor-1")
+    twin.set_desired(json.dumps(desired).encode(), 1.0)
+    twin.commit()
+    twin.apply_report(json.dumps({"reported": reported}).encode(), 2.0)
+    twin.commit()
+    return twin
+
+
+def bench_report(core: ModuleType, iterations: int, repeats: int) -> dict[str, Any]:
+    payloads = report_payloads(REPORT_PAYLOADS)
+    twin = report_twin(core)
+    document_bytes = len(twin.document())
+
+    def run() -> float:
+        apply, commit = twin.apply_report, twin.commit
+        start = time.perf_counter()
+        for i in range(iterations):
+            outcome = apply(payloads[i % REPORT_PAYLOADS], 1000.0 + i)
+            if outcome.code:
+                raise RuntimeError(f"benchmark report rejected: {outcome.message}")
+            commit()
+        return time.perf_counter() - start
+
+    seconds, samples = median_of(repeats, run)
+    # A fresh twin fed the same reports: its outputs are compared across backends.
+    check = report_twin(core)
+    outputs = [check.apply_report(p, 3.0 + n) for n, p in enumerate(payloads[:50])]
+    check.commit()
+    return {
+        "document_bytes": document_bytes,
+        "payload_bytes": statistics.mean(len(p) for p in payloads),
+        "outputs": [[o.reply, o.delta, o.twin_uplink, o.document] for o in outputs],
+        "iterations": iterations,
+        "seconds": seconds,
+        "samples": samples,
+        "microseconds_per_report": seconds / iterations * 1e6,
+        "reports_per_second": iterations / seconds,
+    }
+
+
 # ---------------------------------------------------------------- outbox ----
 
 
@@ -281,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         name: bench_twin(core, int(100_000 * scale), args.repeats)
         for name, core in backends.items()
     }
+    results["report"] = {
+        name: bench_report(core, int(100_000 * scale), args.repeats)
+        for name, core in backends.items()
+    }
+    if results["report"]["rust"].pop("outputs") != results["report"]["python"].pop("outputs"):
+        raise RuntimeError("the backends disagree on the benchmark report outputs")
     results["outbox"] = {
         name: bench_outbox(core, int(1_000_000 * scale) // 100 * 100, args.repeats)
         for name, core in backends.items()
@@ -291,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     router_r, router_p = results["router"]["rust"], results["router"]["python"]
     twin_r, twin_p = results["twin"]["rust"], results["twin"]["python"]
     out_r, out_p = results["outbox"]["rust"], results["outbox"]["python"]
+    rep_r, rep_p = results["report"]["rust"], results["report"]["python"]
     results["ratios"] = {
+        "report_rust_over_python": ratio(rep_r["reports_per_second"], rep_p["reports_per_second"]),
         "router_rust_over_python": ratio(
             router_r["topics_per_second"], router_p["topics_per_second"]
         ),
@@ -315,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
             twin_r["deltas_per_second"],
             twin_p["deltas_per_second"],
             "1.5x python",
+        ),
+        (
+            "device report (reports/s)",
+            rep_r["reports_per_second"],
+            rep_p["reports_per_second"],
+            "5x python",
         ),
         (
             "outbox append (msgs/s)",
@@ -343,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         f"twin delta: rust {twin_r['microseconds_per_delta']:.2f} us, "
         f"python {twin_p['microseconds_per_delta']:.2f} us"
         f" on a {twin_r['document_bytes']}-byte document"
+    )
+    print(
+        f"device report: rust {rep_r['microseconds_per_report']:.2f} us, "
+        f"python {rep_p['microseconds_per_report']:.2f} us"
+        f" on a {rep_r['document_bytes']}-byte stored twin"
     )
     for name, stats in results["outbox"].items():
         written = stats["disk_bytes_written_per_message"]

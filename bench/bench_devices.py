@@ -1,15 +1,27 @@
 """Benchmark of the device layer: twin reports through Mosquitto -> node -> outbox.
 
-A real ``mosquitto`` on a free port, the node's DeviceLayer in its own process (so its
-CPU time is its own, from ``getrusage``), N simulated devices (aiomqtt clients in this
-process) each sending M twin reports with QoS 1 as fast as the broker takes them, and,
-side by side, a plain ``mosquitto_sub`` on the same stream: the broker's own ceiling.
+A real ``mosquitto`` on a free port, the node's DeviceLayer in its own process (a SQLite
+store in a temporary directory, ``synchronous=normal``), N simulated devices (aiomqtt
+clients, one connection each, in this process) sending twin reports with QoS 1. Each
+report is merged into the device's twin, stored, appended to the outbox and answered; the
+node acknowledges it to the broker only after that (docs/device-api.md, "Delivery").
 
-Reported: reports/s handled by the node (each one merged into the twin, stored with
-``put_twin``, appended to the outbox and answered), the node's CPU seconds per 1,000
-reports, and the latency from a device's publish to the node's ``accepted`` reply
-(p50/p99; the reply is published after the outbox append, so this bounds
-publish-to-outbox). Speed is measured here, never asserted in tests.
+Two measurements per N:
+
+- **Backlog** (throughput): the devices publish N x R reports while the node is down (its
+  persistent session queues them); then a plain ``mosquitto_sub`` with its own persistent
+  session drains the same backlog (the broker's own ceiling for one QoS 1 subscriber), and
+  then the node drains it. Node reports/s is counted from its first outbox append to its
+  last; its CPU time over the same span comes from psutil on the node process. The
+  simulated devices cannot be the bottleneck here: they are done before either starts.
+- **Paced** (latency): the node runs, the devices publish at a fixed total rate below its
+  capacity; latency is from the device's publish call to the node's outbox append of that
+  report (both ``time.monotonic()``, one clock for every process), p50 and p99.
+
+``--sweep 1,10,100,1000`` runs every N and writes them together (bench/results/devices.json);
+without it one N runs. Speed is measured here, never asserted in tests
+(tests/integration/devices/test_device_bus.py runs a tiny workload so the script cannot
+rot).
 """
 
 from __future__ import annotations
@@ -19,27 +31,38 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psutil
 
 from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
 from edgenode.store import Store
 
 READY = "node ready"
-TIMEOUT = 120.0
+TIMEOUT = 300.0
+"""Seconds any one phase (publishing, a drain) may take before the run fails."""
 WINDOW = 50
-"""Reports a device has in flight (published, PUBACK not yet seen)."""
+"""Reports a device has in flight (published, broker's PUBACK not yet seen)."""
+CONNECT_CONCURRENCY = 100
+"""Device connections opened at once (1,000 at once would only queue in the kernel)."""
+CLIENT_ID = "bench-node"
+CEILING_ID = "bench-ceiling"
+REPORT_TOPIC = "$edge/devices/{}/twin/update"
+DESIRED: dict[str, Any] = {"mode": "eco", "target": 21}
+DEFAULT_BACKLOG = 20_000
+"""Reports in a sweep's backlog, whatever N (each device sends backlog / N)."""
+DEFAULT_RATE = 500.0
+DEFAULT_PACED_SECONDS = 5.0
 
 
 def free_port() -> int:
@@ -48,89 +71,144 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def report(device: str, seq: int) -> bytes:
+    body = {"reported": {"temperature": 20 + seq % 7, "seq": seq}, "clientToken": str(seq)}
+    return json.dumps(body).encode()
 
 
 # --------------------------------------------------------------------- node ----
 
 
-async def node_main(port: int, db: str, devices: int) -> None:
+async def node_main(port: int, db: str, devices: int, expect: int) -> None:
+    """Serve until ``expect`` reports are in the outbox (0: connect once and stop), then
+    print when each was appended and the CPU time between the first and last append."""
     store = Store(db)
-    specs = [DeviceSpec(f"dev{i}", {"mode": "eco", "target": 21}) for i in range(devices)]
+    specs = [DeviceSpec(f"dev{i}", DESIRED) for i in range(devices)]
+    me = psutil.Process()
+    appended: list[tuple[float, bytes]] = []
+    done = asyncio.Event()
+    cpu_at_first = 0.0
 
     def enqueue(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
-        return store.append(payload, priority, ttl, coalesce_key=key)
+        nonlocal cpu_at_first
+        if not appended:
+            cpu_at_first = cpu_seconds(me)
+        seq = store.append(payload, priority, ttl, coalesce_key=key)
+        appended.append((time.monotonic(), payload))
+        if len(appended) >= expect:
+            done.set()
+        return seq
 
-    settings = MqttSettings(port=port, client_id="bench-node")
+    settings = MqttSettings(port=port, client_id=CLIENT_ID)
     layer = DeviceLayer(store, settings, specs, [], enqueue)
     task = asyncio.get_running_loop().create_task(layer.run())
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await asyncio.wait_for(layer.connected.wait(), 10)
-    start = cpu_seconds()
+    await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
-    await stop.wait()
-    cpu = cpu_seconds() - start
+    if expect:
+        await asyncio.wait_for(done.wait(), TIMEOUT)
+    cpu = cpu_seconds(me) - cpu_at_first
+    stats = layer.stats()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     store.close()
-    print(json.dumps({"cpu_seconds": cpu, "stats": layer.stats()}), flush=True)
+    appends = []
+    for at, payload in appended:
+        record = json.loads(payload)
+        appends.append((record["device"], record["reported"]["seq"], at))
+    print(json.dumps({"cpu_seconds": cpu, "stats": stats, "appends": appends}), flush=True)
+
+
+class Node:
+    """The node process of one measurement."""
+
+    def __init__(self, port: int, db: Path, devices: int, expect: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--node", "--port", str(port), "--db", str(db),
+             "--devices", str(devices), "--expect", str(expect)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != READY:
+            raise RuntimeError("the node did not start")
+
+    def result(self) -> dict[str, Any]:
+        out, _ = self.process.communicate(timeout=TIMEOUT)
+        if self.process.returncode != 0:
+            raise RuntimeError(f"the node failed ({self.process.returncode})")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 # ------------------------------------------------------------------ devices ----
 
 
-async def device(
-    port: int, name: str, reports: int, latencies: list[float], interval: float
-) -> None:
-    """Send ``reports`` reports: in windows of WINDOW as fast as possible, or one every
-    ``interval`` seconds (paced, for latency below saturation)."""
-    sent: dict[str, float] = {}
-    done = asyncio.Event()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-{name}") as client:
+async def connected_devices(
+    port: int, names: Iterable[str], stack: contextlib.AsyncExitStack
+) -> dict[str, aiomqtt.Client]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    clients: dict[str, aiomqtt.Client] = {}
+
+    async def connect(name: str) -> None:
+        client = aiomqtt.Client("127.0.0.1", port, identifier=f"bench-{name}", timeout=60)
         client.pending_calls_threshold = 10 * WINDOW
-        await client.subscribe(f"$edge/devices/{name}/twin/update/accepted", qos=1)
-        answered = 0
+        async with gate:
+            clients[name] = await stack.enter_async_context(client)
 
-        async def replies() -> None:
-            nonlocal answered
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                token = json.loads(message.payload)["clientToken"]
-                latencies.append(time.perf_counter() - sent.pop(token))
-                answered += 1
-                if answered == reports:
-                    done.set()
+    await asyncio.gather(*(connect(name) for name in names))
+    return clients
 
-        reader = asyncio.get_running_loop().create_task(replies())
-        topic = f"$edge/devices/{name}/twin/update"
-        if interval:
-            start = time.perf_counter()
-            pending = []
-            for seq in range(reports):
-                token = str(seq)
-                body = {"reported": {"temperature": 20 + seq % 7, "seq": seq}, "clientToken": token}
-                sent[token] = time.perf_counter()
-                pending.append(
-                    asyncio.ensure_future(client.publish(topic, json.dumps(body), qos=1))
+
+async def publish_backlog(port: int, devices: int, reports: int) -> None:
+    """Every device sends ``reports`` reports, WINDOW in flight at a time."""
+
+    async def one(name: str, client: aiomqtt.Client) -> None:
+        topic = REPORT_TOPIC.format(name)
+        for first in range(0, reports, WINDOW):
+            await asyncio.gather(
+                *(
+                    client.publish(topic, report(name, seq), qos=1)
+                    for seq in range(first, min(first + WINDOW, reports))
                 )
-                await asyncio.sleep(max(0.0, start + (seq + 1) * interval - time.perf_counter()))
-            await asyncio.gather(*pending)
-        for first in range(0, reports if not interval else 0, WINDOW):
-            publishes = []
-            for seq in range(first, min(first + WINDOW, reports)):
-                token = str(seq)
-                body = {"reported": {"temperature": 20 + seq % 7, "seq": seq}, "clientToken": token}
-                sent[token] = time.perf_counter()
-                publishes.append(client.publish(topic, json.dumps(body), qos=1))
-            await asyncio.gather(*publishes)
-        await asyncio.wait_for(done.wait(), TIMEOUT)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await reader
+            )
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await connected_devices(port, [f"dev{i}" for i in range(devices)], stack)
+        await asyncio.gather(*(one(name, client) for name, client in clients.items()))
+
+
+async def publish_paced(
+    port: int, devices: int, total: int, rate: float, sent: dict[tuple[str, int], float]
+) -> None:
+    """``total`` reports at ``rate`` per second, device after device (round robin)."""
+    async with contextlib.AsyncExitStack() as stack:
+        names = [f"dev{i}" for i in range(devices)]
+        clients = await connected_devices(port, names, stack)
+        pending = []
+        start = time.monotonic()
+        for k in range(total):
+            name, seq = names[k % devices], k // devices
+            sent[(name, seq)] = time.monotonic()
+            pending.append(
+                asyncio.ensure_future(
+                    clients[name].publish(REPORT_TOPIC.format(name), report(name, seq), qos=1)
+                )
+            )
+            await asyncio.sleep(max(0.0, start + (k + 1) / rate - time.monotonic()))
+        await asyncio.gather(*pending)
+
+
+# --------------------------------------------------------------------- runs ----
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -138,16 +216,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(devices: int, reports: int, rate: float, workdir: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def broker(workdir: Path, max_inflight: int) -> Any:
     port = free_port()
     config = workdir / "mosquitto.conf"
     config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 100000\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        f"max_queued_messages 0\nmax_inflight_messages {max_inflight}\n"
     )
-    broker = subprocess.Popen(
+    process = subprocess.Popen(
         ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    node = ceiling = None
     try:
         deadline = time.monotonic() + 5
         while True:
@@ -158,68 +237,106 @@ def run(devices: int, reports: int, rate: float, workdir: Path) -> dict[str, Any
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        node = subprocess.Popen(
-            [sys.executable, __file__, "--node", "--port", str(port),
-             "--db", str(workdir / "node.db"), "--devices", str(devices)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        assert node.stdout is not None
-        if node.stdout.readline().strip() != READY:
-            raise RuntimeError("the node did not start")
-        total = devices * reports
-        ceiling = subprocess.Popen(
-            ["mosquitto_sub", "-p", str(port), "-q", "1", "-C", str(total),
-             "-t", "$edge/devices/+/twin/update"],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(0.3)  # let it subscribe
-        latencies: list[float] = []
-
-        async def devices_main() -> None:
-            await asyncio.gather(
-                *(
-                    device(port, f"dev{i}", reports, latencies, devices / rate if rate else 0.0)
-                    for i in range(devices)
-                )
-            )
-
-        started = time.perf_counter()
-        asyncio.run(devices_main())
-        node_elapsed = time.perf_counter() - started
-        ceiling.wait(timeout=TIMEOUT)
-        ceiling_elapsed = time.perf_counter() - started
-        node.send_signal(signal.SIGTERM)
-        out, _ = node.communicate(timeout=30)
-        node_report = json.loads(out.strip().splitlines()[-1])
+        yield port
     finally:
-        for process in (ceiling, node, broker):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-    stats = node_report["stats"]
+        process.kill()
+        process.wait(timeout=10)
+
+
+def ceiling_command(port: int, *extra: str) -> list[str]:
+    return ["mosquitto_sub", "-p", str(port), "-q", "1", "-c", "-i", CEILING_ID,
+            "-t", REPORT_TOPIC.format("+"), *extra]  # fmt: skip
+
+
+def backlog_run(devices: int, reports: int, workdir: Path, max_inflight: int) -> dict[str, Any]:
+    total = devices * reports
+    db = workdir / f"backlog-{devices}.db"
+    with broker(workdir, max_inflight) as port:
+        # Both persistent sessions exist before the devices publish: the broker queues.
+        Node(port, db, devices, 0).result()
+        subprocess.run(ceiling_command(port, "-E"), check=True, timeout=30)
+        asyncio.run(asyncio.wait_for(publish_backlog(port, devices, reports), TIMEOUT))
+        started = time.perf_counter()
+        subprocess.run(
+            ceiling_command(port, "-C", str(total)),
+            check=True,
+            timeout=TIMEOUT,
+            stdout=subprocess.DEVNULL,
+        )
+        ceiling_s = time.perf_counter() - started
+        node = Node(port, db, devices, total)
+        try:
+            result = node.result()
+        finally:
+            node.kill()
+    times = [at for _, _, at in result["appends"]]
+    span = max(times) - min(times)
+    stats = result["stats"]
     return {
-        "backend": backend,
-        "mode": f"paced at {rate:g} reports/s" if rate else "saturated",
-        "devices": devices,
         "reports": total,
         "accepted": stats.get("updates_accepted", 0),
         "outbox_appends": stats.get("uplinks", 0),
-        "node_reports_per_s": total / node_elapsed,
-        "broker_ceiling_msgs_per_s": total / ceiling_elapsed,
-        "node_cpu_s_per_1000": 1000 * node_report["cpu_seconds"] / total,
+        "node_reports_per_s": (total - 1) / span if span > 0 else None,
+        "broker_ceiling_msgs_per_s": total / ceiling_s,
+        "node_cpu_s_per_1000": 1000 * result["cpu_seconds"] / total,
+    }
+
+
+def paced_run(
+    devices: int, total: int, rate: float, workdir: Path, max_inflight: int
+) -> dict[str, Any]:
+    db = workdir / f"paced-{devices}.db"
+    sent: dict[tuple[str, int], float] = {}
+    with broker(workdir, max_inflight) as port:
+        node = Node(port, db, devices, total)
+        try:
+            asyncio.run(asyncio.wait_for(publish_paced(port, devices, total, rate, sent), TIMEOUT))
+            result = node.result()
+        finally:
+            node.kill()
+    latencies = [at - sent[(device, seq)] for device, seq, at in result["appends"]]
+    return {
+        "paced_rate": rate,
+        "paced_reports": total,
+        "paced_node_cpu_s_per_1000": 1000 * result["cpu_seconds"] / total,
         "latency_p50_ms": 1000 * percentile(latencies, 0.5),
         "latency_p99_ms": 1000 * percentile(latencies, 0.99),
-        "latency_mean_ms": 1000 * statistics.fmean(latencies),
+        "latency_max_ms": 1000 * max(latencies),
     }
+
+
+def run(
+    devices: int,
+    reports: int,
+    rate: float,
+    paced_reports: int,
+    workdir: Path,
+    max_inflight: int,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"devices": devices, "max_inflight_messages": max_inflight}
+    result |= backlog_run(devices, reports, workdir, max_inflight)
+    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight)
+    return result
+
+
+def show(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        shown = f"{value:,.2f}" if isinstance(value, float) else str(value)
+        print(f"{key:28} {shown}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
-    parser.add_argument("--reports", type=int, default=500, help="reports per device")
+    parser.add_argument("--reports", type=int, default=500, help="backlog reports per device")
+    parser.add_argument("--sweep", help="comma-separated N: each sends backlog/N reports")
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG)
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="paced reports/s")
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="total reports/s (0: as fast as possible)"
+        "--paced-reports", type=int, help=f"default: {DEFAULT_PACED_SECONDS:g} s at --rate"
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=20, help="Mosquitto's max_inflight_messages"
     )
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
@@ -227,17 +344,30 @@ def main() -> None:
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.node:
-        asyncio.run(node_main(args.port, args.db, args.devices))
+        asyncio.run(node_main(args.port, args.db, args.devices, args.expect))
         return
+    # A single run paces as many reports as its backlog had (the smoke test stays quick).
+    paced = args.paced_reports or (
+        int(args.rate * DEFAULT_PACED_SECONDS) if args.sweep else args.devices * args.reports
+    )
+    sizes = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.devices]
+    runs = []
     with tempfile.TemporaryDirectory() as workdir:
-        result = run(args.devices, args.reports, args.rate, Path(workdir))
-    for key, value in result.items():
-        shown = f"{value:,.2f}" if isinstance(value, float) else str(value)
-        print(f"{key:28} {shown}")
+        for n in sizes:
+            reports = max(1, args.backlog // n) if args.sweep else args.reports
+            result = run(n, reports, args.rate, paced, Path(workdir), args.max_inflight)
+            show(result)
+            runs.append(result)
+    output: dict[str, Any] = {
+        "backend": backend,
+        "load_average": os.getloadavg(),
+        **({"runs": runs} if args.sweep else runs[0]),
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.write_text(json.dumps(output, indent=2) + "\n")
     if os.environ.get("BENCH_QUIET") is None:
         print(f"written to {args.output}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections import deque
@@ -53,6 +54,8 @@ SNAPSHOT_AFTER_REVISIONS = 1000
 """A node further behind than this gets a snapshot instead of the log since its revision."""
 MAX_UPLINK_PAYLOAD_DEPTH = 32
 UPLINK_KINDS = ("status", "twin", "device-state", "telemetry")
+
+log = logging.getLogger("edgehub.hub")
 
 
 def hash_token(token: str) -> str:
@@ -396,6 +399,8 @@ class Hub:
             old.proto.send_error(ErrorCode.REPLACED, "a newer connection of this node")
             old.kick()
         session = Session(node, proto)
+        if hello.next_seq is not None:
+            self._forget_previous_life(node, hello.next_seq)
         proto.accept(self.revision)
         labels = labels_of(self._node_body(node))
         compacted = self.store.compacted_revision()
@@ -434,6 +439,21 @@ class Hub:
         self.metrics.connected_nodes.set(len(self.sessions))
         self._persist_node_status(node)
         return session
+
+    def _forget_previous_life(self, node: str, next_seq: int) -> None:
+        """A live outbox never reuses a sequence number, so sequences at or above the
+        node's next one were seen from an earlier life of its store (a restored backup,
+        an empty new file): forget them, or its new records would be dropped as
+        duplicates for the whole dedupe window."""
+        forgotten = self.store.forget_uplink_from(node, next_seq)
+        if forgotten:
+            log.warning(
+                "node %s: its outbox restarted at sequence %d (restored backup or new "
+                "store); forgot %d sequence numbers seen before",
+                node,
+                next_seq,
+                forgotten,
+            )
 
     def _initial_sync_done(self, session: Session) -> None:
         if not session.initial_acked:

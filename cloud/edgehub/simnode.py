@@ -61,6 +61,8 @@ class SimNode:
     proto: NodeProtocol | None = None
     ws: ClientConnection | None = None
     on_change: Callable[[SimNode], None] | None = None
+    next_seq: int | None = None
+    """Sent in hello as the outbox's next sequence number (as ``edgenode run`` does)."""
 
     async def run_once(self, open_timeout: float = 10.0) -> LinkResult:
         result = LinkResult()
@@ -81,7 +83,14 @@ class SimNode:
             result.http_body = exc.response.body.decode(errors="replace")
             return result
         self.ws = ws
-        proto = NodeProtocol(self.name, "simnode 1", self.revision, loop.time(), self.config)
+        proto = NodeProtocol(
+            self.name,
+            "simnode 1",
+            self.revision,
+            loop.time(),
+            self.config,
+            next_seq=self.next_seq,
+        )
         self.proto = proto
         try:
             with contextlib.suppress(ConnectionClosed):
@@ -109,7 +118,10 @@ class SimNode:
             deadline = proto.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                message = await asyncio.wait_for(ws.recv(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+                # races a message arriving, and the node then never stops.
+                async with asyncio.timeout(timeout):
+                    message = await ws.recv()
             except TimeoutError:
                 proto.tick(loop.time())
             except ConnectionClosed:

@@ -134,6 +134,7 @@ class HubStore(Protocol):
     def set_status(self, kind: str, name: str, status: dict[str, Any]) -> None: ...
     def all_status(self, kind: str) -> dict[str, dict[str, Any]]: ...
     def record_uplink(self, node: str, sequences: list[int]) -> set[int]: ...
+    def forget_uplink_from(self, node: str, seq: int) -> int: ...
     def add_telemetry(self, node: str, device: str, body: dict[str, Any]) -> None: ...
     def telemetry(self, device: str, after_id: int, limit: int) -> list[TelemetryRecord]: ...
     def prune(self, max_bytes: int, max_age: float, dedupe_age: float) -> int: ...
@@ -366,6 +367,22 @@ class SqliteHubStore:
                 if cursor.rowcount:
                     fresh.add(seq)
         return fresh
+
+    def forget_uplink_from(self, node: str, seq: int) -> int:
+        """Forget the node's sequences ``>= seq`` (its store restarted below them: a
+        restored backup or a new file); how many were forgotten."""
+        db = self._db
+        seen = db.execute(
+            "SELECT 1 FROM uplink_seen WHERE node = ? AND seq >= ? LIMIT 1", (node, seq)
+        ).fetchone()
+        if seen is None:  # the usual case: a read, no write on every handshake
+            return 0
+        with self.transaction():
+            return int(
+                db.execute(
+                    "DELETE FROM uplink_seen WHERE node = ? AND seq >= ?", (node, seq)
+                ).rowcount
+            )
 
     def add_telemetry(self, node: str, device: str, body: dict[str, Any]) -> None:
         text = _dumps(body)

@@ -56,6 +56,61 @@ def delta(desired: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
 def stamp(meta: dict[str, Any], patch: dict[str, Any], now: float) -> dict[str, Any]:
     """Per-key timestamp metadata after ``patch`` (see edgenode._pure.twin)."""
 
+# -------------------------------------------------------------- devtwin ----
+
+MAX_PAYLOAD_BYTES: Final[int]  # 4 MiB: larger report payloads are rejected unread
+PARSE_MAX_DEPTH: Final[int]  # 64: deeper payloads are "too deep to parse"
+
+class ReportOutcome:
+    """What a DeviceTwin mutator decided; ``code`` 0 is accepted (see _pure/devtwin.py).
+
+    ``delta``: None leaves the retained delta, ``b""`` clears it, else publish it.
+    ``document``: the twin document to store before acting (None: nothing changed).
+    """
+
+    @property
+    def code(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def reply(self) -> bytes: ...
+    @property
+    def changed(self) -> bool: ...
+    @property
+    def ack_changed(self) -> bool: ...
+    @property
+    def delta(self) -> bytes | None: ...
+    @property
+    def twin_uplink(self) -> bytes | None: ...
+    @property
+    def ack_uplink(self) -> bytes | None: ...
+    @property
+    def document(self) -> bytes | None: ...
+
+class DeviceTwin:
+    """One device's twin on bytes (report payload in; replies, delta, uplink records and
+    the stored document out). Mutators prepare; ``commit()`` makes the prepared state
+    current once its document is stored. ValueError if ``stored`` is not a twin document
+    of format 1; ``now`` is a finite int or float (TypeError / ValueError)."""
+
+    def __init__(self, device: str, stored: bytes | None = None) -> None: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def desired_version(self) -> int: ...
+    @property
+    def reported_version(self) -> int: ...
+    def document(self) -> bytes: ...
+    def commit(self) -> None: ...
+    def delta_message(self) -> bytes | None: ...
+    def view(self, now: float, token: str | None = None) -> bytes: ...
+    def set_state(self, value: str, now: float) -> bytes | None: ...
+    def set_desired(self, desired: bytes, now: float, merge: bool = False) -> ReportOutcome:
+        """TwinError / TwinLimitError as the twin engine's merge_patch raises them."""
+    def apply_report(self, payload: bytes, now: float) -> ReportOutcome: ...
+
 # ----------------------------------------------------------------- store ----
 
 SCHEMA_VERSION: Final[int]  # 2; PRAGMA user_version of the files this build writes
@@ -86,6 +141,8 @@ class Store:
         """Store time in seconds: monotonic within a run, carried across restarts."""
     # desired-state cache
     def applied_revision(self) -> int: ...
+    def next_seq(self) -> int:
+        """The sequence number the next appended outbox record gets (1 in a new file)."""
     def apply_changes(
         self, changes: Sequence[tuple[str, int, bytes | None]], revision: int
     ) -> None:

@@ -193,6 +193,40 @@ def test_the_acked_revision_is_recorded_per_node_and_survives_a_restart(hub):
     assert hub.call("GET", "/v1/nodes/a")[1]["status"]["revision"] == 3
 
 
+def test_a_node_whose_store_restarted_numbering_is_not_dropped_as_duplicates(hub):
+    """A restored backup or a new node.db numbers its outbox from a lower sequence again:
+    the hello's next sequence tells the hub to forget what it saw at and above it."""
+    token = hub.node_add("a")
+    hub.apply(DEVICE.format(name="d", node="a"))
+
+    def telemetry(seq: int, value: str) -> UplinkRecord:
+        body = {"kind": "telemetry", "device": "d", "data": {"v": value}}
+        return UplinkRecord(seq, 1, json.dumps(body).encode())
+
+    async def scenario() -> None:
+        a = SimNode(hub.link, token, "a", next_seq=1)
+        task = await start(a)
+        await a.send_uplink([telemetry(1, "old-1"), telemetry(2, "old-2"), telemetry(3, "old-3")])
+        await a.wait_until(lambda: a.acked_uplink >= {1, 2, 3})
+        await stop(task)
+        a.next_seq, a.acked_uplink = 4, set()  # the same store, a lost ack: a resend
+        task = await start(a)
+        await a.send_uplink([telemetry(3, "old-3")])
+        await a.wait_until(lambda: 3 in a.acked_uplink)
+        await stop(task)
+        # The node's store was restored from a backup taken when next_seq was 2.
+        a.next_seq, a.acked_uplink = 2, set()
+        task = await start(a)
+        await a.send_uplink([telemetry(2, "new-2"), telemetry(3, "new-3")])
+        await a.wait_until(lambda: a.acked_uplink >= {2, 3})
+        await stop(task)
+
+    asyncio.run(scenario())
+    _, body = hub.call("GET", "/v1/devices/d/telemetry")
+    values = [item["record"]["data"]["v"] for item in body["items"]]
+    assert values == ["old-1", "old-2", "old-3", "new-2", "new-3"]
+
+
 def test_uplink_is_persisted_deduplicated_by_sequence_then_acked(hub):
     token = hub.node_add("a")
     hub.apply(DEVICE.format(name="d", node="a"))

@@ -193,6 +193,15 @@ def test_uplink_dedupe_reports_only_new_sequences(store):
     assert store.record_uplink("n2", [1]) == {1}
 
 
+def test_forgetting_a_nodes_sequences_from_a_point_keeps_the_lower_ones_and_other_nodes(store):
+    store.record_uplink("n1", [1, 2, 3, 4])
+    store.record_uplink("n2", [3, 4])
+    assert store.forget_uplink_from("n1", 3) == 2
+    assert store.forget_uplink_from("n1", 3) == 0
+    assert store.record_uplink("n1", [2, 3, 4]) == {3, 4}
+    assert store.record_uplink("n2", [3, 4]) == set()
+
+
 def _resume(store, node, since, labels):
     return fanout.resume(
         node,

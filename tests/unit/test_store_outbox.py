@@ -39,6 +39,20 @@ def test_sequence_numbers_are_never_reused_after_everything_was_acked_and_reopen
     assert store.outbox_stats(now=0)["next_seq"] == 5
 
 
+def test_next_seq_names_the_sequence_number_of_the_next_append_and_survives_reopening(
+    core, tmp_path
+):
+    store = open_store(core, tmp_path)
+    assert store.next_seq() == 1
+    store.append_many([(b"x", 5, None)] * 3, now=0)
+    assert store.next_seq() == 4
+    store.ack_ranges([(1, 3)])
+    store.close()
+    store = open_store(core, tmp_path)
+    assert store.next_seq() == 4 == store.outbox_stats(now=0)["next_seq"]
+    assert store.append(b"y", now=0) == 4
+
+
 def test_append_many_of_nothing_returns_an_empty_list_and_uses_no_sequence(core, tmp_path):
     store = open_store(core, tmp_path)
     assert store.append_many([], now=0) == []

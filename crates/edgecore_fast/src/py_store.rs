@@ -252,6 +252,10 @@ impl PyStore {
         self.with(py, |s| Ok(s.applied_revision()))
     }
 
+    fn next_seq(&self, py: Python<'_>) -> PyResult<i64> {
+        self.with(py, |s| Ok(s.next_seq()))
+    }
+
     fn apply_changes(
         &self,
         py: Python<'_>,

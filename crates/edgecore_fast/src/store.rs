@@ -428,6 +428,13 @@ impl Store {
         self.meta.applied_revision
     }
 
+    /// The sequence number the next appended outbox record gets. It only grows while this
+    /// file lives; a restored backup or a new file starts lower, which the hub uses to
+    /// forget the sequence numbers of the node's previous life (see docs/protocol.md).
+    pub fn next_seq(&self) -> i64 {
+        self.meta.next_seq
+    }
+
     fn check_new_revision(&self, revision: i64) -> Result<()> {
         check_revision(revision)?;
         if revision < self.meta.applied_revision {

@@ -4,6 +4,12 @@ Exports exactly the names of ``edgenode._edgecore_fast`` (see its ``.pyi``),
 with the same signatures, results and exceptions.
 """
 
+from edgenode._pure.devtwin import (
+    MAX_PAYLOAD_BYTES,
+    PARSE_MAX_DEPTH,
+    DeviceTwin,
+    ReportOutcome,
+)
 from edgenode._pure.router import (
     MAX_TOPIC_BYTES,
     TopicRouter,
@@ -26,8 +32,12 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_KEY_BYTES",
+    "MAX_PAYLOAD_BYTES",
     "MAX_TOPIC_BYTES",
+    "PARSE_MAX_DEPTH",
     "SCHEMA_VERSION",
+    "DeviceTwin",
+    "ReportOutcome",
     "Store",
     "TopicRouter",
     "check_limits",

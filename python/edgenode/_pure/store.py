@@ -367,6 +367,10 @@ class Store:
         self._conn()
         return self._meta.applied_revision
 
+    def next_seq(self) -> int:
+        self._conn()
+        return self._meta.next_seq
+
     def _check_not_older(self, revision: int) -> None:
         """Checked inside the write transaction, so concurrent callers cannot race it."""
         if revision < self._meta.applied_revision:

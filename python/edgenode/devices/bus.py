@@ -14,6 +14,16 @@ MQTT 3.1.1 on purpose: Mosquitto delivers one copy of a message matching several
 client's filters (with MQTT 5 it sends one copy per matching subscription), and a
 persistent session (fixed client id, ``clean_session=False``) makes the broker queue
 the devices' QoS 1 messages while the node restarts.
+
+At least once: a device's QoS 1 message is acknowledged to the broker (PUBACK) only after
+everything it caused is committed — the twin saved, the uplink records appended, the
+replies handed to the broker — so a node killed at any moment loses nothing the broker
+considers delivered; the broker delivers the unacknowledged messages again when the node
+is back. Within a batch the twin writes wait in :class:`DeferredTwinWrites` until the
+batch's uplinks are appended, so a twin change is never stored without its uplink record
+(a redelivered report that changes nothing sends nothing upstream). If a write fails,
+the in-memory twins are dropped, the batch stays unacknowledged and the session ends:
+after the reconnect the broker redelivers and the node applies the batch again.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from edgenode.devices.twins import (
     UplinkEncoder,
     flat_uplink,
 )
-from edgenode.errors import OutboxFullError
+from edgenode.errors import OutboxFullError, StoreError
 from edgenode.node.backoff import Backoff
 from edgenode.store import Store
 
@@ -53,6 +63,50 @@ OPERATION_TIMEOUT: Final = 10.0
 """Seconds for a connect, subscribe or publish before the connection counts as dead."""
 
 EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
+
+
+class DeferredTwinWrites:
+    """The store as TwinService sees it: while ``deferring``, ``put_twin`` is held (the
+    newest document per device) until :meth:`flush`, so the bus can append a batch's
+    uplink records before the twin changes that produced them are stored. Reads see the
+    held documents; everything else goes straight to the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.deferring = False
+        self._held: dict[str, bytes] = {}
+
+    def put_twin(self, device: str, doc: bytes) -> None:
+        if self.deferring:
+            self._held[device] = doc
+        else:
+            self.store.put_twin(device, doc)
+
+    def get_twin(self, device: str) -> bytes | None:
+        held = self._held.get(device)
+        return held if held is not None else self.store.get_twin(device)
+
+    def delete_twin(self, device: str) -> bool:
+        self._held.pop(device, None)
+        return self.store.delete_twin(device)
+
+    def flush(self) -> None:
+        """Store the held documents (StoreError: the rest stay held until ``discard``)."""
+        self.deferring = False
+        while self._held:
+            device, doc = next(iter(self._held.items()))
+            self.store.put_twin(device, doc)
+            del self._held[device]
+
+    def discard(self) -> None:
+        """Forget the held documents (their changes will be applied again)."""
+        self.deferring = False
+        self._held.clear()
+
+
+class UplinkFailed(Exception):
+    """Internal: a batch's uplink record could not be appended for a reason other than
+    the outbox's full policy; the batch must not be acknowledged."""
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -79,8 +133,13 @@ class DeviceLayer:
         self.settings = settings
         self._clock = clock
         self._enqueue = enqueue_uplink
+        self._twin_writes = DeferredTwinWrites(store)
         self.service = TwinService(
-            store, devices, RouteTable(routes), now=clock(), uplink_encoder=uplink_encoder
+            self._twin_writes,
+            devices,
+            RouteTable(routes),
+            now=clock(),
+            uplink_encoder=uplink_encoder,
         )
         self.service.startup_actions()  # superseded by the resync on every connect
         self.counters: Counter[str] = Counter()
@@ -138,6 +197,12 @@ class DeviceLayer:
             except aiomqtt.MqttError as exc:
                 self.counters["disconnects"] += 1
                 log.warning("MQTT broker %s:%d: %s", self.settings.host, self.settings.port, exc)
+            except (UplinkFailed, StoreError) as exc:
+                # Nothing of the batch was acknowledged: after the reconnect the broker
+                # delivers it again.
+                self.counters["disconnects"] += 1
+                self.counters["commit_failures"] += 1
+                log.error("device messages not stored (%s); reconnecting to get them again", exc)
             except Exception:  # "forever" includes our own bugs: log, back off, retry
                 self.counters["disconnects"] += 1
                 self.counters["session_errors"] += 1
@@ -167,6 +232,9 @@ class DeviceLayer:
         )
         # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
         client.pending_calls_threshold = 2 * MAX_BATCH
+        # PUBACK only once a message's effects are committed (see the module docstring).
+        # aiomqtt 2.5 has no option for it; paho's manual acks on its client do it.
+        client._client.manual_ack_set(True)
         return client
 
     async def _session(self) -> None:
@@ -183,10 +251,28 @@ class DeviceLayer:
                 batch = [await anext(messages)]
                 while len(messages) and len(batch) < MAX_BATCH:
                     batch.append(await anext(messages))
-                actions = self.service.handle_many(
-                    [(m.topic.value, _payload_bytes(m.payload)) for m in batch], self._clock()
-                )
-                await self._carry_out(client, actions)
+                await self._handle_batch(client, batch)
+
+    async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
+        """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
+        self._twin_writes.deferring = True
+        try:
+            actions = self.service.handle_many(
+                [(m.topic.value, _payload_bytes(m.payload)) for m in batch], self._clock()
+            )
+            publishes = self._commit(actions)
+        except BaseException:
+            # Not all of the batch is stored: forget what only memory holds, so that its
+            # redelivery (the batch is not acknowledged) applies it again.
+            self._twin_writes.discard()
+            self.service.forget_cached()
+            raise
+        await self._publish(client, publishes)
+        paho = client._client  # manual acks: see _client_for
+        for message in batch:
+            if message.qos > 0:
+                paho.ack(message.mid, message.qos)
+        self.counters["acked"] += len(batch)
 
     async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
         wanted = list(dict.fromkeys([*SUBSCRIPTIONS, *self.service.routes.filters()]))
@@ -198,17 +284,23 @@ class DeviceLayer:
             await client.subscribe(fresh)
         self._subscribed = set(wanted)
 
-    async def _carry_out(self, client: aiomqtt.Client, actions: Sequence[Action]) -> None:
-        """Uplinks first (durable), then the publishes, all in flight together."""
+    def _commit(self, actions: Sequence[Action]) -> list[Publish]:
+        """Append the uplinks, then store the held twins; the publishes left to do.
+
+        UplinkFailed or StoreError: not everything is committed."""
         publishes: list[Publish] = []
         for action in actions:
             if isinstance(action, Uplink):
-                self._append(action)
+                if not self._append(action):
+                    raise UplinkFailed(f"a {action.kind} record could not be appended")
             else:
                 publishes.append(action)
-        await self._publish(client, publishes)
+        self._twin_writes.flush()
+        return publishes
 
-    def _append(self, uplink: Uplink) -> None:
+    def _append(self, uplink: Uplink) -> bool:
+        """Append one record; False if it failed other than by the outbox's full policy
+        (a record that policy refuses is dropped and counted, as the store documents)."""
         try:
             self._enqueue(uplink.payload, uplink.priority, uplink.ttl, uplink.coalesce_key)
         except OutboxFullError as exc:
@@ -217,18 +309,22 @@ class DeviceLayer:
         except Exception:
             self.counters["uplink_errors"] += 1
             log.exception("could not append a %s record to the outbox", uplink.kind)
+            return False
         else:
             self.counters["uplinks"] += 1
+        return True
 
     async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
         # The sync part of each publish (handing the packet to paho) runs in task order,
-        # so the broker sees them in order; only the PUBACK waits overlap.
-        if not publishes:
-            return
-        await asyncio.gather(
-            *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in publishes)
-        )
-        self.counters["published"] += len(publishes)
+        # so the broker sees them in order; only the PUBACK waits overlap. At most
+        # MAX_BATCH at a time (a resync of 1,000 devices' deltas would otherwise exceed
+        # aiomqtt's pending_calls_threshold and log a warning per publish).
+        for first in range(0, len(publishes), MAX_BATCH):
+            chunk = publishes[first : first + MAX_BATCH]
+            await asyncio.gather(
+                *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in chunk)
+            )
+            self.counters["published"] += len(chunk)
 
     # ------------------------------------------------------------ out-of-band ----
 

@@ -23,6 +23,11 @@ leaves the delta as it was publishes nothing. Versions count *changes*: a report
 changes nothing (same values, numbers by value) bumps nothing and writes nothing.
 Per-key timestamps say when each value last changed.
 
+The report path runs on bytes: each device's twin is a :class:`edgenode.devtwin.DeviceTwin`
+(Rust when the extension is built) that takes the payload bytes and hands back the
+reply, the delta message, the uplink record bodies and the document to store, so no
+Python object is built for the twin documents on the hot path.
+
 Bad input never raises: it becomes an error reply on the operation's ``.../rejected``
 topic (never on a topic with an empty device id), a counter in :attr:`TwinService.counters`
 and a log line, and nothing already accepted is touched.
@@ -33,17 +38,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from edgenode import twin as engine
+from edgenode._pure.devtwin import read_payload, read_token
 from edgenode.devices.config import DeviceSpec
 from edgenode.devices.routes import RouteDecision, RouteTable
-from edgenode.errors import StoreError, TopicError, TwinError, TwinLimitError
-from edgenode.store import Store
+from edgenode.devtwin import DeviceTwin
+from edgenode.errors import StoreError, TopicError
 
 log = logging.getLogger("edgenode.devices")
 
@@ -51,14 +56,11 @@ TOPIC_ROOT: Final = "$edge/devices"
 TWIN_FORMAT: Final = 1
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
 """Twin payloads up to this size are parsed (to find the clientToken of an error reply);
-larger ones are rejected unread. The twin engine's own limits apply after parsing."""
-MAX_CLIENT_TOKEN_CHARS: Final = 64
-MAX_REASON_CHARS: Final = 1024
-"""Longest ``reason`` of an ack."""
+larger ones are rejected unread. The twin engine's own limits apply after parsing.
+(The same limit as ``edgenode.devtwin.MAX_PAYLOAD_BYTES``, which applies it.)"""
 MAX_TELEMETRY_BYTES: Final = 192 * 1024
 """Largest telemetry payload sent upstream (base64 grows it by a third; the node's
 uplink records stay below 256 KiB)."""
-ACK_STATUSES: Final = frozenset({"accepted", "in-progress", "rejected"})
 TWIN_UPLINK_PRIORITY: Final = 3
 STATE_UPLINK_PRIORITY: Final = 3
 REPLY_QOS: Final = 1
@@ -76,13 +78,7 @@ NOT_FOUND: Final = 404
 TOO_LARGE: Final = 413
 INTERNAL: Final = 500
 
-UPDATE_FIELDS: Final = frozenset({"reported", "clientToken", "ack", "desired"})
-ACK_FIELDS: Final = frozenset({"version", "status", "reason"})
 GET_FIELDS: Final = frozenset({"clientToken"})
-
-# Best effort for payloads the JSON parser refuses (too deep, NaN, not JSON at all): a
-# clientToken-looking string, so the error can still be correlated.
-_TOKEN_PATTERN: Final = re.compile(rb'"clientToken"\s*:\s*"([^"\\]{1,64})"')
 
 
 # ------------------------------------------------------------------ actions ----
@@ -113,14 +109,41 @@ Action = Publish | Uplink
 UplinkEncoder = Callable[[str, dict[str, Any]], bytes]
 
 
+class RawUplinkEncoder(Protocol):
+    """An uplink encoder that can also wrap a body that is already compact JSON bytes
+    (the twin records come as bytes from the DeviceTwin), giving the same bytes as
+    encoding the parsed body."""
+
+    def __call__(self, kind: str, body: dict[str, Any]) -> bytes: ...
+    def raw(self, kind: str, body: bytes) -> bytes: ...
+
+
+class TwinStore(Protocol):
+    """What TwinService needs of :class:`~edgenode.store.Store` (the device bus hands
+    it a wrapper that holds twin writes until a batch's uplinks are appended)."""
+
+    def put_twin(self, device: str, doc: bytes) -> None: ...
+    def get_twin(self, device: str) -> bytes | None: ...
+    def delete_twin(self, device: str) -> bool: ...
+
+
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON (the twin engine guarantees the documents are JSON)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def flat_uplink(kind: str, body: dict[str, Any]) -> bytes:
+class FlatUplink:
     """The default uplink record: ``{"kind": kind, **body}`` as compact JSON."""
-    return encode_json({"kind": kind, **body})
+
+    def __call__(self, kind: str, body: dict[str, Any]) -> bytes:
+        return encode_json({"kind": kind, **body})
+
+    def raw(self, kind: str, body: bytes) -> bytes:
+        # body is a non-empty compact JSON object: splice the kind in front of its members.
+        return encode_json({"kind": kind})[:-1] + b"," + body[1:]
+
+
+flat_uplink: Final = FlatUplink()
 
 
 class Rejection(Exception):
@@ -132,207 +155,15 @@ class Rejection(Exception):
         self.message = message
 
 
-# ---------------------------------------------------------------- JSON bits ----
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality of checked documents: same types (``true`` is not ``1``) except
-    int/float, which compare by value."""
-    if a is b:
-        return True
-    kind_a, kind_b = type(a), type(b)
-    if kind_a in (int, float):
-        return kind_b in (int, float) and a == b
-    if kind_a is not kind_b:
-        return False
-    if kind_a is dict:
-        return len(a) == len(b) and all(k in b and _same(v, b[k]) for k, v in a.items())
-    if kind_a is list:
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
-def _diff_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The smallest merge patch turning ``old`` into ``new`` (for per-key timestamps)."""
-    patch: dict[str, Any] = {}
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-            continue
-        before = old[key]
-        if type(value) is dict and type(before) is dict:
-            nested = _diff_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif not _same(before, value):
-            patch[key] = value
-    return patch
-
-
-def _same_ack(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Acks are equal when version, status and reason are (the timestamp is not news)."""
-    if a is None or b is None:
-        return a is b
-    return all(a.get(k) == b.get(k) for k in ACK_FIELDS)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse_object(payload: bytes) -> tuple[dict[str, Any] | None, Rejection | None]:
-    """The payload as a JSON object, or the rejection (with what could be read)."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return None, Rejection(
-            TOO_LARGE, f"payload is {len(payload)} bytes, over {MAX_PAYLOAD_BYTES}"
-        )
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, Rejection(BAD_REQUEST, f"payload is not valid UTF-8 (byte {exc.start})")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        return None, Rejection(BAD_REQUEST, "payload nests too deep to parse")
-    except ValueError as exc:
-        return None, Rejection(BAD_REQUEST, f"payload is not JSON: {exc}")
-    if type(value) is not dict:
-        return None, Rejection(
-            BAD_REQUEST, f"payload must be a JSON object, not {_json_type(value)}"
-        )
-    return value, None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "number",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }.get(type(value), type(value).__name__)
-
-
-def _read_token(doc: dict[str, Any] | None, payload: bytes) -> tuple[str | None, str | None]:
-    """(token, problem): the clientToken if one can be read, else why not (or None)."""
-    if doc is None:
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            return None, None  # rejected unread
-        match = _TOKEN_PATTERN.search(payload)
-        if match is None:
-            return None, None
-        try:
-            return match.group(1).decode("utf-8"), None
-        except UnicodeDecodeError:
-            return None, None
-    if "clientToken" not in doc:
-        return None, None
-    token = doc["clientToken"]
-    if type(token) is not str or not 0 < len(token) <= MAX_CLIENT_TOKEN_CHARS:
-        return None, f"clientToken must be a string of 1 to {MAX_CLIENT_TOKEN_CHARS} characters"
-    try:
-        token.encode()
-    except UnicodeEncodeError:
-        return None, "clientToken is not valid UTF-8"
-    return token, None
-
-
-# --------------------------------------------------------------------- twin ----
-
-
-class Twin:
-    """One device's twin, mirrored from its stored document."""
-
-    __slots__ = (
-        "ack",
-        "delta_sent",
-        "desired",
-        "desired_meta",
-        "desired_version",
-        "reported",
-        "reported_meta",
-        "reported_version",
-        "state",
-    )
-
-    def __init__(self) -> None:
-        self.desired: dict[str, Any] = {}
-        self.reported: dict[str, Any] = {}
-        self.desired_version = 0
-        self.reported_version = 0
-        self.desired_meta: dict[str, Any] = {}
-        self.reported_meta: dict[str, Any] = {}
-        self.ack: dict[str, Any] | None = None
-        self.state: dict[str, Any] | None = None
-        self.delta_sent: dict[str, Any] | None = None
-
-    def copy(self) -> Twin:
-        """A shallow copy: fields are replaced, never mutated, so sharing is safe."""
-        other = Twin()
-        for name in Twin.__slots__:
-            setattr(other, name, getattr(self, name))
-        return other
-
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "format": TWIN_FORMAT,
-            "desired": self.desired,
-            "reported": self.reported,
-            "version": {"desired": self.desired_version, "reported": self.reported_version},
-            "metadata": {"desired": self.desired_meta, "reported": self.reported_meta},
-            "ack": self.ack,
-            "state": self.state,
-            "delta_sent": self.delta_sent,
-        }
-
-    @classmethod
-    def from_doc(cls, doc: Any) -> Twin:
-        """ValueError if ``doc`` is not a twin document of ours."""
-        if type(doc) is not dict or doc.get("format") != TWIN_FORMAT:
-            raise ValueError("not a twin document of format 1")
-        twin = cls()
-        twin.desired = doc["desired"]
-        twin.reported = doc["reported"]
-        twin.desired_version = doc["version"]["desired"]
-        twin.reported_version = doc["version"]["reported"]
-        twin.desired_meta = doc["metadata"]["desired"]
-        twin.reported_meta = doc["metadata"]["reported"]
-        twin.ack = doc.get("ack")
-        twin.state = doc.get("state")
-        twin.delta_sent = doc.get("delta_sent")
-        for name in ("desired", "reported", "desired_meta", "reported_meta"):
-            if type(getattr(twin, name)) is not dict:
-                raise ValueError(f"{name} is not an object")
-        if type(twin.desired_version) is not int or type(twin.reported_version) is not int:
-            raise ValueError("versions are not integers")
-        return twin
-
-    def delta(self) -> dict[str, Any]:
-        return engine.delta(self.desired, self.reported)
-
-    def delta_message(self) -> dict[str, Any] | None:
-        """The retained delta message the device should hold (None: clear it)."""
-        current = self.delta()
-        return {"version": self.desired_version, "delta": current} if current else None
-
-    def view(self, now: float) -> dict[str, Any]:
-        """The full twin as ``twin/get/accepted`` shows it."""
-        return {
-            "desired": self.desired,
-            "reported": self.reported,
-            "delta": self.delta(),
-            "version": {"desired": self.desired_version, "reported": self.reported_version},
-            "metadata": {"desired": self.desired_meta, "reported": self.reported_meta},
-            "ack": self.ack,
-            "state": self.state,
-            "timestamp": now,
-        }
+def _read_request(payload: bytes) -> tuple[dict[str, Any] | None, str | None, Rejection | None]:
+    """(object, clientToken, problem) of a request payload read by the Python parser."""
+    doc, code, message = read_payload(payload)
+    token, token_problem = read_token(doc, payload)
+    if code:
+        return doc, token, Rejection(code, message)
+    if token_problem is not None:
+        return doc, None, Rejection(BAD_REQUEST, token_problem)
+    return doc, token, None
 
 
 # ------------------------------------------------------------------ service ----
@@ -372,19 +203,27 @@ class TwinService:
 
     def __init__(
         self,
-        store: Store,
+        store: TwinStore,
         devices: Iterable[DeviceSpec] = (),
         routes: RouteTable | None = None,
         *,
         now: float = 0.0,
         uplink_encoder: UplinkEncoder = flat_uplink,
+        device_twin: Callable[..., DeviceTwin] = DeviceTwin,
     ) -> None:
+        # device_twin: the DeviceTwin class (of the chosen backend unless a test pins one).
+        self._device_twin = device_twin
         self.store = store
         self.routes = routes if routes is not None else RouteTable()
         self.counters: Counter[str] = Counter()
         self._encode_uplink = uplink_encoder
+        raw = getattr(uplink_encoder, "raw", None)
+        # An encoder without a raw form gets the parsed body (same bytes, slower).
+        self._encode_uplink_raw: Callable[[str, bytes], bytes] = (
+            raw if raw is not None else lambda kind, body: uplink_encoder(kind, json.loads(body))
+        )
         self._known: set[str] = set()
-        self._twins: dict[str, Twin] = {}
+        self._twins: dict[str, DeviceTwin] = {}
         self._startup_actions: list[Action] = []
         self._log_window_start = float("-inf")
         self._logged_in_window = 0
@@ -431,18 +270,24 @@ class TwinService:
         """The full twin of a known device (KeyError otherwise), as ``get`` answers."""
         if device not in self._known:
             raise KeyError(f"unknown device {device!r}")
-        return self._twin(device).view(0.0)
+        view: dict[str, Any] = json.loads(self._twin(device).view(0.0))
+        return view
 
-    def _twin(self, device: str) -> Twin:
+    def forget_cached(self) -> None:
+        """Drop the twins held in memory: the next use of each reads the store again
+        (after changes that could not all be stored)."""
+        self._twins.clear()
+
+    def _twin(self, device: str) -> DeviceTwin:
         cached = self._twins.get(device)
         if cached is not None:
             return cached
         stored = self.store.get_twin(device)
-        twin = Twin()
+        twin = self._device_twin(device)
         if stored is not None:
             try:
-                twin = Twin.from_doc(json.loads(stored))
-            except (ValueError, KeyError, TypeError) as exc:
+                twin = self._device_twin(device, stored)
+            except ValueError as exc:
                 # Cannot happen with documents this module wrote; start over rather than
                 # refuse to serve the device, and say so.
                 self.counters["twin_unreadable"] += 1
@@ -450,10 +295,34 @@ class TwinService:
         self._twins[device] = twin
         return twin
 
-    def _save(self, device: str, twin: Twin) -> None:
-        """Persist then cache; StoreError leaves the cached twin as it was."""
-        self.store.put_twin(device, encode_json(twin.to_doc()))
-        self._twins[device] = twin
+    def _save(self, device: str, twin: DeviceTwin, document: bytes) -> None:
+        """Persist, then make the twin's prepared state current; StoreError leaves the
+        twin as it was."""
+        self.store.put_twin(device, document)
+        twin.commit()
+
+    def _save_or_reject(
+        self,
+        device: str,
+        twin: DeviceTwin,
+        document: bytes,
+        rejected: str,
+        token: str | None,
+        what: str,
+        now: float,
+    ) -> list[Action]:
+        """Persist a prepared change; the 500 reply if the store refused it (else [])."""
+        try:
+            self._save(device, twin, document)
+        except StoreError as exc:
+            return self._reject(
+                device,
+                rejected,
+                token,
+                Rejection(INTERNAL, f"{what} could not be stored: {exc}"),
+                now,
+            )
+        return []
 
     # ------------------------------------------------------------ desired ----
 
@@ -468,21 +337,15 @@ class TwinService:
         """
         if device not in self._known:
             raise KeyError(f"unknown device {device!r}")
-        old = self._twin(device)
-        # Replacing is merging into {}: nulls vanish, limits are checked the same way.
-        new_desired = engine.merge_patch(old.desired if merge else {}, desired)
-        if _same(new_desired, old.desired):
+        twin = self._twin(device)
+        # Checked as a merge patch (the engine's errors), then handed over as bytes.
+        engine.merge_patch({}, desired)
+        outcome = twin.set_desired(encode_json(desired), now, merge)
+        if outcome.document is None:
             return []
-        twin = old.copy()
-        twin.desired = new_desired
-        twin.desired_version += 1
-        twin.desired_meta = engine.stamp(
-            old.desired_meta, _diff_patch(old.desired, new_desired), now
-        )
-        actions = self._delta_actions(device, twin)
-        self._save(device, twin)
+        self._save(device, twin, outcome.document)
         self.counters["desired_changes"] += 1
-        return actions
+        return self._delta_actions(device, outcome.delta)
 
     def resync(self) -> list[Publish]:
         """What to publish after (re)connecting to the broker: every known device's
@@ -491,25 +354,19 @@ class TwinService:
         actions: list[Publish] = []
         for device in sorted(self._known):
             message = self._twin(device).delta_message()
-            payload = b"" if message is None else encode_json(message)
+            payload = b"" if message is None else message
             actions.append(Publish(topic(device, "twin", "delta"), payload, retain=True))
         return actions
 
-    def _delta_actions(self, device: str, twin: Twin) -> list[Action]:
-        """Set ``twin.delta_sent``; the publish (or clear) if it differs from before."""
-        message = twin.delta_message()
-        sent = twin.delta_sent
-        if (message is None and sent is None) or (
-            message is not None and sent is not None and _same(message, sent)
-        ):
+    def _delta_actions(self, device: str, delta: bytes | None) -> list[Action]:
+        """The retained delta publish (``b""``: clear) of an outcome, if it moved."""
+        if delta is None:
             return []
-        twin.delta_sent = message
-        delta_topic = topic(device, "twin", "delta")
-        if message is None:
+        if delta:
+            self.counters["delta_published"] += 1
+        else:
             self.counters["delta_cleared"] += 1
-            return [Publish(delta_topic, b"", retain=True)]
-        self.counters["delta_published"] += 1
-        return [Publish(delta_topic, encode_json(message), retain=True)]
+        return [Publish(topic(device, "twin", "delta"), delta, retain=True)]
 
     # ------------------------------------------------------------ messages ----
 
@@ -629,145 +486,61 @@ class TwinService:
         self.counters[f"uplink_{kind}"] += 1
         return Uplink(self._encode_uplink(kind, body), priority, ttl, key, kind)
 
+    def _uplink_raw(self, kind: str, body: bytes, priority: int, key: str) -> Uplink:
+        """An uplink record around a body that is already compact JSON."""
+        self.counters[f"uplink_{kind}"] += 1
+        return Uplink(self._encode_uplink_raw(kind, body), priority, None, key, kind)
+
     # ------------------------------------------------------------- update ----
 
     def _update(self, device: str, payload: bytes, now: float) -> list[Action]:
         rejected = topic(device, "twin", "update", "rejected")
-        doc, problem = _parse_object(payload)
-        token, token_problem = _read_token(doc, payload)
-        if problem is None and token_problem is not None:
-            problem = Rejection(BAD_REQUEST, token_problem)
-        if problem is None and device not in self._known:
-            problem = Rejection(NOT_FOUND, f"unknown device {device!r}")
-        if problem is not None or doc is None:
-            assert problem is not None
+        if device not in self._known:
+            # Parse errors first, then the token, then the device (as for a known one).
+            _, token, problem = _read_request(payload)
+            if problem is None:
+                problem = Rejection(NOT_FOUND, f"unknown device {device!r}")
             return self._reject(device, rejected, token, problem, now)
-        try:
-            twin, changed, ack_changed, delta_actions = self._apply_update(device, doc, now)
-        except Rejection as rejection:
-            return self._reject(device, rejected, token, rejection, now)
-        accepted: dict[str, Any] = {"version": twin.reported_version}
-        if token is not None:
-            accepted["clientToken"] = token
-        accepted["timestamp"] = now
+        twin = self._twin(device)
+        outcome = twin.apply_report(payload, now)
+        token = outcome.token
+        if outcome.code:
+            return self._reject(
+                device, rejected, token, Rejection(outcome.code, outcome.message), now
+            )
+        if outcome.document is not None:
+            failed = self._save_or_reject(
+                device, twin, outcome.document, rejected, token, "the twin", now
+            )
+            if failed:
+                return failed
         actions: list[Action] = [
-            Publish(topic(device, "twin", "update", "accepted"), encode_json(accepted))
+            Publish(topic(device, "twin", "update", "accepted"), outcome.reply)
         ]
         self.counters["updates_accepted"] += 1
-        if changed:
+        if outcome.changed:
             self.counters["reports_changed"] += 1
         else:
             self.counters["reports_unchanged"] += 1
-        if changed or ack_changed:
-            actions += delta_actions
+        if outcome.twin_uplink is not None:
+            actions += self._delta_actions(device, outcome.delta)
             actions.append(
-                self._uplink(
-                    "twin",
-                    {
-                        "device": device,
-                        "reported": twin.reported,
-                        "version": twin.reported_version,
-                        "ack": twin.ack,
-                        "timestamp": now,
-                    },
-                    TWIN_UPLINK_PRIORITY,
-                    None,
-                    f"twin/{device}",
+                self._uplink_raw(
+                    "twin", outcome.twin_uplink, TWIN_UPLINK_PRIORITY, f"twin/{device}"
                 )
             )
-        if ack_changed:
+        if outcome.ack_uplink is not None:
             # The hub keeps a device's last ack from "device-state" records (its Device
             # status.lastAck); the twin record above carries it too, for the full picture.
             actions.append(
-                self._uplink(
+                self._uplink_raw(
                     "device-state",
-                    {"device": device, "ack": twin.ack, "timestamp": now},
+                    outcome.ack_uplink,
                     STATE_UPLINK_PRIORITY,
-                    None,
                     f"device-ack/{device}",
                 )
             )
         return actions
-
-    def _apply_update(
-        self, device: str, doc: dict[str, Any], now: float
-    ) -> tuple[Twin, bool, bool, list[Action]]:
-        """Validate and apply an update: (twin, reported changed, ack changed, delta
-        actions); Rejection for bad input, with the twin untouched."""
-        if "desired" in doc:
-            raise Rejection(FORBIDDEN, "desired is owned by the cloud; a device writes reported")
-        unknown = sorted(set(doc) - UPDATE_FIELDS)
-        if unknown:
-            raise Rejection(BAD_REQUEST, f"unknown field {unknown[0]!r}")
-        if "reported" not in doc and "ack" not in doc:
-            raise Rejection(BAD_REQUEST, "an update needs reported or ack")
-        old = self._twin(device)
-        patch = doc.get("reported", {})
-        if type(patch) is not dict:
-            raise Rejection(BAD_REQUEST, f"reported must be a JSON object, not {_json_type(patch)}")
-        new_ack = self._check_ack(doc["ack"], old, now) if "ack" in doc else old.ack
-        try:
-            new_reported = engine.merge_patch(old.reported, patch)
-        except TwinLimitError as exc:
-            raise Rejection(TOO_LARGE, str(exc)) from None
-        except TwinError as exc:
-            raise Rejection(BAD_REQUEST, str(exc)) from None
-        changed = not _same(new_reported, old.reported)
-        ack_changed = new_ack is not old.ack and not _same_ack(new_ack, old.ack)
-        if not changed and not ack_changed:
-            return old, False, False, []
-        twin = old.copy()
-        delta_actions: list[Action] = []
-        if changed:
-            twin.reported = new_reported
-            twin.reported_version += 1
-            twin.reported_meta = engine.stamp(
-                old.reported_meta, _diff_patch(old.reported, new_reported), now
-            )
-            delta_actions = self._delta_actions(device, twin)
-        if ack_changed:
-            twin.ack = new_ack
-        try:
-            self._save(device, twin)
-        except StoreError as exc:
-            raise Rejection(INTERNAL, f"the twin could not be stored: {exc}") from None
-        return twin, changed, ack_changed, delta_actions
-
-    def _check_ack(self, ack: Any, twin: Twin, now: float) -> dict[str, Any]:
-        if type(ack) is not dict:
-            raise Rejection(BAD_REQUEST, f"ack must be a JSON object, not {_json_type(ack)}")
-        unknown = sorted(set(ack) - ACK_FIELDS)
-        if unknown:
-            raise Rejection(BAD_REQUEST, f"unknown ack field {unknown[0]!r}")
-        version = ack.get("version")
-        if type(version) is not int:
-            raise Rejection(BAD_REQUEST, "ack.version must be an integer")
-        if not 1 <= version <= twin.desired_version:
-            raise Rejection(
-                BAD_REQUEST,
-                f"ack.version {version} is not a desired version "
-                f"(the desired version is {twin.desired_version})",
-            )
-        status = ack.get("status")
-        if status not in ACK_STATUSES:
-            raise Rejection(
-                BAD_REQUEST, f"ack.status must be one of {', '.join(sorted(ACK_STATUSES))}"
-            )
-        result: dict[str, Any] = {"version": version, "status": status}
-        if "reason" in ack:
-            reason = ack["reason"]
-            if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
-                raise Rejection(
-                    BAD_REQUEST,
-                    f"ack.reason must be a string of at most {MAX_REASON_CHARS} characters",
-                )
-            try:
-                reason.encode()
-            except UnicodeEncodeError:
-                raise Rejection(BAD_REQUEST, "ack.reason is not valid UTF-8") from None
-            result["reason"] = reason
-        result["timestamp"] = now
-        return result
 
     # ---------------------------------------------------------------- get ----
 
@@ -775,10 +548,7 @@ class TwinService:
         rejected = topic(device, "twin", "get", "rejected")
         token: str | None = None
         if payload.strip(STATE_WHITESPACE):
-            doc, problem = _parse_object(payload)
-            token, token_problem = _read_token(doc, payload)
-            if problem is None and token_problem is not None:
-                problem = Rejection(BAD_REQUEST, token_problem)
+            doc, token, problem = _read_request(payload)
             if problem is None and doc is not None:
                 unknown = sorted(set(doc) - GET_FIELDS)
                 if unknown:
@@ -789,11 +559,9 @@ class TwinService:
             return self._reject(
                 device, rejected, token, Rejection(NOT_FOUND, f"unknown device {device!r}"), now
             )
-        view = self._twin(device).view(now)
-        if token is not None:
-            view["clientToken"] = token
+        view = self._twin(device).view(now, token)
         self.counters["gets"] += 1
-        return [Publish(topic(device, "twin", "get", "accepted"), encode_json(view))]
+        return [Publish(topic(device, "twin", "get", "accepted"), view)]
 
     # -------------------------------------------------------------- state ----
 
@@ -814,21 +582,13 @@ class TwinService:
                 device, rejected, None, Rejection(NOT_FOUND, f"unknown device {device!r}"), now
             )
         state = value.decode()
-        old = self._twin(device)
-        if old.state is not None and old.state.get("value") == state:
+        twin = self._twin(device)
+        document = twin.set_state(state, now)
+        if document is None:
             return []
-        twin = old.copy()
-        twin.state = {"value": state, "timestamp": now}
-        try:
-            self._save(device, twin)
-        except StoreError as exc:
-            return self._reject(
-                device,
-                rejected,
-                None,
-                Rejection(INTERNAL, f"state could not be stored: {exc}"),
-                now,
-            )
+        failed = self._save_or_reject(device, twin, document, rejected, None, "state", now)
+        if failed:
+            return failed
         self.counters[f"state_{state}"] += 1
         return [
             self._uplink(

@@ -69,7 +69,7 @@ class Daemon:
 
     def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(enabled=bool(config.metrics.listen))
         self._notifier = notifier or Notifier()
         self._store: Store | None = None
         self._link: CloudLink | None = None

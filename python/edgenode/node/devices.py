@@ -27,14 +27,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
 from edgenode.devices.config import UPSTREAM, DeviceSpec, RouteSpec
 from edgenode.devices.routes import RouteTable
 from edgenode.errors import ConfigError, StoreError
 from edgenode.node.state import DEVICES_FILE, write_json_atomic
-from edgenode.node.uplink import encode_uplink
+from edgenode.node.uplink import encode_uplink, encode_uplink_raw
 
 if TYPE_CHECKING:
     from edgenode.devices.bus import DeviceLayer
@@ -94,7 +91,7 @@ def route_from_resource(data: bytes) -> RouteSpec:
     )
 
 
-class DeviceCollector(Collector):
+class DeviceCollector:
     """Prometheus view of the device layer, from a snapshot the event loop refreshes
     (the metrics server runs in its own thread and must not read live counters)."""
 
@@ -102,6 +99,9 @@ class DeviceCollector(Collector):
         self.snapshot: dict[str, Any] = {"counters": {}, "devices": 0, "routes": 0, "up": 0}
 
     def collect(self) -> Iterator[Any]:
+        # Imported here: only a node serving its metrics ever scrapes (see node/metrics.py).
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snap = self.snapshot  # one reference: replaced whole, never mutated
         events = CounterMetricFamily(
             "edgenode_device_events",
@@ -120,6 +120,20 @@ class DeviceCollector(Collector):
         )
 
 
+class _Envelope:
+    """The device layer's uplink encoder: the node's record envelope, for parsed bodies
+    and for bodies that are already JSON bytes (twin records from the DeviceTwin)."""
+
+    def __init__(self, wiring: DeviceWiring) -> None:
+        self._wiring = wiring
+
+    def __call__(self, kind: str, body: dict[str, Any]) -> bytes:
+        return self._wiring.encode(kind, body)
+
+    def raw(self, kind: str, body: bytes) -> bytes:
+        return self._wiring.encode_raw(kind, body)
+
+
 class DeviceWiring:
     """Builds, feeds and reports on the daemon's DeviceLayer."""
 
@@ -128,7 +142,7 @@ class DeviceWiring:
         self.config = daemon.config
         self.layer: DeviceLayer | None = None
         self.collector = DeviceCollector()
-        daemon.metrics.registry.register(self.collector)
+        daemon.metrics.add_collector(self.collector.collect)
         self._written: dict[str, Any] | None = None
         self._routes_in_use = 0
 
@@ -183,6 +197,9 @@ class DeviceWiring:
     def encode(self, kind: str, body: dict[str, Any]) -> bytes:
         return encode_uplink(kind, body, self.config.node.name)
 
+    def encode_raw(self, kind: str, body: bytes) -> bytes:
+        return encode_uplink_raw(kind, body, self.config.node.name)
+
     async def run(self, daemon: Daemon) -> None:
         """The daemon service: serve until cancelled (restarted by the daemon on failure)."""
         from edgenode.devices.bus import DeviceLayer  # aiomqtt only when the layer runs
@@ -194,7 +211,7 @@ class DeviceWiring:
             devices,
             routes,
             daemon.enqueue_payload,
-            uplink_encoder=self.encode,
+            uplink_encoder=_Envelope(self),
         )
         self._routes_in_use = len(routes)
         self.layer = layer

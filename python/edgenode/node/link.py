@@ -238,6 +238,7 @@ class CloudLink:
             self._store.applied_revision(),
             loop.time(),
             self._node_config,
+            next_seq=self._store.next_seq(),
         )
         self._cursor = None
         recv: asyncio.Task[str | bytes] | None = None

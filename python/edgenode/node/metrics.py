@@ -2,66 +2,106 @@
 
 A private registry (no process-wide default state), updated by the daemon and the link on
 the event loop; ``prometheus_client`` serves it from its own thread.
+
+With the endpoint off (``Metrics(enabled=False)``, the daemon's choice when ``listen`` is
+empty) the metrics are no-ops and ``prometheus_client`` is never imported: it brings
+``http.server``, ``wsgiref``, ``urllib.request`` and ``email`` along, ~2 MB of an idle
+node's RSS that nobody would read.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 LINK_STATES: Final = ("standalone", "connecting", "connected", "disconnected")
 
 
-class Metrics:
-    """Every metric of the node, in one registry."""
+class CounterLike(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.outbox_messages = Gauge(
-            "edgenode_outbox_messages", "Records waiting in the outbox", registry=r
+
+class GaugeLike(Protocol):
+    def set(self, value: float) -> None: ...
+    def labels(self, *values: Any) -> GaugeLike: ...
+
+
+class _Nothing:
+    """A metric nobody reads: every update is dropped."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def labels(self, *values: Any) -> _Nothing:
+        return self
+
+
+class Metrics:
+    """Every metric of the node, in one registry (None when not ``enabled``)."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.registry: CollectorRegistry | None = None
+        counter: Callable[..., CounterLike]
+        gauge: Callable[..., GaugeLike]
+        if enabled:
+            from prometheus_client import CollectorRegistry, Counter, Gauge
+
+            registry = self.registry = CollectorRegistry(auto_describe=True)
+
+            def counter(name: str, doc: str) -> CounterLike:
+                return Counter(name, doc, registry=registry)
+
+            def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeLike:
+                return Gauge(name, doc, labels, registry=registry)
+
+        else:
+            nothing = _Nothing()
+            counter = gauge = lambda *args: nothing
+        self.outbox_messages = gauge("edgenode_outbox_messages", "Records waiting in the outbox")
+        self.outbox_bytes = gauge("edgenode_outbox_bytes", "Payload bytes waiting in the outbox")
+        self.outbox_oldest_age = gauge(
+            "edgenode_outbox_oldest_age_seconds", "Age of the oldest outbox record"
         )
-        self.outbox_bytes = Gauge(
-            "edgenode_outbox_bytes", "Payload bytes waiting in the outbox", registry=r
-        )
-        self.outbox_oldest_age = Gauge(
-            "edgenode_outbox_oldest_age_seconds", "Age of the oldest outbox record", registry=r
-        )
-        self.outbox_dropped = Gauge(
+        self.outbox_dropped = gauge(
             "edgenode_outbox_dropped",
             "Outbox records dropped so far, by reason (persisted across restarts)",
             ["reason"],
-            registry=r,
         )
-        self.link_state = Gauge(
-            "edgenode_link_state", "1 for the cloud link's current state", ["state"], registry=r
+        self.link_state = gauge(
+            "edgenode_link_state", "1 for the cloud link's current state", ["state"]
         )
-        self.frames_in = Counter(
-            "edgenode_link_frames_received", "Messages from the hub", registry=r
+        self.frames_in = counter("edgenode_link_frames_received", "Messages from the hub")
+        self.frames_out = counter("edgenode_link_frames_sent", "Messages to the hub")
+        self.reconnects = counter(
+            "edgenode_link_connect_attempts", "Connection attempts to the hub"
         )
-        self.frames_out = Counter("edgenode_link_frames_sent", "Messages to the hub", registry=r)
-        self.reconnects = Counter(
-            "edgenode_link_connect_attempts", "Connection attempts to the hub", registry=r
+        self.uplink_acked = counter(
+            "edgenode_uplink_acked", "Uplink records acknowledged by the hub"
         )
-        self.uplink_acked = Counter(
-            "edgenode_uplink_acked", "Uplink records acknowledged by the hub", registry=r
-        )
-        self.uplink_oversized = Counter(
+        self.uplink_oversized = counter(
             "edgenode_uplink_dropped_oversized",
             "Uplink records dropped because they exceed the hub's frame limit",
-            registry=r,
         )
-        self.changes_applied = Counter(
-            "edgenode_desired_changes_applied", "Desired-state changes persisted", registry=r
+        self.changes_applied = counter(
+            "edgenode_desired_changes_applied", "Desired-state changes persisted"
         )
-        self.changes_rejected = Counter(
-            "edgenode_desired_changes_rejected", "Desired-state changes refused", registry=r
+        self.changes_rejected = counter(
+            "edgenode_desired_changes_rejected", "Desired-state changes refused"
         )
-        self.applied_revision = Gauge(
-            "edgenode_applied_revision", "Last desired-state revision persisted", registry=r
+        self.applied_revision = gauge(
+            "edgenode_applied_revision", "Last desired-state revision persisted"
         )
         self.set_link_state("connecting")
+
+    @property
+    def enabled(self) -> bool:
+        return self.registry is not None
 
     def set_link_state(self, state: str) -> None:
         for name in LINK_STATES:
@@ -74,8 +114,26 @@ class Metrics:
         for reason in ("dropped_expired", "dropped_quota", "rejected"):
             self.outbox_dropped.labels(reason.removeprefix("dropped_")).set(stats[reason])
 
+    def add_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
+        """Serve the metric families ``collect()`` yields too (called from the server's
+        thread at each scrape); nothing when not enabled."""
+        if self.registry is None:
+            return
+        from prometheus_client.registry import Collector
+
+        class _Families(Collector):
+            def collect(self) -> Iterable[Any]:
+                return collect()
+
+        self.registry.register(_Families())
+
     def serve(self, host: str, port: int) -> str:
-        """Start the HTTP endpoint; returns the bound ``host:port`` (port 0 picks one)."""
+        """Start the HTTP endpoint; returns the bound ``host:port`` (port 0 picks one).
+        ValueError when not enabled."""
+        if self.registry is None:
+            raise ValueError("metrics are not enabled")
+        from prometheus_client import start_http_server
+
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         bound_port = server.server_address[1]
         return f"{host}:{bound_port}"

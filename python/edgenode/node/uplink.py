@@ -47,6 +47,17 @@ def encode_uplink(kind: str, body: Any, node: str, ts: float | None = None) -> b
     return payload
 
 
+def encode_uplink_raw(kind: str, body: bytes, node: str, ts: float | None = None) -> bytes:
+    """:func:`encode_uplink` of a body that is already compact JSON (``ensure_ascii=False``
+    bytes, e.g. a twin record made by the DeviceTwin): the same bytes, without parsing it."""
+    head = encode_uplink(kind, {}, node, ts)
+    # head ends with '"body":{}}': put the body in place of the empty object.
+    payload = head[: -len(b"{}}")] + body + b"}"
+    if len(payload) > MAX_UPLINK_PAYLOAD:
+        raise ValueError(f"uplink record of {len(payload)} bytes exceeds {MAX_UPLINK_PAYLOAD}")
+    return payload
+
+
 def decode_uplink(payload: bytes) -> dict[str, Any]:
     """The record as a dict (ValueError if it is not one of ours)."""
     record = json.loads(payload)

@@ -75,6 +75,8 @@ class NodeHello:
     last_revision: int
     protocol_version: int
     max_frame_size: int
+    next_seq: int | None = None
+    """The node's next outbox sequence number (``None``: the node did not say)."""
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,10 @@ class HelloFrame:
     software_version: str
     last_revision: int
     max_frame_size: int
+    next_seq: int | None = None
+    """Optional ``ns``: the sequence number the node's outbox gives its next record. It only
+    grows while the node's store lives; lower than what the hub has seen means a restored
+    backup or a new store, whose numbers the hub must not drop as duplicates."""
 
 
 @dataclass(frozen=True)
@@ -340,16 +344,17 @@ def encode_frame(frame: Frame) -> bytes:
     """The CBOR bytes of ``frame`` (field order fixed, ``t`` first, shortest heads)."""
     match frame:
         case HelloFrame():
-            return cbor2.dumps(
-                {
-                    "t": "h",
-                    "v": frame.version,
-                    "n": frame.node_name,
-                    "sw": frame.software_version,
-                    "r": frame.last_revision,
-                    "mf": frame.max_frame_size,
-                }
-            )
+            hello: dict[str, Any] = {
+                "t": "h",
+                "v": frame.version,
+                "n": frame.node_name,
+                "sw": frame.software_version,
+                "r": frame.last_revision,
+                "mf": frame.max_frame_size,
+            }
+            if frame.next_seq is not None:
+                hello["ns"] = frame.next_seq
+            return cbor2.dumps(hello)
         case WelcomeFrame():
             return cbor2.dumps(
                 {
@@ -527,10 +532,20 @@ def _fail(message: str) -> ProtocolError:
     return violation(ErrorCode.MALFORMED_FRAME, message)
 
 
-def _check_keys(obj: Mapping[Any, Any], kind: str, keys: frozenset[str]) -> None:
-    if obj.keys() != keys:
-        extra = sorted(str(k) for k in obj.keys() - keys)
-        missing = sorted(keys - obj.keys())
+HELLO_OPTIONAL: Final = frozenset({"ns"})
+"""Hello fields added after version 1 shipped: a hub reads them when present."""
+
+
+def _check_keys(
+    obj: Mapping[Any, Any],
+    kind: str,
+    keys: frozenset[str],
+    optional: frozenset[str] = frozenset(),
+) -> None:
+    present = obj.keys() - optional
+    if present != keys:
+        extra = sorted(str(k) for k in present - keys)
+        missing = sorted(keys - present)
         raise _fail(f"{kind}: missing fields {missing}, unknown fields {extra}")
 
 
@@ -667,13 +682,14 @@ def _hello_from(obj: dict[Any, Any]) -> HelloFrame:
             f"protocol version {obj['v']} is not supported (supported: "
             f"{sorted(SUPPORTED_VERSIONS)})",
         )
-    _check_keys(obj, "h", frozenset({"t", "v", "n", "sw", "r", "mf"}))
+    _check_keys(obj, "h", frozenset({"t", "v", "n", "sw", "r", "mf"}), optional=HELLO_OPTIONAL)
     return HelloFrame(
         obj["v"],
         _str(obj, "n", "h", MAX_NODE_NAME_LENGTH, empty=False),
         _str(obj, "sw", "h", MAX_SOFTWARE_VERSION_LENGTH, empty=True),
         _int(obj, "r", "h", 0, MAX_REVISION),
         _int(obj, "mf", "h", MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
+        _int(obj, "ns", "h", 1, MAX_SEQUENCE) if "ns" in obj else None,
     )
 
 

@@ -359,6 +359,7 @@ class HubProtocol(_Connection):
                 frame.last_revision,
                 frame.version,
                 frame.max_frame_size,
+                frame.next_seq,
             )
         )
 

@@ -168,11 +168,17 @@ class NodeProtocol(_Connection):
         last_revision: int,
         now: float,
         config: NodeConfig | None = None,
+        *,
+        next_seq: int | None = None,
     ) -> None:
+        """``next_seq``: the sequence number the outbox gives its next record (sent as
+        ``hello.ns`` so the hub notices a restored or replaced store)."""
         config = config or NodeConfig()
         _check_text(node_name, "node_name", MAX_NODE_NAME_LENGTH, empty=False)
         _check_text(software_version, "software_version", MAX_SOFTWARE_VERSION_LENGTH, empty=True)
         _check_int(last_revision, "last_revision", 0, MAX_REVISION)
+        if next_seq is not None:
+            _check_int(next_seq, "next_seq", 1, MAX_SEQUENCE)
         super().__init__(now, config.max_frame_size, config.handshake_timeout)
         self._config = config
         self._node_name = node_name
@@ -190,7 +196,12 @@ class NodeProtocol(_Connection):
         self._window_bytes = config.max_in_flight_bytes
         self._send(
             HelloFrame(
-                PROTOCOL_VERSION, node_name, software_version, last_revision, config.max_frame_size
+                PROTOCOL_VERSION,
+                node_name,
+                software_version,
+                last_revision,
+                config.max_frame_size,
+                next_seq,
             )
         )
 

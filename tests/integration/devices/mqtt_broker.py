@@ -40,6 +40,8 @@ class Broker:
     acl: str = ""
     tls_port: int | None = None
     """A second listener with TLS (certificate for 127.0.0.1 in ``directory``)."""
+    extra: list[str] = field(default_factory=list)
+    """More lines for mosquitto.conf (e.g. ``max_queued_messages 0``)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,6 +89,7 @@ class Broker:
             lines += ["log_type all"]  # ACL denials are logged at debug level
         else:
             lines.append("allow_anonymous true")
+        lines += self.extra
         config = self.directory / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")
         return config

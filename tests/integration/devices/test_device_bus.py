@@ -17,6 +17,7 @@ import pytest
 from mqtt_broker import WAIT, Broker, device_client, free_port
 
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
+from edgenode.errors import StoreError
 from edgenode.store import Store
 
 pytestmark = pytest.mark.timeout(60)
@@ -509,3 +510,45 @@ def test_the_device_benchmark_runs_end_to_end(tmp_path):
     measured = json.loads(output.read_text())
     assert measured["accepted"] == measured["reports"] == 20
     assert measured["outbox_appends"] == 20
+
+
+def test_messages_whose_uplink_could_not_be_stored_are_delivered_again(broker, store):
+    """An append failing other than by the outbox's full policy (here the first two: an
+    I/O error) leaves the batch unacknowledged; the node reconnects, the broker delivers
+    it again, and the twin change and the telemetry end up stored exactly as sent."""
+    failures = [StoreError("disk I/O error"), StoreError("disk I/O error")]
+    enqueue = appender(store)
+
+    def flaky(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
+        if failures:
+            raise failures.pop()
+        return enqueue(payload, priority, ttl, key)
+
+    async def scenario() -> None:
+        settings = MqttSettings(
+            port=broker.port, client_id="edgenode-test", backoff_base=0.05, backoff_cap=0.3
+        )
+        layer = DeviceLayer(store, settings, [DeviceSpec("lamp")], [], flaky)
+        task = asyncio.get_running_loop().create_task(layer.run())
+        try:
+            async with device_client(broker.port, "lamp") as lamp:
+                await eventually(layer.connected.is_set)
+                await lamp.publish("twin/update", {"reported": {"mode": "eco"}, "clientToken": "u"})
+                await lamp.publish("telemetry/temp", b"19")
+                reply = await lamp.next_json("twin/update/accepted")
+                assert (reply["clientToken"], reply["version"]) == ("u", 1)
+                await eventually(lambda: len(outbox(store)) == 2)
+                assert layer.stats()["commit_failures"] == 2
+                assert layer.stats()["connects"] == 3
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        records = sorted(outbox(store), key=lambda r: r["kind"])
+        assert [r["kind"] for r in records] == ["telemetry", "twin"]
+        assert records[0]["payload"] == "19"
+        assert (records[1]["reported"], records[1]["version"]) == ({"mode": "eco"}, 1)
+        stored = json.loads(store.get_twin("lamp") or b"{}")
+        assert (stored["reported"], stored["version"]["reported"]) == ({"mode": "eco"}, 1)
+
+    run(scenario)

@@ -70,6 +70,7 @@ EVERY_FRAME: list[Frame] = [
     UplinkFrame((UplinkRecord(1, 0, b"t"), UplinkRecord(2**40, 9, b""))),
     UplinkAckFrame(((1, 3), (5, 5), (7, 2**62))),
     PingFrame(),
+    HelloFrame(1, "ship-7", "edgenode 0.1", 42, 4096, next_seq=1001),  # optional ns
 ]
 
 
@@ -226,6 +227,9 @@ def _mutated(frame: Frame, **changes: object) -> bytes:
         (EVERY_FRAME[14], {"a": [[5, 9], [1, 2]]}),  # unsorted
         (EVERY_FRAME[14], {"a": [[1, 2, 3]]}),
         (EVERY_FRAME[15], {"x": None}),
+        (EVERY_FRAME[-1], {"ns": 0}),  # sequence numbers start at 1
+        (EVERY_FRAME[-1], {"ns": True}),
+        (EVERY_FRAME[-1], {"ns": 2**63}),
     ],
 )
 def test_fields_of_the_wrong_type_range_or_shape_are_malformed(
@@ -283,3 +287,10 @@ def test_a_huge_declared_length_costs_nothing_to_refuse() -> None:
 def test_encoding_something_that_is_not_a_frame_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         encode_frame("ping")  # type: ignore[arg-type]
+
+
+def test_a_hello_without_the_optional_next_seq_decodes_to_none_and_omits_it_when_encoding() -> None:
+    plain = HelloFrame(1, "n1", "", 0, 4096)
+    assert plain.next_seq is None
+    assert "ns" not in cbor2.loads(encode_frame(plain))
+    assert cbor2.loads(encode_frame(EVERY_FRAME[-1]))["ns"] == 1001

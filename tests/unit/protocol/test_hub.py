@@ -15,6 +15,7 @@ from edgenode.protocol import (
     HubConfig,
     HubProtocol,
     NodeHello,
+    NodeProtocol,
     PeerTimedOut,
     ProtocolViolation,
     Resource,
@@ -81,6 +82,16 @@ def test_a_hello_is_reported_with_the_node_name_version_and_revision() -> None:
     assert hub.events_received() == [NodeHello("ship-7", "edgenode 0.1", 10, 1, 1048576)]
     assert hub.node_name == "ship-7"
     assert hub.state is State.CONNECTING
+
+
+def test_the_hello_event_carries_the_nodes_next_outbox_sequence_when_the_node_sends_it() -> None:
+    node = NodeProtocol("ship-7", "edgenode 0.1", 10, 0.0, next_seq=77)
+    hub = HubProtocol(0.0)
+    for message in node.data_to_send():
+        hub.receive_message(message, 0.0)
+    [hello] = hub.events_received()
+    assert isinstance(hello, NodeHello)
+    assert hello.next_seq == 77
     assert hub.next_deadline() is None  # the application decides now
 
 

@@ -1,0 +1,86 @@
+"""The node's metrics with the endpoint off: every update is accepted and dropped, and
+``prometheus_client`` (with the http.server/wsgiref it brings, ~2 MB of an idle node's
+RSS) is never imported; with it on, the device layer's families are in the registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgenode.node.metrics import Metrics
+
+OUTBOX_STATS = {
+    "messages": 3,
+    "bytes": 120,
+    "oldest_age": 1.5,
+    "dropped_expired": 0,
+    "dropped_quota": 1,
+    "rejected": 2,
+}
+
+# A daemon with its device wiring built and its metrics updated, metrics endpoint off.
+NODE_WITHOUT_METRICS = """
+import sys
+from edgenode.config import parse_config
+from edgenode.node.daemon import Daemon
+from edgenode.node.devices import DeviceWiring
+
+config = parse_config(
+    {"node": {"name": "n1", "data_dir": sys.argv[1]}, "metrics": {"listen": ""},
+     "device": [{"name": "lamp"}]},
+    sys.argv[1] + "/n.toml",
+    {},
+)
+daemon = Daemon(config)
+DeviceWiring(daemon)
+import json
+daemon.metrics.set_outbox(json.loads(sys.argv[2]))
+daemon.metrics.frames_in.inc()
+assert not daemon.metrics.enabled
+print(sorted(m for m in sys.modules if m.startswith("prometheus_client")))
+"""
+
+
+def test_a_node_without_a_metrics_endpoint_never_imports_prometheus_client(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-c", NODE_WITHOUT_METRICS, str(tmp_path), json.dumps(OUTBOX_STATS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_disabled_metrics_take_every_update_and_serve_nothing():
+    metrics = Metrics(enabled=False)
+    metrics.set_link_state("connected")
+    metrics.set_outbox(OUTBOX_STATS)
+    metrics.frames_in.inc()
+    metrics.uplink_acked.inc(5)
+    metrics.add_collector(lambda: [])
+    assert metrics.registry is None
+    assert not metrics.enabled
+    with pytest.raises(ValueError, match="not enabled"):
+        metrics.serve("127.0.0.1", 0)
+
+
+def test_enabled_metrics_include_what_a_collector_yields():
+    from prometheus_client import generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    metrics = Metrics()
+    metrics.set_outbox(OUTBOX_STATS)
+    metrics.frames_in.inc(2)
+    metrics.add_collector(lambda: [GaugeMetricFamily("edgenode_devices", "Devices", value=4)])
+    assert metrics.registry is not None
+    text = generate_latest(metrics.registry).decode()
+    assert "edgenode_devices 4.0" in text
+    assert "edgenode_outbox_messages 3.0" in text
+    assert 'edgenode_outbox_dropped{reason="quota"} 1.0' in text
+    assert "edgenode_link_frames_received_total 2.0" in text
