@@ -14,7 +14,23 @@ APT_PACKAGES=(mosquitto mosquitto-clients python3-venv python3-dev build-essenti
     openssl systemd sqlite3)  # openssl, systemd: the node tests make TLS certificates, verify
     # the unit; sqlite3: the backup commands of docs/operations.md (run by tests/docs)
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+HEARTBEAT="${EDGENODE_SETUP_HEARTBEAT:-20}"  # seconds between "still building" lines
+SETUP_START=$SECONDS
+
+say() { printf '\033[1m[setup %3ds]\033[0m %s\n' "$((SECONDS - SETUP_START))" "$*" >&2; }
+
+# Run a long step with a "still <what>..." line every HEARTBEAT seconds: compiling one
+# big crate (the bundled SQLite) or downloading wheels prints nothing for minutes.
+with_heartbeat() {
+    local what="$1" status=0 beat
+    shift
+    (while sleep "$HEARTBEAT"; do say "still $what..."; done) &
+    beat=$!
+    "$@" || status=$?
+    kill "$beat" 2>/dev/null || true
+    wait "$beat" 2>/dev/null || true
+    return "$status"
+}
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -81,17 +97,22 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install -q --upgrade pip
     fi
     say "installing Python tools into $VENV"
-    "$VENV/bin/python" -m pip install -q "maturin>=1.7,<2"
+    with_heartbeat "installing maturin" "$VENV/bin/python" -m pip install -q "maturin>=1.7,<2"
 }
 
 build_edgenode() {
     say "building edgenode and its Rust extension (profile: $PROFILE)"
     local flags=()
     if [ "$PROFILE" = "release" ]; then flags+=(--release); fi
-    (cd "$ROOT" && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop -q --extras dev "${flags[@]}")
+    # Not -q: cargo's "Compiling <crate>" lines are the progress (pip's "Requirement already
+    # satisfied" lines are not, and are left out).
+    (cd "$ROOT" && export VIRTUAL_ENV="$VENV" && with_heartbeat "building the Rust extension" \
+        "$VENV/bin/maturin" develop --extras dev "${flags[@]}" 2>&1 \
+        | sed -u '/^Requirement already satisfied/d' >&2)
     if [ -f "$ROOT/cloud/pyproject.toml" ]; then
         say "installing the hub (cloud/)"
-        "$VENV/bin/python" -m pip install -q -e "$ROOT/cloud[dev]"
+        with_heartbeat "installing the hub" \
+            "$VENV/bin/python" -m pip install -q -e "$ROOT/cloud[dev]"
     fi
     "$VENV/bin/edgenode" version >&2
 }

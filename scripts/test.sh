@@ -23,6 +23,7 @@ ruff format --check python tests bench scripts cloud cross
 step "mypy --strict"
 mypy python/edgenode
 mypy --strict cloud/edgehub
+mypy --strict scripts/demo.py
 step "pytest"
 pytest "$@"
 step "ARM: aarch64 wheel built with the cross toolchain, smoke-tested on emulated ARM"

@@ -27,6 +27,8 @@ from edgehub.resources import PLURALS, resolve_kind
 DEFAULT_HUB = "http://127.0.0.1:8080"
 CONFIG_PATH = Path("~/.config/edgectl/config.toml")
 REQUEST_TIMEOUT = 30.0
+TELEMETRY_PAGE = 1000
+"""Records per request of `edgectl telemetry` (the API's largest page)."""
 
 
 class CtlError(Exception):
@@ -341,8 +343,14 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
             for line in stream:
                 print(line.decode().rstrip(), flush=True)
         return
-    for item in client.request("GET", f"/v1/devices/{name}/telemetry")["items"]:
-        print(json.dumps(item))
+    # Every record, page by page (the API returns at most TELEMETRY_PAGE per request).
+    after = 0
+    while items := client.request(
+        "GET", f"/v1/devices/{name}/telemetry?after={after}&limit={TELEMETRY_PAGE}"
+    )["items"]:
+        for item in items:
+            print(json.dumps(item))
+        after = items[-1]["id"]
 
 
 def build_parser() -> argparse.ArgumentParser:

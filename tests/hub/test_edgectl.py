@@ -181,3 +181,33 @@ def test_watch_streams_changes(hub):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_telemetry_prints_every_record_page_by_page(hub, monkeypatch, capsys):
+    from edgehub import edgectl
+
+    from edgenode.protocol import UplinkRecord
+    from hub.test_link import start, stop
+
+    token = hub.node_add("ship-7")
+    assert hub.apply(DEVICES)[0] == 200
+    records = [
+        UplinkRecord(
+            seq, 5, json.dumps({"kind": "telemetry", "device": "pump-1", "n": seq}).encode()
+        )
+        for seq in range(1, 8)
+    ]
+
+    async def scenario() -> None:
+        node = SimNode(hub.link, token, "ship-7")
+        task = await start(node)
+        await node.send_uplink(records)
+        await node.wait_until(lambda: node.acked_uplink >= set(range(1, 8)))
+        await stop(task)
+
+    asyncio.run(scenario())
+    monkeypatch.setattr(edgectl, "TELEMETRY_PAGE", 3)  # 7 records: pages of 3, 3, 1
+    argv = ["--hub", hub.api, "--token-file", str(hub.token_file), "telemetry", "pump-1"]
+    assert edgectl.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["record"]["n"] for line in lines] == list(range(1, 8))

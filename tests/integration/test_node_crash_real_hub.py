@@ -21,15 +21,11 @@ the process died (that loss is upstream of the outbox; the test reports how many
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import signal
-import sqlite3
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +33,8 @@ import pytest
 from node.conftest import NodeProcess
 
 from hub.conftest import RunningHub
-from integration.devices.mqtt_broker import Broker, Device, device_client, free_port
+from integration.devices.mqtt_broker import Broker, Device, device_client
+from integration.fleet import Fleet, eventually, node_status, outbox_records, read_only, serving
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,7 +42,6 @@ TEST_TIMEOUT = 60.0
 """The whole scenario must finish within this."""
 STEP_TIMEOUT = 20.0
 """Bound of every single wait; a failure names what did not happen."""
-POLL = 0.1
 KILLS = 3
 KILL_DELAY = (0.3, 1.5)
 """Seconds of streaming (uniformly random) between a node being back and its SIGKILL."""
@@ -68,19 +64,6 @@ spec: {{node: {NODE}}}
 """
 
 
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT) -> Any:
-    """Poll ``condition`` (run in a thread: it may start processes) until truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        last = await asyncio.to_thread(condition)
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(POLL)
-
-
 def counter_of(record: dict[str, Any]) -> int | None:
     """The device's counter in an uplink record (the node's envelope or the hub's flat
     body): the MQTT payload ``{"n": ...}`` travels as text under ``payload``."""
@@ -91,20 +74,6 @@ def counter_of(record: dict[str, Any]) -> int | None:
     value = json.loads(body["payload"])["n"]
     assert isinstance(value, int)
     return value
-
-
-def read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-
-
-def outbox_records(node: NodeProcess) -> list[dict[str, Any]]:
-    """Every record waiting in the node's outbox (read-only)."""
-    db = read_only(node.data_dir / "node.db")
-    try:
-        rows = db.execute("SELECT payload FROM outbox ORDER BY priority, seq").fetchall()
-    finally:
-        db.close()
-    return [json.loads(payload) for (payload,) in rows]
 
 
 def outbox_counters(node: NodeProcess) -> list[int]:
@@ -121,19 +90,8 @@ def hub_counters(hub: RunningHub) -> list[int]:
     return [n for (body,) in rows if (n := counter_of(json.loads(body))) is not None]
 
 
-def status(node: NodeProcess) -> dict[str, Any]:
-    result = node.status("--json")
-    return json.loads(result.stdout) if result.stdout else {}
-
-
 def serving_and_linked(node: NodeProcess) -> bool:
-    now = status(node)
-    layer = now.get("device_layer") or {}
-    return bool(
-        layer.get("devices") == [DEVICE]
-        and layer.get("broker_connected")
-        and now.get("hub", {}).get("state") == "connected"
-    )
+    return serving(node, [DEVICE], linked=True)
 
 
 class Publisher:
@@ -258,40 +216,14 @@ async def scenario(hub: RunningHub, broker: Broker, node: NodeProcess) -> None:
         f"sent={sent} stored={len(final)} kills={KILLS} lost_before_outbox={lost} "
         f"seconds={time.monotonic() - started:.1f}"
     )
-    assert status(node)["outbox"]["messages"] <= 1
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    running = QueueingBroker(directory, free_port())
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[RunningHub]:
-    data = tmp_path / "hub"
-    data.mkdir()
-    running = RunningHub(data)
-    running.start()
-    yield running
-    running.stop()  # SIGTERM, then SIGKILL after 10 s
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[NodeProcess]:
-    directory = tmp_path / NODE
-    directory.mkdir()
-    process = NodeProcess(directory, NODE)
-    yield process
-    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        process.stop()  # SIGTERM, then SIGKILL after 10 s
+    assert node_status(node)["outbox"]["messages"] <= 1
 
 
 def test_sigkill_during_a_telemetry_stream_loses_and_duplicates_nothing_at_the_real_hub(
-    hub: RunningHub, broker: Broker, node: NodeProcess
+    tmp_path: Path,
 ) -> None:
-    asyncio.run(asyncio.wait_for(scenario(hub, broker, node), timeout=TEST_TIMEOUT))
+    with Fleet(tmp_path) as fleet:
+        hub = fleet.hub()
+        broker = fleet.broker(NODE, QueueingBroker)
+        node = fleet.node(NODE)
+        asyncio.run(asyncio.wait_for(scenario(hub, broker, node), timeout=TEST_TIMEOUT))

@@ -20,6 +20,18 @@ NODE_NAME = "ship-7"
 STOP_TIMEOUT = 10.0
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+    return proc.returncode
+
+
 class NodeProcess:
     """One ``edgenode run`` subprocess, its config file, data_dir and log file."""
 
@@ -119,13 +131,8 @@ class NodeProcess:
         return self.proc.wait(STOP_TIMEOUT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
+        if self.proc is not None:
+            terminate(self.proc)
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 
