@@ -94,9 +94,31 @@ def free(port: int) -> bool:
     return True
 
 
+def readme_transcript_lines() -> list[str]:
+    """The README's shortened demo output: its step headings and ``edgectl`` commands,
+    which must be the demo's own (the README cannot drift from the demo)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- demo-transcript: start -->")
+    end = text.index("<!-- demo-transcript: end -->")
+    return [
+        line.strip()
+        for line in text[start:end].splitlines()
+        if re.match(r"== \d\. |\$ edgectl ", line.strip())
+    ]
+
+
+def test_the_readme_transcript_shows_steps_and_commands():
+    lines = readme_transcript_lines()
+    assert sum(line.startswith("== ") for line in lines) == 5
+    assert sum(line.startswith("$ edgectl") for line in lines) >= 6
+
+
 def assert_story(result: subprocess.CompletedProcess[str], data: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = [line.strip() for line in result.stdout.splitlines()]
+    shown = set(lines)
+    missing = [line for line in readme_transcript_lines() if line not in shown]
+    assert missing == [], f"README transcript lines the demo no longer prints: {missing}"
     position = 0
     for wanted in STORY_LINES:  # in this order
         index = next((i for i in range(position, len(lines)) if wanted in lines[i]), None)
