@@ -5,6 +5,7 @@ RSS) is never imported; with it on, the device layer's families are in the regis
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,24 @@ def test_enabled_metrics_include_what_a_collector_yields():
     assert "edgenode_outbox_messages 3.0" in text
     assert 'edgenode_outbox_dropped{reason="quota"} 1.0' in text
     assert "edgenode_link_frames_received_total 2.0" in text
+
+
+def test_a_node_on_the_rust_backend_loads_no_pure_store_or_router_and_no_second_sqlite(
+    tmp_path: Path,
+):
+    """The pure twin loads its modules on first use: the daemon needs only the payload
+    reader of ``_pure.devtwin``, not the pure store with Python's sqlite3 (~1 MB RSS)."""
+    script = NODE_WITHOUT_METRICS + (
+        "print(sorted(m for m in sys.modules if m in "
+        "{'sqlite3', 'edgenode._pure.store', 'edgenode._pure.router'}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), json.dumps(OUTBOX_STATS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "EDGENODE_BACKEND": "rust"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
