@@ -4,7 +4,9 @@ A real ``mosquitto`` on a free port, the node's DeviceLayer in its own process (
 store in a temporary directory, ``synchronous=normal``), N simulated devices (aiomqtt
 clients, one connection each, in this process) sending twin reports with QoS 1. Each
 report is merged into the device's twin, stored, appended to the outbox and answered; the
-node acknowledges it to the broker only after that (docs/device-api.md, "Delivery").
+node acknowledges it to the broker only after that (docs/device-api.md, "Delivery"). Like
+the daemon, the node commits each batch of messages (records and twins) in one store
+transaction (``Store.commit_batch``).
 
 Two measurements per N:
 
@@ -37,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ import psutil
 
 from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
+from edgenode.devices.bus import UplinkRecord
 from edgenode.store import Store
 
 READY = "node ready"
@@ -95,17 +98,24 @@ async def node_main(port: int, db: str, devices: int, expect: int) -> None:
     cpu_at_first = 0.0
 
     def enqueue(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
+        return store.append(payload, priority, ttl, coalesce_key=key)
+
+    def commit_batch(
+        twins: Sequence[tuple[str, bytes]], records: Sequence[UplinkRecord]
+    ) -> list[int | None]:
+        # What the daemon's commit_uplink_batch does: one transaction per batch.
         nonlocal cpu_at_first
         if not appended:
             cpu_at_first = cpu_seconds(me)
-        seq = store.append(payload, priority, ttl, coalesce_key=key)
-        appended.append((time.monotonic(), payload))
+        seqs = store.commit_batch(twins, records)
+        at = time.monotonic()
+        appended.extend((at, record[0]) for record in records)
         if len(appended) >= expect:
             done.set()
-        return seq
+        return seqs
 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = DeviceLayer(store, settings, specs, [], enqueue)
+    layer = DeviceLayer(store, settings, specs, [], enqueue, commit_batch=commit_batch)
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
