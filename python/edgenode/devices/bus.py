@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -66,6 +67,9 @@ router call, then the publishes of the whole batch in flight at once)."""
 SUBSCRIBE_QOS: Final = 1
 OPERATION_TIMEOUT: Final = 10.0
 """Seconds for a connect, subscribe or publish before the connection counts as dead."""
+
+NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""Send the node's small packets (PUBACKs, replies) at once, without Nagle's delay."""
 
 EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
 UplinkRecord = tuple[bytes, int, float | None, str | None]
@@ -252,6 +256,7 @@ class DeviceLayer:
             keepalive=s.keepalive,
             timeout=OPERATION_TIMEOUT,
             tls_context=tls_context(s),
+            socket_options=NODELAY,
             logger=logging.getLogger("edgenode.devices.mqtt"),
         )
         # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
