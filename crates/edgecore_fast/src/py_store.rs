@@ -130,6 +130,22 @@ fn default_str(value: &str) -> Py<PyAny> {
     Python::with_gil(|py| PyString::new(py, value).into_any().unbind())
 }
 
+/// The checked `(payload, priority, ttl, ...)` fields of an outbox record tuple.
+type RecordFields<'py> = (Bound<'py, PyBytes>, i64, Option<f64>);
+
+fn record_fields<'py>(t: &Bound<'py, PyTuple>) -> PyResult<RecordFields<'py>> {
+    let payload = t.get_item(0)?;
+    check_bytes(&payload, "payload")?;
+    let priority = check_int(
+        &t.get_item(1)?,
+        "priority",
+        store::MIN_PRIORITY,
+        store::MAX_PRIORITY,
+    )?;
+    let ttl = check_ttl(&t.get_item(2)?)?;
+    Ok((payload.downcast_into::<PyBytes>()?, priority, ttl))
+}
+
 fn items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     obj.try_iter()?.collect()
 }
@@ -416,16 +432,8 @@ impl PyStore {
         let mut meta = Vec::new();
         for record in items(records)? {
             let t = check_tuple(&record, 3, "(payload, priority, ttl)")?;
-            let payload = t.get_item(0)?;
-            check_bytes(&payload, "payload")?;
-            let priority = check_int(
-                &t.get_item(1)?,
-                "priority",
-                store::MIN_PRIORITY,
-                store::MAX_PRIORITY,
-            )?;
-            let ttl = check_ttl(&t.get_item(2)?)?;
-            held.push(payload.downcast_into::<PyBytes>()?);
+            let (payload, priority, ttl) = record_fields(&t)?;
+            held.push(payload);
             meta.push((priority, ttl));
         }
         let now = check_now(now)?;
@@ -462,22 +470,14 @@ impl PyStore {
         let mut meta = Vec::new();
         for record in items(records)? {
             let t = check_tuple(&record, 4, "(payload, priority, ttl, coalesce_key)")?;
-            let payload = t.get_item(0)?;
-            check_bytes(&payload, "payload")?;
-            let priority = check_int(
-                &t.get_item(1)?,
-                "priority",
-                store::MIN_PRIORITY,
-                store::MAX_PRIORITY,
-            )?;
-            let ttl = check_ttl(&t.get_item(2)?)?;
+            let (payload, priority, ttl) = record_fields(&t)?;
             let key = t.get_item(3)?;
             let key = if key.is_none() {
                 None
             } else {
                 Some(check_str(&key, "coalesce_key")?)
             };
-            held.push(payload.downcast_into::<PyBytes>()?);
+            held.push(payload);
             meta.push((priority, ttl, key));
         }
         let now = check_now(now)?;
