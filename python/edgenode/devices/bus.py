@@ -343,7 +343,8 @@ class DeviceLayer:
             if refused:
                 # Dropped by the outbox's full policy, as the store documents: counted.
                 self.counters["uplink_rejected"] += len(refused)
-                log.warning("outbox full, %d records dropped (%s)", len(refused), refused[0])
+                kinds = ", ".join(sorted(set(refused)))
+                log.warning("outbox full: %d records dropped (%s)", len(refused), kinds)
             self.counters["uplinks"] += len(uplinks) - len(refused)
         self._twin_writes.committed()
         return publishes
