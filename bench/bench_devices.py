@@ -4,9 +4,14 @@ A real ``mosquitto`` on a free port, the node's DeviceLayer in its own process (
 store in a temporary directory, ``synchronous=normal``), N simulated devices (aiomqtt
 clients, one connection each, in this process) sending twin reports with QoS 1. Each
 report is merged into the device's twin, stored, appended to the outbox and answered; the
-node acknowledges it to the broker only after that (docs/device-api.md, "Delivery").
+node acknowledges it to the broker only after that (docs/device-api.md, "Delivery"). Like
+the daemon, the node commits each batch of messages (records and twins) in one store
+transaction (``Store.commit_batch``).
 
-Two measurements per N:
+The broker runs with ``set_tcp_nodelay true`` (docs/device-api.md advises it: with
+Mosquitto's default, Nagle's algorithm holds its small packets to the node for up to a
+delayed ACK, ~20 ms of latency and a ceiling of ~2,500 reports/s); ``--broker-nagle``
+measures the default. Two measurements per N:
 
 - **Backlog** (throughput): the devices publish N x R reports while the node is down (its
   persistent session queues them); then a plain ``mosquitto_sub`` with its own persistent
@@ -37,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ import psutil
 
 from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
+from edgenode.devices.bus import UplinkRecord
 from edgenode.store import Store
 
 READY = "node ready"
@@ -95,17 +101,24 @@ async def node_main(port: int, db: str, devices: int, expect: int) -> None:
     cpu_at_first = 0.0
 
     def enqueue(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
+        return store.append(payload, priority, ttl, coalesce_key=key)
+
+    def commit_batch(
+        twins: Sequence[tuple[str, bytes]], records: Sequence[UplinkRecord]
+    ) -> list[int | None]:
+        # What the daemon's commit_uplink_batch does: one transaction per batch.
         nonlocal cpu_at_first
         if not appended:
             cpu_at_first = cpu_seconds(me)
-        seq = store.append(payload, priority, ttl, coalesce_key=key)
-        appended.append((time.monotonic(), payload))
+        seqs = store.commit_batch(twins, records)
+        at = time.monotonic()
+        appended.extend((at, record[0]) for record in records)
         if len(appended) >= expect:
             done.set()
-        return seq
+        return seqs
 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = DeviceLayer(store, settings, specs, [], enqueue)
+    layer = DeviceLayer(store, settings, specs, [], enqueue, commit_batch=commit_batch)
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
@@ -217,12 +230,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def broker(workdir: Path, max_inflight: int) -> Any:
+def broker(workdir: Path, max_inflight: int, nodelay: bool) -> Any:
     port = free_port()
     config = workdir / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
         f"max_queued_messages 0\nmax_inflight_messages {max_inflight}\n"
+        f"set_tcp_nodelay {'true' if nodelay else 'false'}\n"
     )
     process = subprocess.Popen(
         ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -248,10 +262,12 @@ def ceiling_command(port: int, *extra: str) -> list[str]:
             "-t", REPORT_TOPIC.format("+"), *extra]  # fmt: skip
 
 
-def backlog_run(devices: int, reports: int, workdir: Path, max_inflight: int) -> dict[str, Any]:
+def backlog_run(
+    devices: int, reports: int, workdir: Path, max_inflight: int, nodelay: bool
+) -> dict[str, Any]:
     total = devices * reports
     db = workdir / f"backlog-{devices}.db"
-    with broker(workdir, max_inflight) as port:
+    with broker(workdir, max_inflight, nodelay) as port:
         # Both persistent sessions exist before the devices publish: the broker queues.
         Node(port, db, devices, 0).result()
         subprocess.run(ceiling_command(port, "-E"), check=True, timeout=30)
@@ -283,11 +299,11 @@ def backlog_run(devices: int, reports: int, workdir: Path, max_inflight: int) ->
 
 
 def paced_run(
-    devices: int, total: int, rate: float, workdir: Path, max_inflight: int
+    devices: int, total: int, rate: float, workdir: Path, max_inflight: int, nodelay: bool
 ) -> dict[str, Any]:
     db = workdir / f"paced-{devices}.db"
     sent: dict[tuple[str, int], float] = {}
-    with broker(workdir, max_inflight) as port:
+    with broker(workdir, max_inflight, nodelay) as port:
         node = Node(port, db, devices, total)
         try:
             asyncio.run(asyncio.wait_for(publish_paced(port, devices, total, rate, sent), TIMEOUT))
@@ -312,10 +328,15 @@ def run(
     paced_reports: int,
     workdir: Path,
     max_inflight: int,
+    nodelay: bool,
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"devices": devices, "max_inflight_messages": max_inflight}
-    result |= backlog_run(devices, reports, workdir, max_inflight)
-    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight)
+    result: dict[str, Any] = {
+        "devices": devices,
+        "max_inflight_messages": max_inflight,
+        "broker_tcp_nodelay": nodelay,
+    }
+    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay)
+    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay)
     return result
 
 
@@ -339,6 +360,11 @@ def main() -> None:
         "--max-inflight", type=int, default=20, help="Mosquitto's max_inflight_messages"
     )
     parser.add_argument(
+        "--broker-nagle",
+        action="store_true",
+        help="Mosquitto's default set_tcp_nodelay false (default here: true, as docs advise)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
@@ -358,7 +384,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for n in sizes:
             reports = max(1, args.backlog // n) if args.sweep else args.reports
-            result = run(n, reports, args.rate, paced, Path(workdir), args.max_inflight)
+            result = run(
+                n,
+                reports,
+                args.rate,
+                paced,
+                Path(workdir),
+                args.max_inflight,
+                not args.broker_nagle,
+            )
             show(result)
             runs.append(result)
     output: dict[str, Any] = {

@@ -181,6 +181,20 @@ class Store:
         """Append (payload, priority, ttl) records in one transaction, all or nothing.
         Under quota pressure the least urgent record of the call (largest priority
         number) decides which stored records may be evicted."""
+    def commit_batch(
+        self,
+        twins: Sequence[tuple[str, bytes]],
+        records: Sequence[tuple[bytes, int, float | None, str | None]],
+        *,
+        now: float | None = None,
+    ) -> list[int | None]:
+        """Group commit: append each ``(payload, priority, ttl, coalesce_key)`` record in
+        order exactly as ``append`` would (coalescing, eviction, quota), then upsert each
+        ``(device, doc)`` twin, all in ONE transaction. Per record its sequence number, or
+        None where the quota policy refused it (counted in ``rejected``; the other records
+        still land). Any other failure (StoreError, ...) commits nothing at all; bad input
+        (TypeError/ValueError, messages as ``append``/``put_twin``) is refused before any
+        write. Both sequences empty: no transaction, ``[]``."""
     def peek(
         self,
         limit: int = 100,

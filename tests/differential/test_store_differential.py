@@ -1,6 +1,6 @@
 """Differential test of the store: the same operation sequence on both backends.
 
-Hypothesis generates operation lists (outbox, cache, twins, reopen) with explicit
+Hypothesis generates operation lists (outbox, group commits, cache, twins, reopen) with explicit
 ``now`` values and hostile arguments; a pure-Python store and a Rust store, each
 in its own file, must return the same results, stats and exceptions (class and
 message, with the file path normalised).
@@ -52,11 +52,27 @@ records = mostly(
     st.tuples(payloads, priorities, ttls),
     st.sampled_from([(b"x", 1), [b"x", 1, None], b"x"]),
 )
+# Some payloads larger than the quota: a batch where some records are refused.
+batch_payloads = st.one_of(payloads, st.integers(QUOTA - 4, QUOTA + 6).map(lambda n: b"q" * n))
+batch_records = mostly(
+    st.tuples(batch_payloads, priorities, ttls, coalesce_keys),
+    st.sampled_from([(b"x", 1, None), [b"x", 1, None, None], b"x"]),
+)
+batch_twins = mostly(
+    st.tuples(keys, mostly(st.binary(max_size=8), st.just("doc"))),
+    st.sampled_from([("lamp",), ["lamp", b"{}"], (7, b"{}"), "lamp"]),
+)
 datas = mostly(st.one_of(st.none(), st.binary(max_size=10)), st.just("text"))
 
 STRATEGIES: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "append": st.tuples(st.just("append"), payloads, priorities, ttls, coalesce_keys, nows),
     "append_many": st.tuples(st.just("append_many"), st.lists(records, max_size=4), nows),
+    "commit_batch": st.tuples(
+        st.just("commit_batch"),
+        st.lists(batch_twins, max_size=3),
+        st.lists(batch_records, max_size=5),
+        nows,
+    ),
     "peek": st.tuples(
         st.just("peek"),
         st.one_of(st.integers(min_value=0, max_value=12), st.just(-1)),
@@ -92,7 +108,7 @@ STRATEGIES: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "reopen": st.tuples(st.just("reopen")),
 }
 # The outbox is the heart: its operations are drawn several times as often.
-WEIGHTS = {"append": 8, "append_many": 5, "peek": 3, "ack": 2, "ack_ranges": 2}
+WEIGHTS = {"append": 8, "append_many": 5, "commit_batch": 5, "peek": 3, "ack": 2, "ack_ranges": 2}
 NAMES = [name for name in STRATEGIES for _ in range(WEIGHTS.get(name, 1))]
 operations = st.sampled_from(NAMES).flatmap(lambda name: STRATEGIES[name])
 
@@ -104,6 +120,8 @@ def call(store: Any, op: tuple[Any, ...]) -> Any:
         return store.append(payload, priority, ttl, coalesce_key=key, now=now)
     if name in ("append_many",):
         return store.append_many(args[0], now=args[1])
+    if name == "commit_batch":
+        return store.commit_batch(args[0], args[1], now=args[2])
     if name == "peek":
         return store.peek(args[0], after=args[1], now=args[2])
     if name in ("expire", "outbox_stats"):
@@ -143,8 +161,12 @@ def test_both_backends_agree_on_every_operation_sequence(ops):
                 assert results[0] == results[1], op
                 if results[0][0] == "error":
                     event(f"{op[0]} raised {results[0][1]}")
+                elif op[0] == "commit_batch" and None in results[0][1]:
+                    event("commit_batch: the quota refused a record, others landed")
             final = [s.outbox_stats(now=1000) for s in stores]
             assert final[0] == final[1]
+            rows = [(s.peek(100, now=1000), s.list_twins()) for s in stores]
+            assert rows[0] == rows[1]
             for counter in ("dropped_expired", "dropped_quota", "rejected", "coalesced"):
                 if final[0][counter]:
                     event(f"{counter} > 0")

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::py_errors::edgenode_error;
-use crate::store::{self, NewRecord, Store, Synchronous};
+use crate::store::{self, BatchRecord, NewRecord, Store, Synchronous};
 
 fn to_py(py: Python<'_>, err: store::Error) -> PyErr {
     match err {
@@ -128,6 +128,22 @@ fn default_int(value: i64) -> Py<PyAny> {
 
 fn default_str(value: &str) -> Py<PyAny> {
     Python::with_gil(|py| PyString::new(py, value).into_any().unbind())
+}
+
+/// The checked `(payload, priority, ttl, ...)` fields of an outbox record tuple.
+type RecordFields<'py> = (Bound<'py, PyBytes>, i64, Option<f64>);
+
+fn record_fields<'py>(t: &Bound<'py, PyTuple>) -> PyResult<RecordFields<'py>> {
+    let payload = t.get_item(0)?;
+    check_bytes(&payload, "payload")?;
+    let priority = check_int(
+        &t.get_item(1)?,
+        "priority",
+        store::MIN_PRIORITY,
+        store::MAX_PRIORITY,
+    )?;
+    let ttl = check_ttl(&t.get_item(2)?)?;
+    Ok((payload.downcast_into::<PyBytes>()?, priority, ttl))
 }
 
 fn items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -416,16 +432,8 @@ impl PyStore {
         let mut meta = Vec::new();
         for record in items(records)? {
             let t = check_tuple(&record, 3, "(payload, priority, ttl)")?;
-            let payload = t.get_item(0)?;
-            check_bytes(&payload, "payload")?;
-            let priority = check_int(
-                &t.get_item(1)?,
-                "priority",
-                store::MIN_PRIORITY,
-                store::MAX_PRIORITY,
-            )?;
-            let ttl = check_ttl(&t.get_item(2)?)?;
-            held.push(payload.downcast_into::<PyBytes>()?);
+            let (payload, priority, ttl) = record_fields(&t)?;
+            held.push(payload);
             meta.push((priority, ttl));
         }
         let now = check_now(now)?;
@@ -439,6 +447,57 @@ impl PyStore {
             })
             .collect();
         self.with(py, |s| s.append_many(&batch, now))
+    }
+
+    #[pyo3(signature = (twins, records, *, now = None))]
+    fn commit_batch(
+        &self,
+        py: Python<'_>,
+        twins: &Bound<'_, PyAny>,
+        records: &Bound<'_, PyAny>,
+        now: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Option<i64>>> {
+        self.check_open(py)?;
+        let mut docs = Vec::new();
+        for twin in items(twins)? {
+            let t = check_tuple(&twin, 2, "(device, doc)")?;
+            let device = check_str(&t.get_item(0)?, "device")?;
+            let doc = t.get_item(1)?;
+            check_bytes(&doc, "doc")?;
+            docs.push((device, doc.downcast_into::<PyBytes>()?));
+        }
+        let mut held = Vec::new();
+        let mut meta = Vec::new();
+        for record in items(records)? {
+            let t = check_tuple(&record, 4, "(payload, priority, ttl, coalesce_key)")?;
+            let (payload, priority, ttl) = record_fields(&t)?;
+            let key = t.get_item(3)?;
+            let key = if key.is_none() {
+                None
+            } else {
+                Some(check_str(&key, "coalesce_key")?)
+            };
+            held.push(payload);
+            meta.push((priority, ttl, key));
+        }
+        let now = check_now(now)?;
+        let twins: Vec<(&str, &[u8])> = docs
+            .iter()
+            .map(|(device, doc)| (device.as_str(), doc.as_bytes()))
+            .collect();
+        let batch: Vec<BatchRecord<'_>> = held
+            .iter()
+            .zip(&meta)
+            .map(|(payload, (priority, ttl, key))| BatchRecord {
+                record: NewRecord {
+                    payload: payload.as_bytes(),
+                    priority: *priority,
+                    ttl: *ttl,
+                },
+                coalesce_key: key.as_deref(),
+            })
+            .collect();
+        self.with(py, |s| s.commit_batch(&twins, &batch, now))
     }
 
     #[pyo3(signature = (limit = default_int(100), *, after = None, now = None))]

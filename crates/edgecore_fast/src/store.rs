@@ -123,6 +123,8 @@ const UPSERT_RESOURCE: &str = "INSERT INTO resources (key, revision, data) VALUE
     ON CONFLICT (key) DO UPDATE SET revision = excluded.revision, data = excluded.data";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, priority, created, expires, payload, \
     coalesce_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const UPSERT_TWIN: &str = "INSERT INTO twins (device, doc) VALUES (?1, ?2) \
+    ON CONFLICT (device) DO UPDATE SET doc = excluded.doc";
 const SELECT_COALESCE: &str = "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?1";
 const EXPIRE_DUE: &str =
     "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1)";
@@ -185,6 +187,13 @@ pub struct NewRecord<'a> {
     pub payload: &'a [u8],
     pub priority: i64,
     pub ttl: Option<f64>,
+}
+
+/// One record handed to [`Store::commit_batch`]: a record and its coalescing key.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    pub record: NewRecord<'a>,
+    pub coalesce_key: Option<&'a str>,
 }
 
 /// What [`Store::outbox_stats`] reports.
@@ -517,11 +526,8 @@ impl Store {
     pub fn put_twin(&mut self, device: &str, doc: &[u8]) -> Result<()> {
         let now = self.clock();
         self.write(now, |conn, _| {
-            conn.prepare_cached(
-                "INSERT INTO twins (device, doc) VALUES (?1, ?2) \
-                 ON CONFLICT (device) DO UPDATE SET doc = excluded.doc",
-            )?
-            .execute(params![device, doc])?;
+            conn.prepare_cached(UPSERT_TWIN)?
+                .execute(params![device, doc])?;
             Ok(())
         })
     }
@@ -585,117 +591,56 @@ impl Store {
         self.append_records(records, None, t)
     }
 
+    /// Append `records` one by one as [`Store::append`] would, then upsert `twins`, all
+    /// in one transaction (all or nothing on an error); per record its sequence number,
+    /// or `None` where the quota policy refused it (counted in `rejected`).
+    pub fn commit_batch(
+        &mut self,
+        twins: &[(&str, &[u8])],
+        records: &[BatchRecord<'_>],
+        now: Option<f64>,
+    ) -> Result<Vec<Option<i64>>> {
+        for record in records {
+            check_priority(record.record.priority)?;
+            check_ttl(record.record.ttl)?;
+        }
+        let t = self.now_or_clock(now)?;
+        if twins.is_empty() && records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max_bytes = self.max_bytes;
+        self.write(t, |conn, meta| {
+            let mut seqs = Vec::with_capacity(records.len());
+            for record in records {
+                let outcome = append_in(
+                    conn,
+                    meta,
+                    max_bytes,
+                    std::slice::from_ref(&record.record),
+                    record.coalesce_key,
+                    t,
+                )?;
+                seqs.push(outcome.ok().map(|appended| appended[0]));
+            }
+            let mut upsert = conn.prepare_cached(UPSERT_TWIN)?;
+            for (device, doc) in twins {
+                upsert.execute(params![device, doc])?;
+            }
+            Ok(seqs)
+        })
+    }
+
     fn append_records(
         &mut self,
         records: &[NewRecord<'_>],
         coalesce_key: Option<&str>,
         t: f64,
     ) -> Result<Vec<i64>> {
-        let incoming: i64 = records.iter().map(|r| r.payload.len() as i64).sum();
-        let largest = records
-            .iter()
-            .map(|r| r.payload.len() as i64)
-            .max()
-            .unwrap_or(0);
-        // The least urgent record of the call decides what may be evicted for it.
-        let threshold = records
-            .iter()
-            .map(|r| r.priority)
-            .max()
-            .unwrap_or(MAX_PRIORITY);
         let max_bytes = self.max_bytes;
-        let mut failure: Option<String> = None;
-        let seqs = self.write(t, |conn, meta| {
-            let coalesce_victims = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64)>> {
-                match coalesce_key {
-                    Some(key) => conn
-                        .prepare_cached(SELECT_COALESCE)?
-                        .query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect(),
-                    None => Ok(Vec::new()),
-                }
-            };
-            let mut victims = coalesce_victims(conn)?;
-            if largest > max_bytes {
-                meta.rejected += records.len() as i64;
-                failure = Some(format!(
-                    "a record of {largest} bytes exceeds the outbox quota of {max_bytes} bytes"
-                ));
-                return Ok(Vec::new());
-            }
-            let mut freed: i64 = victims.iter().map(|v| v.1).sum();
-            if meta.outbox_bytes - freed + incoming > max_bytes {
-                expire_in(conn, meta, t)?;
-                if coalesce_key.is_some() {
-                    victims = coalesce_victims(conn)?;
-                    freed = victims.iter().map(|v| v.1).sum();
-                }
-            }
-            let need = meta.outbox_bytes - freed + incoming - max_bytes;
-            let mut evicted: Vec<(i64, i64)> = Vec::new();
-            if need > 0 {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT seq, length(payload) FROM outbox WHERE priority >= ?1 \
-                     ORDER BY priority DESC, seq ASC",
-                )?;
-                let mut rows = stmt.query([threshold])?;
-                let mut gained = 0i64;
-                while let Some(row) = rows.next()? {
-                    let seq: i64 = row.get(0)?;
-                    let length: i64 = row.get(1)?;
-                    if victims.iter().any(|v| v.0 == seq) {
-                        continue;
-                    }
-                    evicted.push((seq, length));
-                    gained += length;
-                    if gained >= need {
-                        break;
-                    }
-                }
-                if gained < need {
-                    meta.rejected += records.len() as i64;
-                    failure = Some(format!(
-                        "outbox full: {incoming} bytes do not fit in the quota of {max_bytes} bytes"
-                    ));
-                    return Ok(Vec::new());
-                }
-            }
-            if !victims.is_empty() || !evicted.is_empty() {
-                let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-                for (seq, length) in &victims {
-                    delete.execute([seq])?;
-                    meta.outbox_bytes -= length;
-                    meta.coalesced += 1;
-                }
-                for (seq, length) in &evicted {
-                    delete.execute([seq])?;
-                    meta.outbox_bytes -= length;
-                    meta.dropped_quota += 1;
-                }
-            }
-            let first = meta.next_seq;
-            let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
-            let mut seqs = Vec::with_capacity(records.len());
-            for (i, record) in records.iter().enumerate() {
-                let seq = first + i as i64;
-                insert.execute(params![
-                    seq,
-                    record.priority,
-                    t,
-                    record.ttl.map(|ttl| t + ttl),
-                    record.payload,
-                    coalesce_key,
-                ])?;
-                seqs.push(seq);
-            }
-            meta.next_seq = first + records.len() as i64;
-            meta.outbox_bytes += incoming;
-            Ok(seqs)
-        })?;
-        match failure {
-            Some(message) => Err(Error::Full(message)),
-            None => Ok(seqs),
-        }
+        self.write(t, |conn, meta| {
+            append_in(conn, meta, max_bytes, records, coalesce_key, t)
+        })?
+        .map_err(Error::Full)
     }
 
     fn expire_if_due(&mut self, t: f64) -> Result<i64> {
@@ -864,6 +809,114 @@ impl Store {
         closed?;
         Ok(counts)
     }
+}
+
+/// Inside a write transaction: coalesce, make room and append `records` (their
+/// sequence numbers); or, if the quota refuses them, count them in `rejected` and return
+/// the reason as `Err` (the transaction goes on).
+fn append_in(
+    conn: &Connection,
+    meta: &mut Meta,
+    max_bytes: i64,
+    records: &[NewRecord<'_>],
+    coalesce_key: Option<&str>,
+    t: f64,
+) -> rusqlite::Result<std::result::Result<Vec<i64>, String>> {
+    let incoming: i64 = records.iter().map(|r| r.payload.len() as i64).sum();
+    let largest = records
+        .iter()
+        .map(|r| r.payload.len() as i64)
+        .max()
+        .unwrap_or(0);
+    // The least urgent record of the call decides what may be evicted for it.
+    let threshold = records
+        .iter()
+        .map(|r| r.priority)
+        .max()
+        .unwrap_or(MAX_PRIORITY);
+    let coalesce_victims = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64)>> {
+        match coalesce_key {
+            Some(key) => conn
+                .prepare_cached(SELECT_COALESCE)?
+                .query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect(),
+            None => Ok(Vec::new()),
+        }
+    };
+    let mut victims = coalesce_victims(conn)?;
+    if largest > max_bytes {
+        meta.rejected += records.len() as i64;
+        return Ok(Err(format!(
+            "a record of {largest} bytes exceeds the outbox quota of {max_bytes} bytes"
+        )));
+    }
+    let mut freed: i64 = victims.iter().map(|v| v.1).sum();
+    if meta.outbox_bytes - freed + incoming > max_bytes {
+        expire_in(conn, meta, t)?;
+        if coalesce_key.is_some() {
+            victims = coalesce_victims(conn)?;
+            freed = victims.iter().map(|v| v.1).sum();
+        }
+    }
+    let need = meta.outbox_bytes - freed + incoming - max_bytes;
+    let mut evicted: Vec<(i64, i64)> = Vec::new();
+    if need > 0 {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, length(payload) FROM outbox WHERE priority >= ?1 \
+             ORDER BY priority DESC, seq ASC",
+        )?;
+        let mut rows = stmt.query([threshold])?;
+        let mut gained = 0i64;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let length: i64 = row.get(1)?;
+            if victims.iter().any(|v| v.0 == seq) {
+                continue;
+            }
+            evicted.push((seq, length));
+            gained += length;
+            if gained >= need {
+                break;
+            }
+        }
+        if gained < need {
+            meta.rejected += records.len() as i64;
+            return Ok(Err(format!(
+                "outbox full: {incoming} bytes do not fit in the quota of {max_bytes} bytes"
+            )));
+        }
+    }
+    if !victims.is_empty() || !evicted.is_empty() {
+        let mut delete = conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+        for (seq, length) in &victims {
+            delete.execute([seq])?;
+            meta.outbox_bytes -= length;
+            meta.coalesced += 1;
+        }
+        for (seq, length) in &evicted {
+            delete.execute([seq])?;
+            meta.outbox_bytes -= length;
+            meta.dropped_quota += 1;
+        }
+    }
+    let first = meta.next_seq;
+    let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
+    let mut seqs = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let seq = first + i as i64;
+        insert.execute(params![
+            seq,
+            record.priority,
+            t,
+            record.ttl.map(|ttl| t + ttl),
+            record.payload,
+            coalesce_key,
+        ])?;
+        seqs.push(seq);
+    }
+    meta.next_seq = first + records.len() as i64;
+    meta.outbox_bytes += incoming;
+    Ok(Ok(seqs))
 }
 
 fn expire_in(conn: &Connection, meta: &mut Meta, t: f64) -> rusqlite::Result<i64> {
@@ -1259,6 +1312,41 @@ mod tests {
         ));
         let stats = s2.outbox_stats(Some(0.0)).unwrap();
         assert_eq!((stats.dropped_quota, stats.rejected), (1, 1));
+    }
+
+    #[test]
+    fn commit_batch_appends_each_record_as_append_would_and_stores_twins_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir, 10);
+        s.append(b"old", 5, None, Some("k"), Some(0.0)).unwrap();
+        let batch = [
+            BatchRecord {
+                record: rec(b"aaaa", 5),
+                coalesce_key: Some("k"),
+            },
+            BatchRecord {
+                record: rec(b"bbbbbbbbbbb", 5),
+                coalesce_key: None,
+            },
+            BatchRecord {
+                record: rec(b"cccc", 5),
+                coalesce_key: Some("k"),
+            },
+        ];
+        let doc: &[u8] = b"{}";
+        let seqs = s.commit_batch(&[("lamp", doc)], &batch, Some(0.0)).unwrap();
+        assert_eq!(seqs, vec![Some(2), None, Some(3)]);
+        let kept: Vec<i64> = s
+            .peek(10, None, Some(0.0))
+            .unwrap()
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(kept, vec![3]);
+        assert_eq!(s.get_twin("lamp").unwrap().as_deref(), Some(doc));
+        let stats = s.outbox_stats(Some(0.0)).unwrap();
+        assert_eq!((stats.coalesced, stats.rejected, stats.next_seq), (2, 1, 4));
+        assert_eq!(s.commit_batch(&[], &[], Some(0.0)).unwrap(), vec![]);
     }
 
     #[test]

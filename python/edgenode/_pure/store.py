@@ -550,89 +550,141 @@ class Store:
         self._meta.dropped_expired += len(lengths)
         return len(lengths)
 
+    def commit_batch(
+        self,
+        twins: Iterable[tuple[str, bytes]],
+        records: Iterable[tuple[bytes, int, float | None, str | None]],
+        *,
+        now: float | None = None,
+    ) -> list[int | None]:
+        """Append ``records`` one by one as ``append`` would, then upsert ``twins``, all in
+        one transaction; per record its sequence number, or None where the quota policy
+        refused it (counted in ``rejected``, as ``append`` counts it)."""
+        self._conn()
+        docs: list[tuple[str, bytes]] = []
+        for twin in twins:
+            device, doc = _check_tuple(twin, 2, "(device, doc)")
+            docs.append((_check_str(device, "device"), _check_bytes(doc, "doc")))
+        checked: list[tuple[tuple[bytes, int, float | None], str | None]] = []
+        for record in records:
+            payload, priority, ttl, key = _check_tuple(
+                record, 4, "(payload, priority, ttl, coalesce_key)"
+            )
+            row = (
+                _check_bytes(payload, "payload"),
+                _check_int(priority, "priority", MIN_PRIORITY, MAX_PRIORITY),
+                _check_ttl(ttl),
+            )
+            checked.append((row, None if key is None else _check_str(key, "coalesce_key")))
+        t = self._now(now)
+        if not docs and not checked:
+            return []
+
+        def run(db: sqlite3.Connection) -> list[int | None]:
+            seqs: list[int | None] = []
+            for row, key in checked:
+                refused: list[str] = []
+                appended = self._append_in(db, [row], key, t, refused)
+                seqs.append(None if refused else appended[0])
+            db.executemany(
+                "INSERT INTO twins (device, doc) VALUES (?, ?) "
+                "ON CONFLICT (device) DO UPDATE SET doc = excluded.doc",
+                docs,
+            )
+            return seqs
+
+        return self._write(t, run)
+
     def _append(
         self,
         records: list[tuple[bytes, int, float | None]],
         coalesce_key: str | None,
         t: float,
     ) -> list[int]:
+        failure: list[str] = []
+        seqs = self._write(t, lambda db: self._append_in(db, records, coalesce_key, t, failure))
+        if failure:
+            raise OutboxFullError(failure[0])
+        return seqs
+
+    def _append_in(
+        self,
+        db: sqlite3.Connection,
+        records: list[tuple[bytes, int, float | None]],
+        coalesce_key: str | None,
+        t: float,
+        failure: list[str],
+    ) -> list[int]:
+        """Inside a write transaction: coalesce, make room and append ``records``; or, if
+        the quota refuses them, count them, add the reason to ``failure`` and return []."""
         incoming = sum(len(payload) for payload, _, _ in records)
         largest = max(len(payload) for payload, _, _ in records)
         # The least urgent record of the call decides what may be evicted for it.
         threshold = max(priority for _, priority, _ in records)
         max_bytes = self._max_bytes
-        failure: list[str] = []
-
-        def run(db: sqlite3.Connection) -> list[int]:
-            meta = self._meta
-            victims: list[tuple[int, int]] = []
+        meta = self._meta
+        victims: list[tuple[int, int]] = []
+        if coalesce_key is not None:
+            victims = db.execute(
+                "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?",
+                (coalesce_key,),
+            ).fetchall()
+        if largest > max_bytes:
+            meta.rejected += len(records)
+            failure.append(
+                f"a record of {largest} bytes exceeds the outbox quota of {max_bytes} bytes"
+            )
+            return []
+        freed = sum(length for _, length in victims)
+        if meta.outbox_bytes - freed + incoming > max_bytes:
+            self._expire_in(db, t)
             if coalesce_key is not None:
                 victims = db.execute(
                     "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?",
                     (coalesce_key,),
                 ).fetchall()
-            if largest > max_bytes:
+                freed = sum(length for _, length in victims)
+        need = meta.outbox_bytes - freed + incoming - max_bytes
+        evicted: list[tuple[int, int]] = []
+        if need > 0:
+            skip = {seq for seq, _ in victims}
+            cursor = db.execute(
+                "SELECT seq, length(payload) FROM outbox WHERE priority >= ? "
+                "ORDER BY priority DESC, seq ASC",
+                (threshold,),
+            )
+            gained = 0
+            for seq, length in cursor:
+                if seq in skip:
+                    continue
+                evicted.append((seq, length))
+                gained += length
+                if gained >= need:
+                    break
+            cursor.close()
+            if gained < need:
                 meta.rejected += len(records)
                 failure.append(
-                    f"a record of {largest} bytes exceeds the outbox quota of {max_bytes} bytes"
+                    f"outbox full: {incoming} bytes do not fit in the quota of {max_bytes} bytes"
                 )
                 return []
-            freed = sum(length for _, length in victims)
-            if meta.outbox_bytes - freed + incoming > max_bytes:
-                self._expire_in(db, t)
-                if coalesce_key is not None:
-                    victims = db.execute(
-                        "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?",
-                        (coalesce_key,),
-                    ).fetchall()
-                    freed = sum(length for _, length in victims)
-            need = meta.outbox_bytes - freed + incoming - max_bytes
-            evicted: list[tuple[int, int]] = []
-            if need > 0:
-                skip = {seq for seq, _ in victims}
-                cursor = db.execute(
-                    "SELECT seq, length(payload) FROM outbox WHERE priority >= ? "
-                    "ORDER BY priority DESC, seq ASC",
-                    (threshold,),
-                )
-                gained = 0
-                for seq, length in cursor:
-                    if seq in skip:
-                        continue
-                    evicted.append((seq, length))
-                    gained += length
-                    if gained >= need:
-                        break
-                cursor.close()
-                if gained < need:
-                    meta.rejected += len(records)
-                    failure.append(
-                        f"outbox full: {incoming} bytes do not fit in the quota of "
-                        f"{max_bytes} bytes"
-                    )
-                    return []
-            for group, counter in ((victims, "coalesced"), (evicted, "dropped_quota")):
-                if group:
-                    db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _ in group])
-                    meta.outbox_bytes -= sum(length for _, length in group)
-                    setattr(meta, counter, getattr(meta, counter) + len(group))
-            first = meta.next_seq
-            seqs = list(range(first, first + len(records)))
-            db.executemany(
-                "INSERT INTO outbox (seq, priority, created, expires, payload, coalesce_key) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (seq, priority, t, None if ttl is None else t + ttl, payload, coalesce_key)
-                    for seq, (payload, priority, ttl) in zip(seqs, records, strict=True)
-                ],
-            )
-            meta.next_seq = first + len(records)
-            meta.outbox_bytes += incoming
-            return seqs
-
-        seqs = self._write(t, run)
-        if failure:
-            raise OutboxFullError(failure[0])
+        for group, counter in ((victims, "coalesced"), (evicted, "dropped_quota")):
+            if group:
+                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _ in group])
+                meta.outbox_bytes -= sum(length for _, length in group)
+                setattr(meta, counter, getattr(meta, counter) + len(group))
+        first = meta.next_seq
+        seqs = list(range(first, first + len(records)))
+        db.executemany(
+            "INSERT INTO outbox (seq, priority, created, expires, payload, coalesce_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (seq, priority, t, None if ttl is None else t + ttl, payload, coalesce_key)
+                for seq, (payload, priority, ttl) in zip(seqs, records, strict=True)
+            ],
+        )
+        meta.next_seq = first + len(records)
+        meta.outbox_bytes += incoming
         return seqs
 
     def _expire_if_due(self, t: float) -> int:

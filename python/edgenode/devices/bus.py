@@ -3,9 +3,12 @@
 :class:`DeviceLayer` is what the node daemon starts. ``run()`` connects to the broker
 (username/password and TLS when configured), subscribes to the device API topics and
 the route filters, feeds received messages in batches to the sans-I/O
-:class:`~edgenode.devices.twins.TwinService`, appends the resulting uplink records
-through ``enqueue_uplink`` (``Store.append``-like: ``(payload, priority, ttl,
-coalesce_key)``) and publishes the replies. It reconnects forever with jittered
+:class:`~edgenode.devices.twins.TwinService`, commits each batch's uplink records and
+twin documents in ONE store transaction through ``commit_batch``
+(``Store.commit_batch``-like) and publishes the replies. Uplink records that do not
+come from a message (a desired change from the hub) are appended one by one through
+``enqueue_uplink`` (``Store.append``-like: ``(payload, priority, ttl,
+coalesce_key)``). It reconnects forever with jittered
 exponential back-off and subscribes again after every reconnect; twin state lives in
 the store, so a broker restart loses nothing and, once reconnected, every device's
 retained delta is published again.
@@ -19,17 +22,20 @@ At least once: a device's QoS 1 message is acknowledged to the broker (PUBACK) o
 everything it caused is committed — the twin saved, the uplink records appended, the
 replies handed to the broker — so a node killed at any moment loses nothing the broker
 considers delivered; the broker delivers the unacknowledged messages again when the node
-is back. Within a batch the twin writes wait in :class:`DeferredTwinWrites` until the
-batch's uplinks are appended, so a twin change is never stored without its uplink record
-(a redelivered report that changes nothing sends nothing upstream). If a write fails,
-the in-memory twins are dropped, the batch stays unacknowledged and the session ends:
-after the reconnect the broker redelivers and the node applies the batch again.
+is back. Within a batch the twin writes wait in :class:`DeferredTwinWrites` and are
+committed in the same transaction as the batch's uplink records (group commit: one
+durable commit per batch, not per record), so a twin change is never stored without its
+uplink record (a redelivered report that changes nothing sends nothing upstream). If the
+commit fails, nothing of the batch is stored, the in-memory twins are dropped, the batch
+stays unacknowledged and the session ends: after the reconnect the broker redelivers and
+the node applies the batch again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -62,14 +68,22 @@ SUBSCRIBE_QOS: Final = 1
 OPERATION_TIMEOUT: Final = 10.0
 """Seconds for a connect, subscribe or publish before the connection counts as dead."""
 
+NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""Send the node's small packets (PUBACKs, replies) at once, without Nagle's delay."""
+
 EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
+UplinkRecord = tuple[bytes, int, float | None, str | None]
+"""(payload, priority, ttl, coalesce_key), as ``Store.commit_batch`` takes it."""
+CommitBatch = Callable[[Sequence[tuple[str, bytes]], Sequence[UplinkRecord]], list[int | None]]
+"""``Store.commit_batch``-like: twins and records in one transaction; per record its
+sequence number or None where the outbox's quota policy refused it."""
 
 
 class DeferredTwinWrites:
     """The store as TwinService sees it: while ``deferring``, ``put_twin`` is held (the
-    newest document per device) until :meth:`flush`, so the bus can append a batch's
-    uplink records before the twin changes that produced them are stored. Reads see the
-    held documents; everything else goes straight to the store."""
+    newest document per device) until the bus commits them (:meth:`held`, then
+    :meth:`committed`) in the same transaction as the batch's uplink records. Reads see
+    the held documents; everything else goes straight to the store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -90,13 +104,23 @@ class DeferredTwinWrites:
         self._held.pop(device, None)
         return self.store.delete_twin(device)
 
-    def flush(self) -> None:
-        """Store the held documents (StoreError: the rest stay held until ``discard``)."""
+    def held(self) -> list[tuple[str, bytes]]:
+        """The held documents as (device, doc), to commit; they stay held until
+        :meth:`committed` or :meth:`discard`."""
+        return list(self._held.items())
+
+    def committed(self) -> None:
+        """The held documents are stored: stop holding them."""
         self.deferring = False
-        while self._held:
-            device, doc = next(iter(self._held.items()))
-            self.store.put_twin(device, doc)
-            del self._held[device]
+        self._held.clear()
+
+    def flush(self) -> None:
+        """Store the held documents in one transaction (StoreError: all stay held until
+        ``discard``)."""
+        self.deferring = False
+        if self._held:
+            self.store.commit_batch(self.held(), [])
+        self._held.clear()
 
     def discard(self) -> None:
         """Forget the held documents (their changes will be applied again)."""
@@ -105,8 +129,8 @@ class DeferredTwinWrites:
 
 
 class UplinkFailed(Exception):
-    """Internal: a batch's uplink record could not be appended for a reason other than
-    the outbox's full policy; the batch must not be acknowledged."""
+    """Internal: a batch could not be committed (for a reason other than the outbox's
+    full policy refusing records); the batch must not be acknowledged."""
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -127,12 +151,16 @@ class DeviceLayer:
         routes: Iterable[RouteSpec],
         enqueue_uplink: EnqueueUplink,
         *,
+        commit_batch: CommitBatch | None = None,
         uplink_encoder: UplinkEncoder = flat_uplink,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._enqueue = enqueue_uplink
+        # Without a commit function of the caller's (the daemon adds its default TTL and
+        # wakes its uplink), batches go straight to the store.
+        self._commit_batch: CommitBatch = commit_batch or store.commit_batch
         self._twin_writes = DeferredTwinWrites(store)
         self.service = TwinService(
             self._twin_writes,
@@ -228,6 +256,7 @@ class DeviceLayer:
             keepalive=s.keepalive,
             timeout=OPERATION_TIMEOUT,
             tls_context=tls_context(s),
+            socket_options=NODELAY,
             logger=logging.getLogger("edgenode.devices.mqtt"),
         )
         # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
@@ -249,7 +278,13 @@ class DeviceLayer:
             messages = client.messages
             while True:
                 batch = [await anext(messages)]
-                while len(messages) and len(batch) < MAX_BATCH:
+                while len(batch) < MAX_BATCH:
+                    if not len(messages):
+                        # paho reads one packet per readable event: yield once so that
+                        # packets already in the socket join this batch (one commit).
+                        await asyncio.sleep(0)
+                        if not len(messages):
+                            break
                     batch.append(await anext(messages))
                 await self._handle_batch(client, batch)
 
@@ -285,17 +320,33 @@ class DeviceLayer:
         self._subscribed = set(wanted)
 
     def _commit(self, actions: Sequence[Action]) -> list[Publish]:
-        """Append the uplinks, then store the held twins; the publishes left to do.
-
-        UplinkFailed or StoreError: not everything is committed."""
+        """Commit the batch's uplinks and held twins in one transaction; the publishes
+        left to do. UplinkFailed: nothing of the batch is committed."""
         publishes: list[Publish] = []
+        uplinks: list[Uplink] = []
         for action in actions:
             if isinstance(action, Uplink):
-                if not self._append(action):
-                    raise UplinkFailed(f"a {action.kind} record could not be appended")
+                uplinks.append(action)
             else:
                 publishes.append(action)
-        self._twin_writes.flush()
+        twins = self._twin_writes.held()
+        if uplinks or twins:
+            records = [(u.payload, u.priority, u.ttl, u.coalesce_key) for u in uplinks]
+            try:
+                seqs = self._commit_batch(twins, records)
+            except Exception as exc:
+                self.counters["uplink_errors"] += 1
+                raise UplinkFailed(
+                    f"{len(records)} records and {len(twins)} twins not committed: {exc}"
+                ) from exc
+            refused = [u.kind for u, seq in zip(uplinks, seqs, strict=True) if seq is None]
+            if refused:
+                # Dropped by the outbox's full policy, as the store documents: counted.
+                self.counters["uplink_rejected"] += len(refused)
+                kinds = ", ".join(sorted(set(refused)))
+                log.warning("outbox full: %d records dropped (%s)", len(refused), kinds)
+            self.counters["uplinks"] += len(uplinks) - len(refused)
+        self._twin_writes.committed()
         return publishes
 
     def _append(self, uplink: Uplink) -> bool:

@@ -125,6 +125,28 @@ class Daemon:
             self._link.outbox_changed(priority)
         return seq
 
+    def commit_uplink_batch(
+        self,
+        twins: Sequence[tuple[str, bytes]],
+        records: Sequence[tuple[bytes, int, float | None, str | None]],
+    ) -> list[int | None]:
+        """Group commit for the device layer: ``(payload, priority, ttl, coalesce_key)``
+        records already encoded with ``encode_uplink`` and twin documents, in ONE durable
+        transaction (``Store.commit_batch``); per record its sequence number, or None
+        where the quota policy refused it (counted). ``ttl`` None means ``[outbox]
+        default_ttl``, as in ``enqueue_payload``. StoreError: nothing is committed."""
+        default_ttl = self.config.outbox.default_ttl
+        if default_ttl > 0:
+            records = [
+                (payload, priority, default_ttl if ttl is None else ttl, key)
+                for payload, priority, ttl, key in records
+            ]
+        seqs = self.store.commit_batch(twins, records)
+        appended = [rec[1] for rec, seq in zip(records, seqs, strict=True) if seq is not None]
+        if appended and self._link is not None:
+            self._link.outbox_changed(min(appended))
+        return seqs
+
     def add_desired_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(changes, is_snapshot)`` after desired state was persisted."""
         self._listeners.append(listener)

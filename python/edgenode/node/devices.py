@@ -10,7 +10,9 @@ the same name: the hub's ``spec.desired`` wins (the cloud owns desired); the con
 applies again once the hub deletes its Device.
 
 Uplink records go through the daemon's outbox in its envelope
-(``{"v": 1, "kind", "node", "ts", "body"}``, docs/node.md). The layer's counters are
+(``{"v": 1, "kind", "node", "ts", "body"}``, docs/node.md): a batch of device messages is
+committed with ``Daemon.commit_uplink_batch`` (records and twins in one transaction),
+anything else with ``Daemon.enqueue_payload``. The layer's counters are
 exported as Prometheus metrics, and ``devices.json`` in data_dir tells ``edgenode status``
 which devices are served and whether the broker is connected.
 """
@@ -211,6 +213,7 @@ class DeviceWiring:
             devices,
             routes,
             daemon.enqueue_payload,
+            commit_batch=daemon.commit_uplink_batch,
             uplink_encoder=_Envelope(self),
         )
         self._routes_in_use = len(routes)

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -513,22 +513,26 @@ def test_the_device_benchmark_runs_end_to_end(tmp_path):
 
 
 def test_messages_whose_uplink_could_not_be_stored_are_delivered_again(broker, store):
-    """An append failing other than by the outbox's full policy (here the first two: an
-    I/O error) leaves the batch unacknowledged; the node reconnects, the broker delivers
+    """A batch commit failing other than by the outbox's full policy (here the first two:
+    an I/O error) leaves the batch unacknowledged; the node reconnects, the broker delivers
     it again, and the twin change and the telemetry end up stored exactly as sent."""
     failures = [StoreError("disk I/O error"), StoreError("disk I/O error")]
-    enqueue = appender(store)
 
-    def flaky(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
+    def flaky(
+        twins: Sequence[tuple[str, bytes]],
+        records: Sequence[tuple[bytes, int, float | None, str | None]],
+    ) -> list[int | None]:
         if failures:
             raise failures.pop()
-        return enqueue(payload, priority, ttl, key)
+        return store.commit_batch(twins, records)
 
     async def scenario() -> None:
         settings = MqttSettings(
             port=broker.port, client_id="edgenode-test", backoff_base=0.05, backoff_cap=0.3
         )
-        layer = DeviceLayer(store, settings, [DeviceSpec("lamp")], [], flaky)
+        layer = DeviceLayer(
+            store, settings, [DeviceSpec("lamp")], [], appender(store), commit_batch=flaky
+        )
         task = asyncio.get_running_loop().create_task(layer.run())
         try:
             async with device_client(broker.port, "lamp") as lamp:
@@ -552,3 +556,34 @@ def test_messages_whose_uplink_could_not_be_stored_are_delivered_again(broker, s
         assert (stored["reported"], stored["version"]["reported"]) == ({"mode": "eco"}, 1)
 
     run(scenario)
+
+
+def test_records_the_full_outbox_refuses_are_counted_while_the_rest_of_the_batch_lands(
+    broker, tmp_path
+):
+    """Group commit keeps the per-record quota policy: a telemetry record larger than the
+    outbox quota is dropped and counted, the report and the small telemetry of the same
+    device are stored, and nothing is redelivered (no commit failure, one connect)."""
+    store = Store(str(tmp_path / "small.db"), outbox_max_bytes=1000)
+
+    async def scenario() -> None:
+        async with (
+            node(store, broker, [DeviceSpec("lamp")]) as layer,
+            device_client(broker.port, "lamp") as lamp,
+        ):
+            await lamp.publish("telemetry/big", b"x" * 2000)
+            await lamp.publish("telemetry/temp", b"19")
+            verdict, reply = await lamp.request("twin/update", {"reported": {"on": True}})
+            assert (verdict, reply["version"]) == ("accepted", 1)
+            await eventually(lambda: layer.stats().get("uplink_rejected", 0) == 1)
+            await eventually(lambda: len(outbox(store)) == 2)
+            stats = layer.stats()
+            assert (stats["connects"], stats.get("commit_failures", 0)) == (1, 0)
+
+    try:
+        run(scenario)
+        assert sorted(record["kind"] for record in outbox(store)) == ["telemetry", "twin"]
+        assert store.outbox_stats()["rejected"] == 1
+        assert json.loads(store.get_twin("lamp") or b"{}")["reported"] == {"on": True}
+    finally:
+        store.close()

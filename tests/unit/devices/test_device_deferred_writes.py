@@ -1,6 +1,6 @@
-"""DeferredTwinWrites: while a batch is handled, twin writes are held until the bus has
-appended the batch's uplink records, so a twin change is never stored without its record
-(docs/device-api.md, "Delivery"). Real SQLite store in tmp_path."""
+"""DeferredTwinWrites: while a batch is handled, twin writes are held until the bus
+commits them in the same transaction as the batch's uplink records, so a twin change is
+never stored without its record (docs/device-api.md, "Delivery"). Real SQLite store in tmp_path."""
 
 from __future__ import annotations
 
@@ -77,3 +77,15 @@ def test_a_failed_flush_keeps_what_was_not_stored(tmp_path):
     writes.discard()
     with pytest.raises(StoreError):
         writes.get_twin("lamp")
+
+
+def test_held_documents_are_handed_over_for_the_batch_commit_and_dropped_once_committed(store):
+    writes = holding(store, b"new")
+    writes.put_twin("fan", b"fan-1")
+    assert writes.held() == [("lamp", b"new"), ("fan", b"fan-1")]
+    assert writes.get_twin("lamp") == b"new"  # still held until committed
+    store.commit_batch(writes.held(), [])
+    writes.committed()
+    assert not writes.deferring
+    assert writes.held() == []
+    assert (writes.get_twin("lamp"), writes.get_twin("fan")) == (b"new", b"fan-1")
