@@ -42,20 +42,27 @@ import json
 daemon.metrics.set_outbox(json.loads(sys.argv[2]))
 daemon.metrics.frames_in.inc()
 assert not daemon.metrics.enabled
-print(sorted(m for m in sys.modules if m.startswith("prometheus_client")))
 """
 
 
-def test_a_node_without_a_metrics_endpoint_never_imports_prometheus_client(tmp_path: Path):
+def modules_loaded_by_a_node(tmp_path: Path, wanted: str, backend: str = "auto") -> str:
+    """Build the node of NODE_WITHOUT_METRICS in a fresh interpreter; the sorted list of
+    loaded modules for which the Python expression ``wanted`` (over ``m``) holds."""
+    script = NODE_WITHOUT_METRICS + f"print(sorted(m for m in sys.modules if {wanted}))\n"
     result = subprocess.run(
-        [sys.executable, "-c", NODE_WITHOUT_METRICS, str(tmp_path), json.dumps(OUTBOX_STATS)],
+        [sys.executable, "-c", script, str(tmp_path), json.dumps(OUTBOX_STATS)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "EDGENODE_BACKEND": backend},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_a_node_without_a_metrics_endpoint_never_imports_prometheus_client(tmp_path: Path):
+    assert modules_loaded_by_a_node(tmp_path, "m.startswith('prometheus_client')") == "[]"
 
 
 def test_disabled_metrics_take_every_update_and_serve_nothing():
@@ -92,17 +99,5 @@ def test_a_node_on_the_rust_backend_loads_no_pure_store_or_router_and_no_second_
 ):
     """The pure twin loads its modules on first use: the daemon needs only the payload
     reader of ``_pure.devtwin``, not the pure store with Python's sqlite3 (~1 MB RSS)."""
-    script = NODE_WITHOUT_METRICS + (
-        "print(sorted(m for m in sys.modules if m in "
-        "{'sqlite3', 'edgenode._pure.store', 'edgenode._pure.router'}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), json.dumps(OUTBOX_STATS)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "EDGENODE_BACKEND": "rust"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    wanted = "m in {'sqlite3', 'edgenode._pure.store', 'edgenode._pure.router'}"
+    assert modules_loaded_by_a_node(tmp_path, wanted, backend="rust") == "[]"
