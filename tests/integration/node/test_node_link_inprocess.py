@@ -133,3 +133,14 @@ def test_a_body_that_cannot_be_stored_is_rejected_and_the_revision_still_advance
     assert store.applied_revision() == revision
     assert [key for key, _, _ in store.list_resources()] == ["Config/x/ok"]
     store.close()
+
+
+def test_the_hello_tells_the_hub_where_the_outbox_numbering_stands(hub: FakeHub, tmp_path):
+    """The hub forgets sequences at and above it (a restored or new store numbers again
+    from below what it has seen): the hello carries the store's next sequence number."""
+    store = Store(str(tmp_path / "node.db"))
+    store.append_many([(b"a", 5, None), (b"b", 5, None)])
+    link = CloudLink(link_config(tmp_path, hub), store, Metrics())
+    asyncio.run(run_until(link, lambda: store.outbox_stats()["messages"] == 0))
+    assert hub.hellos[0].next_seq == 3 == store.next_seq()
+    store.close()
