@@ -26,6 +26,12 @@ mypy --strict cloud/edgehub
 mypy --strict scripts/demo.py
 step "pytest"
 pytest "$@"
+step "schemathesis: the hub's operator API against its OpenAPI document (no 5xx)"
+if [ "${EDGENODE_API_FUZZ:-1}" = "0" ]; then
+    echo "SKIPPED API fuzzing: EDGENODE_API_FUZZ=0" >&2
+else
+    "$ROOT/scripts/fuzz_api.sh" "${EDGENODE_API_FUZZ_EXAMPLES:-30}"
+fi
 step "ARM: aarch64 wheel built with the cross toolchain, smoke-tested on emulated ARM"
 # Skips (with a "SKIPPED ARM smoke: <reason>" line) only when apt cannot provide the
 # toolchain; a build or test failure fails the run. Full suites: cross/test-emulated.sh.
