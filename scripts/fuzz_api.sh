@@ -10,7 +10,7 @@ EXAMPLES="${1:-50}"
 WORK="$(mktemp -d)"
 trap 'kill "$HUB_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 python3 -m venv "$WORK/venv"
-"$WORK/venv/bin/pip" install -q schemathesis
+"$WORK/venv/bin/pip" install -q "schemathesis>=4.3,<5"  # its CLI options are those of 4.x
 "$ROOT/.venv/bin/edgehub" serve --data "$WORK/data" --listen 127.0.0.1:0 \
     --api-listen 127.0.0.1:0 > "$WORK/out" 2>"$WORK/log" &
 HUB_PID=$!
