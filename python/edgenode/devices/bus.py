@@ -114,14 +114,6 @@ class DeferredTwinWrites:
         self.deferring = False
         self._held.clear()
 
-    def flush(self) -> None:
-        """Store the held documents in one transaction (StoreError: all stay held until
-        ``discard``)."""
-        self.deferring = False
-        if self._held:
-            self.store.commit_batch(self.held(), [])
-        self._held.clear()
-
     def discard(self) -> None:
         """Forget the held documents (their changes will be applied again)."""
         self.deferring = False
@@ -345,9 +337,9 @@ class DeviceLayer:
         self._twin_writes.committed()
         return publishes
 
-    def _append(self, uplink: Uplink) -> bool:
-        """Append one record; False if it failed other than by the outbox's full policy
-        (a record that policy refuses is dropped and counted, as the store documents)."""
+    def _append(self, uplink: Uplink) -> None:
+        """Append one record outside a batch (a record the outbox's full policy refuses
+        is dropped and counted, as the store documents; other failures are logged)."""
         try:
             self._enqueue(uplink.payload, uplink.priority, uplink.ttl, uplink.coalesce_key)
         except OutboxFullError as exc:
@@ -356,10 +348,8 @@ class DeviceLayer:
         except Exception:
             self.counters["uplink_errors"] += 1
             log.exception("could not append a %s record to the outbox", uplink.kind)
-            return False
         else:
             self.counters["uplinks"] += 1
-        return True
 
     async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
         # The sync part of each publish (handing the packet to paho) runs in task order,

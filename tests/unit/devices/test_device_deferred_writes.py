@@ -29,13 +29,19 @@ def holding(store: Store, doc: bytes) -> DeferredTwinWrites:
     return writes
 
 
+def commit(store: Store, writes: DeferredTwinWrites) -> None:
+    """What the bus does with a batch: the held documents in one commit, then released."""
+    store.commit_batch(writes.held(), [])
+    writes.committed()
+
+
 def test_writes_go_straight_to_the_store_unless_deferring(store):
     writes = DeferredTwinWrites(store)
     writes.put_twin("lamp", b'{"a":1}')
     assert store.get_twin("lamp") == b'{"a":1}'
 
 
-def test_held_writes_are_read_back_and_stored_only_by_flush(store):
+def test_held_writes_are_read_back_and_stored_only_when_committed(store):
     writes = holding(store, b"new-1")
     writes.put_twin("lamp", b"new-2")
     writes.put_twin("fan", b"fan-1")
@@ -43,7 +49,7 @@ def test_held_writes_are_read_back_and_stored_only_by_flush(store):
     assert store.get_twin("fan") is None
     assert writes.get_twin("lamp") == b"new-2"
     assert writes.get_twin("fan") == b"fan-1"
-    writes.flush()
+    commit(store, writes)
     assert (store.get_twin("lamp"), store.get_twin("fan")) == (b"new-2", b"fan-1")
     assert not writes.deferring
     writes.put_twin("fan", b"fan-2")  # not deferring any more: written at once
@@ -54,25 +60,25 @@ def test_discarded_writes_never_reach_the_store(store):
     writes = holding(store, b"new")
     writes.discard()
     assert writes.get_twin("lamp") == b"old"
-    writes.flush()
+    commit(store, writes)
     assert store.get_twin("lamp") == b"old"
 
 
 def test_deleting_a_twin_drops_its_held_write(store):
     writes = holding(store, b"new")
     assert writes.delete_twin("lamp") is True
-    writes.flush()
+    commit(store, writes)
     assert store.get_twin("lamp") is None
 
 
-def test_a_failed_flush_keeps_what_was_not_stored(tmp_path):
+def test_a_failed_commit_keeps_what_was_not_stored(tmp_path):
     store = Store(str(tmp_path / "node.db"))
     writes = DeferredTwinWrites(store)
     writes.deferring = True
     writes.put_twin("lamp", b"new")
     store.close()
     with pytest.raises(StoreError, match="closed"):
-        writes.flush()
+        commit(store, writes)
     assert writes.get_twin("lamp") == b"new"
     writes.discard()
     with pytest.raises(StoreError):
