@@ -51,7 +51,8 @@ import psutil
 
 from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
-from edgenode.devices.bus import UplinkRecord
+from edgenode.devices.bus import StoreCommit
+from edgenode.service import OutRecord
 from edgenode.store import Store
 
 READY = "node ready"
@@ -100,25 +101,25 @@ async def node_main(port: int, db: str, devices: int, expect: int) -> None:
     done = asyncio.Event()
     cpu_at_first = 0.0
 
-    def enqueue(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
-        return store.append(payload, priority, ttl, coalesce_key=key)
+    class TimedCommit(StoreCommit):
+        """What the daemon's commit port does (one transaction per batch, records in the
+        node's envelope), noting when each record was committed."""
 
-    def commit_batch(
-        twins: Sequence[tuple[str, bytes]], records: Sequence[UplinkRecord]
-    ) -> list[int | None]:
-        # What the daemon's commit_uplink_batch does: one transaction per batch.
-        nonlocal cpu_at_first
-        if not appended:
-            cpu_at_first = cpu_seconds(me)
-        seqs = store.commit_batch(twins, records)
-        at = time.monotonic()
-        appended.extend((at, record[0]) for record in records)
-        if len(appended) >= expect:
-            done.set()
-        return seqs
+        def commit(
+            self, twins: Sequence[tuple[str, bytes]], records: Sequence[OutRecord]
+        ) -> list[int | None]:
+            nonlocal cpu_at_first
+            if not appended:
+                cpu_at_first = cpu_seconds(me)
+            seqs = super().commit(twins, records)
+            at = time.monotonic()
+            appended.extend((at, record.body) for record in records)
+            if len(appended) >= expect:
+                done.set()
+            return seqs
 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = DeviceLayer(store, settings, specs, [], enqueue, commit_batch=commit_batch)
+    layer = DeviceLayer(store, settings, specs, [], TimedCommit(store, "bench"))
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)

@@ -119,7 +119,7 @@ class OperatorApi:
             docs = parse_documents(text)
             if not docs:
                 raise ResourceError(None, "", "no documents")
-            results = self.hub.apply(docs)
+            results = self.hub.ops.apply(docs)
         except ResourceError as exc:
             return _error(422, str(exc), index=exc.index, field=exc.field)
         return web.json_response({"results": results, "revision": self.hub.revision})
@@ -132,14 +132,14 @@ class OperatorApi:
                 selector = parse_selector(request.query["labelSelector"])
             except SelectorError as exc:
                 return _error(400, str(exc), field="labelSelector")
-        items = self.hub.list_views(kind, selector)
+        items = self.hub.ops.list_views(kind, selector)
         return web.json_response(
             {"kind": f"{kind}List", "revision": self.hub.revision, "items": items}
         )
 
     async def get(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
-        view = self.hub.view(kind, request.match_info["name"])
+        view = self.hub.ops.view(kind, request.match_info["name"])
         if view is None:
             return _error(404, f"{kind} {request.match_info['name']!r} not found")
         return web.json_response(view)
@@ -147,7 +147,7 @@ class OperatorApi:
     async def delete(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
         name = request.match_info["name"]
-        entry = self.hub.delete(kind, name)
+        entry = self.hub.ops.delete(kind, name)
         if entry is None:
             return _error(404, f"{kind} {name!r} not found")
         return web.json_response({"kind": kind, "name": name, "revision": entry.revision})
@@ -171,7 +171,7 @@ class OperatorApi:
         except SelectorError as exc:
             return _error(400, str(exc), field="labels")
         try:
-            token, revision = self.hub.node_add(name, labels)
+            token, revision = self.hub.ops.node_add(name, labels)
         except ResourceError as exc:
             return _error(400, str(exc), field=exc.field)
         except ValueError as exc:
@@ -180,9 +180,9 @@ class OperatorApi:
 
     async def node_revoke(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if ("Node", name) not in self.hub.resources and not self.hub.store.has_live_token(name):
+        if ("Node", name) not in self.hub.cache and not self.hub.store.has_live_token(name):
             return _error(404, f"Node {name!r} not found")
-        count = self.hub.revoke(name)
+        count = self.hub.ops.revoke(name)
         return web.json_response({"node": name, "revoked": count})
 
     async def twin_set(self, request: web.Request) -> web.Response:
@@ -191,7 +191,7 @@ class OperatorApi:
         if not isinstance(patch, dict):
             return _error(400, "a desired patch must be a JSON object", field="spec.desired")
         try:
-            view = self.hub.twin_set(name, patch)
+            view = self.hub.ops.twin_set(name, patch)
         except KeyError:
             return _error(404, f"Device {name!r} not found")
         except ResourceError as exc:
@@ -212,7 +212,7 @@ class OperatorApi:
         after = self._int_query(request, "after", 0)
         limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
         follow = request.query.get("follow", "") in ("1", "true")
-        if ("Device", name) not in self.hub.resources:
+        if ("Device", name) not in self.hub.cache:
             return _error(404, f"Device {name!r} not found")
 
         def page(after_id: int) -> list[dict[str, Any]]:
@@ -243,7 +243,7 @@ class OperatorApi:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.hub.watchers.append(queue)
         try:
-            for view in self.hub.list_views(kind, None):
+            for view in self.hub.ops.list_views(kind, None):
                 event = {"type": "ADDED", "kind": kind, "object": view}
                 await response.write((json.dumps(event) + "\n").encode())
             while True:

@@ -68,6 +68,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
         max_handshakes=args.max_handshakes,
         retry_after=args.retry_after,
         log_keep=args.log_keep,
+        snapshot_after=args.snapshot_after,
         telemetry_max_bytes=args.telemetry_max_bytes,
         telemetry_max_age=args.telemetry_max_age,
     )
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-handshakes", type=int, default=512)
     s.add_argument("--retry-after", type=float, default=5.0)
     s.add_argument("--log-keep", type=int, default=100_000, help="revisions kept in the log")
+    s.add_argument(
+        "--snapshot-after",
+        type=int,
+        default=1000,
+        help="a node further behind than this many revisions gets a snapshot, not the log",
+    )
     s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
     s.add_argument(

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from edgehub.resources import PLURALS, resolve_kind
+from edgehub.kinds import REGISTRY
+from edgehub.resources import resolve_kind
 
 DEFAULT_HUB = "http://127.0.0.1:8080"
 CONFIG_PATH = Path("~/.config/edgectl/config.toml")
@@ -108,116 +109,9 @@ def _kind(text: str) -> str:
         raise CtlError(str(exc)) from None
 
 
-def _age(created: str | None) -> str:
-    if not created:
-        return "<unknown>"
-    seconds = max(
-        0,
-        int(
-            time.time()
-            - time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
-            + time.mktime(time.gmtime(0))
-        ),
-    )
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _labels(item: dict[str, Any]) -> str:
-    labels = item["metadata"].get("labels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>"
-
-
-def _dash(value: Any) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
-def _outbox(value: Any) -> str:
-    if isinstance(value, dict):
-        # The node daemon reports its outbox statistics; "messages" is the backlog.
-        return _dash(value.get("messages", value.get("pending")))
-    return _dash(value)
-
-
 def rows_for(kind: str, items: list[dict[str, Any]], wide: bool) -> list[list[str]]:
-    if kind == "Node":
-        header = ["NAME", "STATUS", "REVISION", "LAG", "OUTBOX", "VERSION", "ARCH", "AGE"]
-        rows = [
-            [
-                i["metadata"]["name"],
-                i["status"]["state"],
-                str(i["status"]["revision"]),
-                _dash(i["status"]["lag"]),
-                _outbox(i["status"].get("outbox")),
-                _dash(i["status"]["version"]),
-                _dash(i["status"]["arch"]),
-                _age(i["metadata"].get("creationTimestamp")),
-            ]
-            for i in items
-        ]
-        if wide:
-            header += ["LAST SEEN", "LABELS"]
-            for row, i in zip(rows, items, strict=True):
-                row += [_dash(i["status"].get("lastSeen")), _labels(i)]
-    elif kind == "Device":
-        header = ["NAME", "NODE", "STATE", "DESIRED", "REPORTED", "DELTA", "AGE"]
-        rows = [
-            [
-                i["metadata"]["name"],
-                i["spec"]["node"],
-                _dash(i["status"].get("state")),
-                str(i["metadata"].get("generation", "")),
-                _dash(i["status"].get("versions", {}).get("reported")),
-                str(len(i["status"].get("delta", {}))),
-                _age(i["metadata"].get("creationTimestamp")),
-            ]
-            for i in items
-        ]
-        if wide:
-            header += ["LAST SEEN", "LABELS"]
-            for row, i in zip(rows, items, strict=True):
-                row += [_dash(i["status"].get("lastSeen")), _labels(i)]
-    elif kind == "Config":
-        header = ["NAME", "KEYS", "SELECTOR", "REVISION", "AGE"]
-        rows = [
-            [
-                i["metadata"]["name"],
-                str(len(i["spec"].get("data", {}))),
-                _selector_text(i["spec"].get("nodeSelector")),
-                i["metadata"]["resourceVersion"],
-                _age(i["metadata"].get("creationTimestamp")),
-            ]
-            for i in items
-        ]
-    else:
-        header = ["NAME", "FROM", "TO", "PRIORITY", "TTL", "SELECTOR", "AGE"]
-        rows = [
-            [
-                i["metadata"]["name"],
-                i["spec"]["from"],
-                i["spec"]["to"],
-                str(i["spec"].get("priority", 5)),
-                _dash(i["spec"].get("ttl")),
-                _selector_text(i["spec"].get("nodeSelector")),
-                _age(i["metadata"].get("creationTimestamp")),
-            ]
-            for i in items
-        ]
-    if wide and kind in ("Config", "Route"):
-        header.append("LABELS")
-        for row, i in zip(rows, items, strict=True):
-            row.append(_labels(i))
-    return [header, *rows]
-
-
-def _selector_text(value: Any) -> str:
-    if value is None:
-        return "<all>"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
-    return str(value) or "<all>"
+    """The table of ``items`` (resource views) with the kind's columns (the registry's)."""
+    return REGISTRY.get(kind).table(items, wide, time.time())
 
 
 def table(rows: list[list[str]]) -> str:
@@ -230,7 +124,7 @@ def table(rows: list[list[str]]) -> str:
 
 def cmd_get(client: Client, args: argparse.Namespace) -> None:
     kind = _kind(args.kind)
-    plural = PLURALS[kind]
+    plural = REGISTRY.get(kind).plural
     if args.name:
         items = [client.request("GET", f"/v1/{plural}/{urllib.parse.quote(args.name)}")]
     else:
@@ -248,13 +142,13 @@ def cmd_get(client: Client, args: argparse.Namespace) -> None:
 
 def cmd_describe(client: Client, args: argparse.Namespace) -> None:
     kind = _kind(args.kind)
-    item = client.request("GET", f"/v1/{PLURALS[kind]}/{urllib.parse.quote(args.name)}")
+    item = client.request("GET", f"/v1/{REGISTRY.get(kind).plural}/{urllib.parse.quote(args.name)}")
     print(yaml.safe_dump(item, sort_keys=False), end="")
 
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> None:
     kind = _kind(args.kind)
-    client.request("DELETE", f"/v1/{PLURALS[kind]}/{urllib.parse.quote(args.name)}")
+    client.request("DELETE", f"/v1/{REGISTRY.get(kind).plural}/{urllib.parse.quote(args.name)}")
     print(f"{kind.lower()}/{args.name} deleted")
 
 
@@ -321,12 +215,13 @@ def cmd_twin(client: Client, args: argparse.Namespace) -> None:
             target = target.setdefault(part, {})
         target[parts[-1]] = value
     item = client.request("PATCH", f"/v1/devices/{name}/desired", json.dumps(patch).encode())
-    print(f"device/{args.device} desired set (generation {item['metadata']['generation']})")
+    version = item.get("status", {}).get("versions", {}).get("desired")
+    print(f"device/{args.device} desired set (version {version})")
 
 
 def cmd_watch(client: Client, args: argparse.Namespace) -> None:
     kind = _kind(args.kind)
-    with client.stream(f"/v1/watch/{PLURALS[kind]}") as stream:
+    with client.stream(f"/v1/watch/{REGISTRY.get(kind).plural}") as stream:
         for line in stream:
             event = json.loads(line)
             obj = event.get("object") or {}

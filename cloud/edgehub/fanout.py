@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgehub.resources import resource_key
+from edgehub.kinds.base import resource_key
 from edgehub.store import LogEntry, StoredResource
 from edgehub.targeting import labels_of, target_of, targets
 from edgenode.protocol import Change, Delete, Resource, Upsert

@@ -148,7 +148,7 @@ class LinkServer:
                 f"this token belongs to node {node!r}, not {hello.node_name!r}",
             )
             return None
-        if ("Node", node) not in hub.resources:
+        if ("Node", node) not in hub.cache:
             hub.metrics.rejected_connections.labels("unknown-node").inc()
             proto.send_error(ErrorCode.UNKNOWN_NODE, f"no Node {node!r} on this hub")
             return None
@@ -171,10 +171,7 @@ class LinkServer:
             while True:
                 await session.wake.wait()
                 session.wake.clear()
-                if (
-                    proto.close_requested() is None
-                    and self.hub.sessions.get(session.node) is session
-                ):
+                if proto.close_requested() is None and self.hub.is_current(session):
                     self.hub.take_outgoing(session)
                 # What the reader took from the protocol first, then what was made since.
                 messages, session.unsent = session.unsent, []
@@ -184,7 +181,7 @@ class LinkServer:
                 if close is not None:
                     await ws.close(close.code, close.reason)
                     return
-                if self.hub.sessions.get(session.node) is not session:
+                if not self.hub.is_current(session):
                     return
         except ConnectionClosed:
             return

@@ -1,15 +1,58 @@
-"""The OpenAPI 3 document of the operator API, served at ``/openapi.json``."""
+"""The OpenAPI 3 document of the operator API, served at ``/openapi.json``.
+
+The resource kinds (the ``{kind}`` path values and one schema per kind) come from the kind
+registry: a new kind appears here without a change to this module.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-_KIND_PARAM = {
-    "name": "kind",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "enum": ["nodes", "devices", "configs", "routes"]},
+from edgehub.kinds import REGISTRY, Registry
+from edgehub.kinds.base import API_VERSION, Kind
+
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Kubernetes-style object metadata; one namespace ('default').",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "maxLength": 253},
+        "namespace": {"type": "string", "enum": ["default"]},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "resourceVersion": {"type": "string", "description": "Set by the hub."},
+        "generation": {"type": "integer", "description": "Set by the hub."},
+        "creationTimestamp": {"type": "string", "description": "Set by the hub."},
+        "uid": {"type": "string", "description": "Set by the hub."},
+    },
 }
+
+
+def kind_schema(kind: Kind) -> dict[str, Any]:
+    """The OpenAPI schema of one kind's resources."""
+    return {
+        "type": "object",
+        "description": kind.description,
+        "required": ["apiVersion", "kind", "metadata"],
+        "properties": {
+            "apiVersion": {"type": "string", "enum": [API_VERSION]},
+            "kind": {"type": "string", "enum": [kind.name]},
+            "metadata": METADATA_SCHEMA,
+            "spec": kind.spec_schema,
+            "status": kind.status_schema,
+        },
+    }
+
+
+def _kind_param(registry: Registry) -> dict[str, Any]:
+    return {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [kind.plural for kind in registry]},
+    }
+
+
 _NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {
     "description": "error",
@@ -36,7 +79,8 @@ def _op(
     return op
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
+    kind_param = _kind_param(registry)
     text_body = {
         "required": True,
         "content": {"application/yaml": {"schema": {"type": "string"}}},
@@ -51,6 +95,7 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                **{kind.name: kind_schema(kind) for kind in registry},
                 "Error": {
                     "type": "object",
                     "properties": {
@@ -59,7 +104,7 @@ def openapi_document() -> dict[str, Any]:
                         "field": {"type": "string"},
                     },
                     "required": ["error"],
-                }
+                },
             },
         },
         "paths": {
@@ -83,15 +128,15 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op(
                     "list resources",
                     [
-                        _KIND_PARAM,
+                        kind_param,
                         {"name": "labelSelector", "in": "query", "schema": {"type": "string"}},
                     ],
                     ("400", "401", "404"),
                 )
             },
             "/v1/{kind}/{name}": {
-                "get": _op("one resource with its status", [_KIND_PARAM, _NAME_PARAM]),
-                "delete": _op("delete a resource", [_KIND_PARAM, _NAME_PARAM]),
+                "get": _op("one resource with its status", [kind_param, _NAME_PARAM]),
+                "delete": _op("delete a resource", [kind_param, _NAME_PARAM]),
             },
             "/v1/nodes/{name}/token": {
                 "post": _op(
@@ -130,6 +175,6 @@ def openapi_document() -> dict[str, Any]:
                     ("400", "401", "404"),
                 )
             },
-            "/v1/watch/{kind}": {"get": _op("stream of changes (NDJSON)", [_KIND_PARAM])},
+            "/v1/watch/{kind}": {"get": _op("stream of changes (NDJSON)", [kind_param])},
         },
     }

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgehub.resources import resource_key
+from edgehub.kinds.base import SERVER_ANNOTATION_PREFIX, resource_key
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
@@ -113,12 +113,19 @@ class Rejection:
     at: float
 
 
+Stamp = Callable[[dict[str, Any] | None, dict[str, Any], int], None]
+"""``stamp(prev, body, revision)``: set server-managed values in ``body`` before it is
+stored at ``revision`` (the kind's ``Kind.stamp``); called only for changed resources."""
+
+
 class HubStore(Protocol):
     """What the hub needs from its store (SQLite now, PostgreSQL later)."""
 
     def revision(self) -> int: ...
     def compacted_revision(self) -> int: ...
-    def put(self, resources: list[dict[str, Any]]) -> list[tuple[LogEntry | None, int]]: ...
+    def put(
+        self, resources: list[dict[str, Any]], stamp: Stamp | None = None
+    ) -> list[tuple[LogEntry | None, int]]: ...
     def delete(self, kind: str, name: str) -> LogEntry | None: ...
     def get(self, kind: str, name: str) -> StoredResource | None: ...
     def list_resources(self, kind: str | None = None) -> list[StoredResource]: ...
@@ -149,8 +156,16 @@ def _dumps(value: Any) -> str:
 
 
 def _user_part(body: dict[str, Any]) -> dict[str, Any]:
-    """What an operator sets: compared on apply to tell 'unchanged' from 'configured'."""
-    metadata = {k: v for k, v in body["metadata"].items() if k in ("name", "labels", "annotations")}
+    """What an operator sets: compared on apply to tell 'unchanged' from 'configured'
+    (server-set metadata and server-managed annotations left out)."""
+    metadata = {k: v for k, v in body["metadata"].items() if k in ("name", "labels")}
+    annotations = {
+        k: v
+        for k, v in (body["metadata"].get("annotations") or {}).items()
+        if not k.startswith(SERVER_ANNOTATION_PREFIX)
+    }
+    if annotations:
+        metadata["annotations"] = annotations
     return {**body, "metadata": metadata}
 
 
@@ -204,9 +219,12 @@ class SqliteHubStore:
     def compacted_revision(self) -> int:
         return self._meta("compacted")
 
-    def put(self, resources: list[dict[str, Any]]) -> list[tuple[LogEntry | None, int]]:
+    def put(
+        self, resources: list[dict[str, Any]], stamp: Stamp | None = None
+    ) -> list[tuple[LogEntry | None, int]]:
         """Create or update validated resources in one transaction. For each: the log entry
-        (None when nothing changed) and the resource's revision."""
+        (None when nothing changed) and the resource's revision. ``stamp`` writes the
+        server-managed values of each changed resource."""
         results: list[tuple[LogEntry | None, int]] = []
         db = self._db
         with self.transaction():
@@ -230,6 +248,8 @@ class SqliteHubStore:
                 )
                 created = time.time() if row is None else float(row[2])
                 stored = json.loads(_dumps(body))
+                if stamp is not None:
+                    stamp(prev, stored, revision)
                 stored["metadata"]["resourceVersion"] = str(revision)
                 stored["metadata"]["generation"] = generation
                 db.execute(

@@ -1,10 +1,13 @@
 """Which resources target which node.
 
-A Node targets itself; a Device targets the node named in ``spec.node``; a Config or Route
-targets every node whose labels match ``spec.nodeSelector`` (no selector: every node).
-Pure functions of a resource body and a node's name and labels: the fan-out and the resume
-path both ask "did this version target that node" for the old and the new version, so a
-resource that stops matching (its selector or the node's labels changed) becomes a delete.
+Each kind says whom a version of one of its resources is for (``Kind.target`` in
+``edgehub.kinds``): one node by name (a Node itself, a Device's ``spec.node``) or every node
+whose labels match a selector (a Config's or Route's ``spec.nodeSelector``; none: every
+node). This module holds the shared pieces: :class:`Target`, parsed selectors (cached), and
+``target_of``/``targets`` over the registry. Pure functions of a resource body and a node's
+name and labels: the fan-out and the resume path both ask "did this version target that
+node" for the old and the new version, so a resource that stops matching (its selector or
+the node's labels changed) becomes a delete.
 """
 
 from __future__ import annotations
@@ -39,19 +42,22 @@ def _selector(encoded: str) -> Selector:
     return selector_from_spec(json.loads(encoded))
 
 
+def selector_target(node_selector: Any) -> Target:
+    """The target of a ``spec.nodeSelector`` value (validated); ``None``: every node."""
+    if node_selector is None:
+        return Target(None, None)
+    return Target(None, _selector(json.dumps(node_selector, sort_keys=True)))
+
+
 def target_of(body: Mapping[str, Any] | None) -> Target | None:
-    """The target of a (validated) resource body; ``None`` for no resource."""
+    """The target of a (validated) resource body, as its kind defines it; ``None`` for no
+    resource or a kind this hub does not know."""
     if body is None:
         return None
-    kind = body["kind"]
-    spec = body.get("spec") or {}
-    if kind == "Node":
-        return Target(str(body["metadata"]["name"]), None)
-    if kind == "Device":
-        return Target(str(spec.get("node")), None)
-    if "nodeSelector" in spec:
-        return Target(None, _selector(json.dumps(spec["nodeSelector"], sort_keys=True)))
-    return Target(None, None)
+    from edgehub.kinds import REGISTRY  # the registry's kinds import this module
+
+    kind = REGISTRY.find(str(body.get("kind")))
+    return None if kind is None else kind.target(body)
 
 
 def targets(body: Mapping[str, Any] | None, node: str, labels: Mapping[str, str]) -> bool:

@@ -107,8 +107,12 @@ class DeviceTwin:
     def delta_message(self) -> bytes | None: ...
     def view(self, now: float, token: str | None = None) -> bytes: ...
     def set_state(self, value: str, now: float) -> bytes | None: ...
-    def set_desired(self, desired: bytes, now: float, merge: bool = False) -> ReportOutcome:
-        """TwinError / TwinLimitError as the twin engine's merge_patch raises them."""
+    def set_desired(
+        self, desired: bytes, now: float, merge: bool = False, version: int | None = None
+    ) -> ReportOutcome:
+        """TwinError / TwinLimitError as the twin engine's merge_patch raises them.
+        ``version``: the hub's desired version, adopted when greater than the current one
+        (TypeError unless an int, ValueError outside [1, 2**63 - 1])."""
     def apply_report(self, payload: bytes, now: float) -> ReportOutcome: ...
 
 # ----------------------------------------------------------------- store ----

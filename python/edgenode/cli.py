@@ -15,9 +15,14 @@ import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import edgenode
 from edgenode.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgenode.config import Config
+    from edgenode.service import NodeService
 
 EXIT_CONFIG = 2
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -49,6 +54,19 @@ def _error(message: str) -> None:
     print(f"edgenode: error: {message}", file=sys.stderr)
 
 
+def node_services(config: Config) -> list[NodeService]:
+    """The services of a node, assembled in this one place: the Config consumer always,
+    the device layer when ``Config.device_layer_enabled``."""
+    from edgenode.node.configs import ConfigService
+
+    services: list[NodeService] = [ConfigService(config)]
+    if config.device_layer_enabled:
+        from edgenode.devices.service import DeviceService
+
+        services.append(DeviceService(config))
+    return services
+
+
 def _run(path: str) -> int:
     from edgenode.config import load_config
     from edgenode.node import Daemon
@@ -62,7 +80,7 @@ def _run(path: str) -> int:
     # websockets logs every failed handshake at its own level; the link reports them.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
     logging.getLogger("edgenode").info("%s starting, config %s", version_text(), config.source)
-    return asyncio.run(Daemon(config).run())
+    return asyncio.run(Daemon(config, node_services(config)).run())
 
 
 def _status(path: str, as_json: bool) -> int:

@@ -10,13 +10,16 @@ dataclasses. This module only parses and validates: it opens no sockets and no s
 Besides the ``[section]`` tables, two arrays of tables configure the device layer:
 ``[[device]]`` (``name``, optional ``desired`` table) and ``[[route]]`` (``from``, ``to``,
 ``priority``, ``ttl``, ``enabled``); errors name them by 0-based index (``device[2].name``).
-They are not overridable from the environment.
+A third, ``[[config]]`` (``name``, ``data`` table of strings), gives the node Configs of its
+own (the hub's Config of the same name wins). They are not overridable from the
+environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -63,6 +66,20 @@ MAX_DEVICES: Final = 10_000
 MAX_ROUTES: Final = 1_000
 DEVICE_KEYS: Final = ("name", "desired")
 ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
+CONFIG_KEYS: Final = ("name", "data")
+MAX_CONFIGS: Final = 1_000
+MAX_CONFIG_ENTRIES: Final = 4096
+CONFIG_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+"""Config names as the hub's resource names (DNS subdomains): safe as file names."""
+MAX_CONFIG_NAME_CHARS: Final = 253
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """A ``[[config]]`` table: a Config the node has without a hub."""
+
+    name: str
+    data: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,8 @@ class Config:
     """``[[device]]`` entries: devices served even with no hub."""
     routes: tuple[RouteSpec, ...] = ()
     """``[[route]]`` entries (hub Route resources come on top)."""
+    configs: tuple[LocalConfig, ...] = ()
+    """``[[config]]`` entries (hub Config resources of the same name replace them)."""
     source: str = ""
     """Where the configuration came from (the file path), for messages."""
 
@@ -158,9 +177,12 @@ class Config:
 
     @property
     def device_layer_enabled(self) -> bool:
-        """The device layer runs when ``[mqtt] enabled`` and it may have work: devices or
-        routes in the config, or a hub (which may send Device and Route resources)."""
-        return self.mqtt.enabled and bool(self.devices or self.routes or self.hub.url)
+        """The device layer runs when ``[mqtt] enabled`` and it may have work: devices,
+        routes or Configs (retained messages) in the config, or a hub (which may send
+        Device, Route and Config resources)."""
+        return self.mqtt.enabled and bool(
+            self.devices or self.routes or self.configs or self.hub.url
+        )
 
     def mqtt_settings(self) -> MqttSettings:
         """What the device layer needs to reach the broker."""
@@ -211,8 +233,9 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "log": LogSection,
 }
 REQUIRED: Final = (("node", "name"), ("node", "data_dir"))
-ARRAYS: Final = ("device", "route")
-"""Arrays of tables (``[[device]]``, ``[[route]]``), parsed apart from the sections."""
+ARRAYS: Final = ("device", "route", "config")
+"""Arrays of tables (``[[device]]``, ``[[route]]``, ``[[config]]``), parsed apart from the
+sections."""
 
 
 DEFAULT_CONFIG_TEXT: Final = """\
@@ -267,6 +290,12 @@ level = "info"                    # debug, info, warning or error
 # [[device]]
 # name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
 # desired = { power = "on" }      # optional; replaces the twin's desired at start
+#
+# Configs of this node, with or without a hub (a hub Config of the same name wins); each
+# is written to data_dir/config/NAME.json and published retained at $edge/config/NAME:
+# [[config]]
+# name = "tuning"                 # lowercase letters, digits, '-' and '.'
+# data = { interval = "5", mode = "eco" }   # strings only
 #
 # Routes of local MQTT topics upstream (outbox) or to another local topic:
 # [[route]]
@@ -339,7 +368,7 @@ def parse_config(
         if section not in SECTIONS:
             raise ConfigError(
                 f"{source}: unknown section [{section}] "
-                f"(known: {', '.join(SECTIONS)}, [[device]], [[route]])"
+                f"(known: {', '.join(SECTIONS)}, [[device]], [[route]], [[config]])"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
@@ -374,7 +403,8 @@ def parse_config(
     sections = {name: SECTIONS[name](**values.get(name, {})) for name in SECTIONS}
     devices = _parse_devices(data.get("device", []), source)
     routes = _parse_routes(data.get("route", []), source)
-    config = Config(**sections, devices=devices, routes=routes, source=source)
+    configs = _parse_configs(data.get("config", []), source)
+    config = Config(**sections, devices=devices, routes=routes, configs=configs, source=source)
     return _validate(config, base)
 
 
@@ -456,6 +486,37 @@ def _parse_routes(value: Any, source: str) -> tuple[RouteSpec, ...]:
     except ConfigError as exc:
         raise ConfigError(f"{source}: route: {exc}") from None
     return tuple(specs)
+
+
+def _parse_configs(value: Any, source: str) -> tuple[LocalConfig, ...]:
+    configs: list[LocalConfig] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(_array(value, "config", source, MAX_CONFIGS)):
+        where = f"{source}: config[{index}]"
+        _check_keys(entry, CONFIG_KEYS, where)
+        if "name" not in entry:
+            raise ConfigError(f"{where}.name: required")
+        name = _check_value(entry["name"], str, f"{where}.name")
+        if len(name) > MAX_CONFIG_NAME_CHARS or not CONFIG_NAME_PATTERN.match(name):
+            raise ConfigError(
+                f"{where}.name: {name!r} must be lowercase alphanumerics, '-' and '.' "
+                f"(at most {MAX_CONFIG_NAME_CHARS} characters, as the hub's names)"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}.name: config {name!r} is configured twice")
+        seen.add(name)
+        data = entry.get("data", {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}.data: expected a table of strings")
+        if len(data) > MAX_CONFIG_ENTRIES:
+            raise ConfigError(f"{where}.data: more than {MAX_CONFIG_ENTRIES} entries")
+        for key, item in data.items():
+            if not isinstance(item, str):
+                raise ConfigError(
+                    f"{where}.data.{key}: expected a string, got {type(item).__name__} {item!r}"
+                )
+        configs.append(LocalConfig(name, dict(data)))
+    return tuple(configs)
 
 
 def _resolve(base: Path, path: str) -> str:

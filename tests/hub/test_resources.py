@@ -51,7 +51,7 @@ def test_kinds_are_accepted_singular_plural_and_in_any_case():
         ({**doc("Config", "c", {}), "extra": 1}, "extra", "unknown field"),
         (doc("Config", "c", {"dat": {}}), "spec.dat", "unknown field for Config"),
         (doc("Config", "Bad_Name", {}), "metadata.name", "invalid name"),
-        (doc("Config", "c", {"data": {"k": 1}}), "spec.data.k", "strings"),
+        (doc("Config", "c", {"data": {"k": 1}}), "spec.data.k", "must be a string"),
         (doc("Config", "c", {"nodeSelector": "env in (a"}), "spec.nodeSelector", "unbalanced"),
         (doc("Device", "d", {}), "spec.node", "required"),
         (doc("Device", "d", {"node": "n", "desired": []}), "spec.desired", "map"),
@@ -66,7 +66,11 @@ def test_kinds_are_accepted_singular_plural_and_in_any_case():
             "spec.priority",
             "[0, 9]",
         ),
-        (doc("Route", "r", {"from": "a", "to": "upstream", "ttl": -1}), "spec.ttl", "seconds"),
+        (
+            doc("Route", "r", {"from": "a", "to": "upstream", "ttl": -1}),
+            "spec.ttl",
+            "must be in [1,",
+        ),
         (doc("Node", "n", {}, {"bad key!": "v"}), "metadata.labels.bad key!", "label key"),
     ],
 )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -153,8 +154,10 @@ async def story(
         "thermostat", THERMO, brokers["node-a"].port, "--interval", DEVICE_INTERVAL
     )
     meter = simulate("meter", METER, brokers["node-b"].port, "--interval", DEVICE_INTERVAL)
+    # One number names one desired document: the hub's, the delta's, the ack's.
+    first = twin(hub, THERMO)["versions"]["desired"]
     await eventually(
-        lambda: 'delta v1 {"target_temp": 21}: applying' in thermostat.log(),
+        lambda: f'delta v{first} {{"target_temp": 21}}: applying' in thermostat.log(),
         "the thermostat applying target_temp 21",
     )
     await eventually(
@@ -164,12 +167,15 @@ async def story(
     assert twin(hub, THERMO)["delta"] == {}
     await eventually(lambda: readings(hub), "the meter's first readings at the hub")
 
-    # 4. edgectl twin set → delta v2 → the device applies, acks and reports → the hub.
+    # 4. edgectl twin set → a new delta version → the device applies, acks and reports.
     out = await ctl(hub, "twin", "set", THERMO, "target_temp=23")
-    assert out.strip() == f"device/{THERMO} desired set (generation 2)"
+    printed = re.fullmatch(rf"device/{THERMO} desired set \(version (\d+)\)", out.strip())
+    assert printed, out
+    version = int(printed[1])
+    assert version > first
     await eventually(
-        lambda: 'delta v2 {"target_temp": 23}: applying' in thermostat.log(),
-        "the thermostat receiving delta v2",
+        lambda: f'delta v{version} {{"target_temp": 23}}: applying' in thermostat.log(),
+        "the thermostat receiving the new delta version",
     )
     now = await eventually(
         lambda: (t := twin(hub, THERMO))["reported"].get("target_temp") == 23 and t,
@@ -177,16 +183,16 @@ async def story(
     )
     assert now["desired"] == {"target_temp": 23}
     assert now["delta"] == {}
-    assert now["versions"]["desired"] == 2
+    assert now["versions"]["desired"] == version
     device = ctl_json(hub, "get", "device", THERMO)
     await eventually(
         lambda: (
             (ctl_json(hub, "get", "device", THERMO) or {})["status"]
             .get("lastAck", {})
             .get("version")
-            == 2
+            == version
         ),
-        "the thermostat's ack of desired version 2 at the hub",
+        "the thermostat's ack of the desired version at the hub",
     )
     device = ctl_json(hub, "get", "device", THERMO)
     assert device["status"]["lastAck"]["status"] == "accepted"

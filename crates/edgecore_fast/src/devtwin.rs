@@ -638,11 +638,17 @@ impl DeviceTwin {
     }
 
     /// Prepare a new desired document (JSON object bytes), replaced or merged in.
+    ///
+    /// `version`: the desired version the hub gave this document. It becomes the twin's
+    /// desired version when it is greater than the current one (also for an unchanged
+    /// document: one number names one document everywhere); otherwise a changed document
+    /// takes the current version + 1, so versions never go backwards.
     pub fn set_desired(
         &mut self,
         desired: &[u8],
         now: f64,
         merge: bool,
+        version: Option<i64>,
     ) -> Result<Outcome, DesiredError> {
         self.pending = None;
         let patch = read_object(desired).map_err(|_| DesiredError::Unreadable)?;
@@ -653,14 +659,20 @@ impl DeviceTwin {
             Object::new()
         };
         let new_desired = merge_patch(&base, &patch).map_err(DesiredError::Fault)?;
-        if same_object(&new_desired, &old.desired.doc) {
+        let changed = !same_object(&new_desired, &old.desired.doc);
+        let adopted = version.filter(|v| *v > old.desired_version);
+        if !changed && adopted.is_none() {
             return Ok(Outcome::default());
         }
-        let diff = diff_patch(&old.desired.doc, &new_desired);
-        let desired_meta = stamp(&old.desired.meta, &diff, now).map_err(DesiredError::Fault)?;
+        let desired_meta = if changed {
+            let diff = diff_patch(&old.desired.doc, &new_desired);
+            stamp(&old.desired.meta, &diff, now).map_err(DesiredError::Fault)?
+        } else {
+            old.desired.meta.clone()
+        };
         let mut new = State {
             desired: Desired::new(new_desired, desired_meta),
-            desired_version: old.desired_version + 1,
+            desired_version: adopted.unwrap_or(old.desired_version + 1),
             ..old.clone()
         };
         let delta = new.update_delta();
@@ -968,7 +980,7 @@ mod tests {
     fn desired_changes_produce_the_delta_and_reports_clear_it() {
         let mut twin = DeviceTwin::new("lamp", None).unwrap();
         let outcome = twin
-            .set_desired(br#"{"power":"on","level":3}"#, 1.0, false)
+            .set_desired(br#"{"power":"on","level":3}"#, 1.0, false, None)
             .unwrap();
         assert_eq!(
             text(outcome.delta.as_deref().unwrap()),
@@ -989,6 +1001,42 @@ mod tests {
             text(ack.ack_uplink.as_deref().unwrap()),
             r#"{"device":"lamp","ack":{"version":1,"status":"accepted","timestamp":3.0},"timestamp":3.0}"#
         );
+    }
+
+    #[test]
+    fn the_hubs_desired_version_is_adopted_but_never_goes_backwards() {
+        let mut twin = DeviceTwin::new("lamp", None).unwrap();
+        let first = twin
+            .set_desired(br#"{"power":"on"}"#, 1.0, false, Some(40))
+            .unwrap();
+        assert_eq!(
+            text(first.delta.as_deref().unwrap()),
+            r#"{"version":40,"delta":{"power":"on"}}"#
+        );
+        twin.commit();
+        // The same document under a newer number: only the version moves.
+        let renumbered = twin
+            .set_desired(br#"{"power":"on"}"#, 2.0, false, Some(45))
+            .unwrap();
+        assert!(renumbered.changed);
+        assert_eq!(
+            text(renumbered.delta.as_deref().unwrap()),
+            r#"{"version":45,"delta":{"power":"on"}}"#
+        );
+        twin.commit();
+        assert_eq!(twin.desired_version(), 45);
+        // The same document and an older or equal number: nothing.
+        let same = twin
+            .set_desired(br#"{"power":"on"}"#, 3.0, false, Some(45))
+            .unwrap();
+        assert!(!same.changed && same.document.is_none());
+        // A new document with an older number: the next version, not backwards.
+        let older = twin
+            .set_desired(br#"{"power":"off"}"#, 4.0, false, Some(7))
+            .unwrap();
+        assert!(older.changed);
+        twin.commit();
+        assert_eq!(twin.desired_version(), 46);
     }
 
     #[test]

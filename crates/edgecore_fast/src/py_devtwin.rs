@@ -93,6 +93,23 @@ fn check_now(now: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(value)
 }
 
+/// A desired version: an exact int in [1, 2**63 - 1] (TypeError / ValueError otherwise).
+fn check_version(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if !value.is_exact_instance_of::<PyInt>() {
+        let name = value.get_type().name()?;
+        return Err(PyTypeError::new_err(format!(
+            "version must be an int, not {name}"
+        )));
+    }
+    match value.extract::<i64>() {
+        Ok(version) if version >= 1 => Ok(version),
+        _ => Err(PyValueError::new_err(format!(
+            "version must be in [1, 2**63 - 1], not {}",
+            value.repr()?
+        ))),
+    }
+}
+
 #[pyclass(module = "edgenode._edgecore_fast", name = "DeviceTwin")]
 pub struct PyDeviceTwin {
     inner: Twin,
@@ -168,16 +185,22 @@ impl PyDeviceTwin {
             .map(|document| PyBytes::new(py, &document)))
     }
 
-    #[pyo3(signature = (desired, now, merge = false))]
+    #[pyo3(signature = (desired, now, merge = false, version = None))]
     fn set_desired(
         &mut self,
         py: Python<'_>,
         desired: &[u8],
         now: &Bound<'_, PyAny>,
         merge: bool,
+        version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<ReportOutcome> {
         let now = check_now(now)?;
-        match self.inner.set_desired(desired, now, merge) {
+        let version = match version {
+            None => None,
+            Some(value) if value.is_none() => None,
+            Some(value) => Some(check_version(value)?),
+        };
+        match self.inner.set_desired(desired, now, merge, version) {
             Ok(outcome) => Ok(accepted(py, outcome)),
             Err(DesiredError::Fault(fault)) => {
                 let class = if fault.is_limit() {

@@ -369,6 +369,15 @@ def _stored_state(stored: bytes) -> _State:
     return state
 
 
+def _check_version(version: object) -> int:
+    """A desired version: an exact int in [1, MAX_VERSION] (TypeError / ValueError)."""
+    if type(version) is not int:
+        raise TypeError(f"version must be an int, not {type(version).__name__}")
+    if not 1 <= version <= MAX_VERSION:
+        raise ValueError(f"version must be in [1, 2**63 - 1], not {version!r}")
+    return version
+
+
 def _check_now(now: float) -> float:
     """A finite int or float (not bool) as a float: TypeError, ValueError otherwise."""
     if type(now) is not float and type(now) is not int:
@@ -447,10 +456,19 @@ class DeviceTwin:
         self._pending = new
         return new.document()
 
-    def set_desired(self, desired: bytes, now: float, merge: bool = False) -> ReportOutcome:
+    def set_desired(
+        self, desired: bytes, now: float, merge: bool = False, version: int | None = None
+    ) -> ReportOutcome:
         """Prepare ``desired`` (JSON object bytes) as the desired document, or merge-patch
-        it in; TwinError/TwinLimitError as the twin engine raises them."""
+        it in; TwinError/TwinLimitError as the twin engine raises them.
+
+        ``version``: the desired version the hub gave this document. It becomes the twin's
+        desired version when it is greater than the current one (also for an unchanged
+        document: one number names one document everywhere); otherwise a changed document
+        takes the current version + 1, so versions never go backwards."""
         now = _check_now(now)
+        if version is not None:
+            _check_version(version)
         self._pending = None
         doc, code, message = read_payload(desired)
         if code:
@@ -458,14 +476,17 @@ class DeviceTwin:
         assert doc is not None
         old = self._current
         new_desired = engine.merge_patch(old.desired if merge else {}, doc)
-        if _same(new_desired, old.desired):
+        changed = not _same(new_desired, old.desired)
+        adopted = version if version is not None and version > old.desired_version else None
+        if not changed and adopted is None:
             return ReportOutcome(0, "", None, b"", False, False, None, None, None, None)
         new = old.copy()
         new.desired = new_desired
-        new.desired_version = old.desired_version + 1
-        new.desired_meta = engine.stamp(
-            old.desired_meta, _diff_patch(old.desired, new_desired), now
-        )
+        new.desired_version = old.desired_version + 1 if adopted is None else adopted
+        if changed:
+            new.desired_meta = engine.stamp(
+                old.desired_meta, _diff_patch(old.desired, new_desired), now
+            )
         delta = new.update_delta()
         self._pending = new
         return ReportOutcome(0, "", None, b"", True, False, delta, None, None, new.document())

@@ -1,17 +1,22 @@
 """The device layer on the wire: aiomqtt glue between the local broker and TwinService.
 
-:class:`DeviceLayer` is what the node daemon starts. ``run()`` connects to the broker
-(username/password and TLS when configured), subscribes to the device API topics and
-the route filters, feeds received messages in batches to the sans-I/O
-:class:`~edgenode.devices.twins.TwinService`, commits each batch's uplink records and
-twin documents in ONE store transaction through ``commit_batch``
-(``Store.commit_batch``-like) and publishes the replies. Uplink records that do not
-come from a message (a desired change from the hub) are appended one by one through
-``enqueue_uplink`` (``Store.append``-like: ``(payload, priority, ttl,
-coalesce_key)``). It reconnects forever with jittered
-exponential back-off and subscribes again after every reconnect; twin state lives in
-the store, so a broker restart loses nothing and, once reconnected, every device's
-retained delta is published again.
+:class:`DeviceLayer` is what the node's device service runs. ``run()`` connects to the
+broker (username/password and TLS when configured), subscribes to the device API topics
+and the route filters, feeds received messages in batches to the sans-I/O
+:class:`~edgenode.devices.twins.TwinService`, commits each batch's twin documents and
+uplink records in ONE store transaction through its commit port
+(:class:`edgenode.service.CommitPort`, the host's one port for durable writes) and
+publishes the replies. What does not come from a message (a desired change from the hub,
+a device added) goes through the same port. It reconnects forever with jittered
+exponential back-off and subscribes again after every reconnect; twin state lives in the
+store, so a broker restart loses nothing and, once reconnected, every device's retained
+delta is published again.
+
+Retained messages the node owns match its store: after every (re)connect each known
+device's delta is published (or cleared), and so is every message of the host's
+:class:`~edgenode.service.RetainedMessages` (Configs, ...). A retained message the broker
+still holds for something the node no longer serves (a removed device's delta, a deleted
+Config) arrives with the retain flag when the node subscribes, and is cleared.
 
 MQTT 3.1.1 on purpose: Mosquitto delivers one copy of a message matching several of a
 client's filters (with MQTT 5 it sends one copy per matching subscription), and a
@@ -44,20 +49,21 @@ from typing import Any, Final
 
 import aiomqtt
 
+from edgenode.backoff import Backoff
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteTable
 from edgenode.devices.twins import (
     SUBSCRIPTIONS,
+    TOPIC_ROOT,
     Action,
     Publish,
     TwinService,
     Uplink,
-    UplinkEncoder,
-    flat_uplink,
 )
-from edgenode.errors import OutboxFullError, StoreError
-from edgenode.node.backoff import Backoff
+from edgenode.errors import StoreError
+from edgenode.service import CommitPort, OutRecord, RetainedMessages, TwinWrite
 from edgenode.store import Store
+from edgenode.uplink import encode_uplink_raw
 
 log = logging.getLogger("edgenode.devices")
 
@@ -67,16 +73,33 @@ router call, then the publishes of the whole batch in flight at once)."""
 SUBSCRIBE_QOS: Final = 1
 OPERATION_TIMEOUT: Final = 10.0
 """Seconds for a connect, subscribe or publish before the connection counts as dead."""
+RETAINED_QOS: Final = 1
+OWNED_RETAINED_FILTERS: Final = ("$edge/config/+",)
+"""Retained topics the node owns besides the twin deltas (subscribed to so that stale
+ones left at the broker are seen, and cleared)."""
 
 NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 """Send the node's small packets (PUBACKs, replies) at once, without Nagle's delay."""
 
-EnqueueUplink = Callable[[bytes, int, float | None, str | None], Any]
-UplinkRecord = tuple[bytes, int, float | None, str | None]
-"""(payload, priority, ttl, coalesce_key), as ``Store.commit_batch`` takes it."""
-CommitBatch = Callable[[Sequence[tuple[str, bytes]], Sequence[UplinkRecord]], list[int | None]]
-"""``Store.commit_batch``-like: twins and records in one transaction; per record its
-sequence number or None where the outbox's quota policy refused it."""
+
+class StoreCommit:
+    """A commit port straight onto a :class:`~edgenode.store.Store` (the device layer
+    without a node daemon: tests, benchmarks). The daemon's own port adds its default TTL
+    and wakes its uplink."""
+
+    def __init__(self, store: Store, node: str = "") -> None:
+        self._store = store
+        self._node = node
+
+    def commit(self, twins: Sequence[TwinWrite], records: Sequence[OutRecord]) -> list[int | None]:
+        payloads = [encode_uplink_raw(r.kind, r.body, self._node) for r in records]
+        return self._store.commit_batch(
+            twins,
+            [
+                (p, r.priority, r.ttl, r.coalesce_key)
+                for p, r in zip(payloads, records, strict=True)
+            ],
+        )
 
 
 class DeferredTwinWrites:
@@ -141,28 +164,28 @@ class DeviceLayer:
         settings: MqttSettings,
         devices: Iterable[DeviceSpec],
         routes: Iterable[RouteSpec],
-        enqueue_uplink: EnqueueUplink,
+        port: CommitPort | None = None,
         *,
-        commit_batch: CommitBatch | None = None,
-        uplink_encoder: UplinkEncoder = flat_uplink,
+        retained: RetainedMessages | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._clock = clock
-        self._enqueue = enqueue_uplink
-        # Without a commit function of the caller's (the daemon adds its default TTL and
-        # wakes its uplink), batches go straight to the store.
-        self._commit_batch: CommitBatch = commit_batch or store.commit_batch
+        self._port: CommitPort = port if port is not None else StoreCommit(store)
+        self.retained = retained if retained is not None else RetainedMessages()
+        self.retained.listen(self._retained_changed)
         self._twin_writes = DeferredTwinWrites(store)
         self.service = TwinService(
             self._twin_writes,
-            devices,
+            (),
             RouteTable(routes),
             now=clock(),
-            uplink_encoder=uplink_encoder,
         )
-        self.service.startup_actions()  # superseded by the resync on every connect
         self.counters: Counter[str] = Counter()
+        # The constructor's devices are committed like any later change (their desired
+        # documents through the port); what they publish is superseded by the resync on
+        # every connect.
+        self._apply(lambda: self._set_devices(list(devices)))
         self.connected = asyncio.Event()
         """Set while connected and subscribed (tests and status wait on it)."""
         self._client: aiomqtt.Client | None = None
@@ -172,14 +195,29 @@ class DeviceLayer:
 
     # ------------------------------------------------------ daemon-facing API ----
 
-    def set_desired(self, device: str, desired: dict[str, Any], *, merge: bool = False) -> None:
+    def set_desired(
+        self,
+        device: str,
+        desired: dict[str, Any],
+        *,
+        merge: bool = False,
+        version: int | None = None,
+    ) -> None:
         """A desired document from the hub or config (see TwinService.set_desired; same
-        errors). The delta goes out now if connected, else with the next connect."""
-        self._submit(self.service.set_desired(device, desired, self._clock(), merge=merge))
+        errors, and UplinkFailed/StoreError when it cannot be committed). The delta goes
+        out now if connected, else with the next connect."""
+        self._submit(
+            lambda: self.service.set_desired(
+                device, desired, self._clock(), merge=merge, version=version
+            )
+        )
 
     def set_devices(self, devices: Iterable[DeviceSpec]) -> None:
         """Serve exactly these devices (twins of removed ones stay in the store)."""
         specs = list(devices)
+        self._submit(lambda: self._set_devices(specs))
+
+    def _set_devices(self, specs: list[DeviceSpec]) -> list[Action]:
         wanted = {spec.name for spec in specs}
         actions: list[Action] = []
         for name in self.service.devices():
@@ -188,7 +226,7 @@ class DeviceLayer:
         now = self._clock()
         for spec in specs:
             actions += self.service.add_device(spec, now)
-        self._submit(actions)
+        return actions
 
     def set_routes(self, routes: Iterable[RouteSpec]) -> None:
         """Replace the routes (ConfigError for a looping set); subscriptions follow."""
@@ -263,7 +301,7 @@ class DeviceLayer:
             self.counters["connects"] += 1
             self._client = client
             await self._sync_subscriptions(client)
-            await self._publish(client, self.service.resync())
+            await self._publish(client, [*self.service.resync(), *self._retained_publishes()])
             self.connected.set()
             self._backoff.reset()
             log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
@@ -278,18 +316,9 @@ class DeviceLayer:
 
     async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
         """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
-        self._twin_writes.deferring = True
-        try:
-            actions = self.service.handle_many(
-                [(m.topic.value, _payload_bytes(m.payload)) for m in batch], self._clock()
-            )
-            publishes = self._commit(actions)
-        except BaseException:
-            # Not all of the batch is stored: forget what only memory holds, so that its
-            # redelivery (the batch is not acknowledged) applies it again.
-            self._twin_writes.discard()
-            self.service.forget_cached()
-            raise
+        messages = [(m.topic.value, _payload_bytes(m.payload)) for m in batch]
+        publishes = self._apply(lambda: self.service.handle_many(messages, self._clock()))
+        publishes += self._stale_retained(batch)
         await self._publish(client, publishes)
         paho = client._client  # manual acks: see _client_for
         for message in batch:
@@ -298,7 +327,9 @@ class DeviceLayer:
         self.counters["acked"] += len(batch)
 
     async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
-        wanted = list(dict.fromkeys([*SUBSCRIPTIONS, *self.service.routes.filters()]))
+        wanted = list(
+            dict.fromkeys([*SUBSCRIPTIONS, *OWNED_RETAINED_FILTERS, *self.service.routes.filters()])
+        )
         stale = [f for f in self._subscribed if f not in wanted]
         if stale:
             await client.unsubscribe(stale)
@@ -307,9 +338,23 @@ class DeviceLayer:
             await client.subscribe(fresh)
         self._subscribed = set(wanted)
 
+    def _apply(self, produce: Callable[[], list[Action]]) -> list[Publish]:
+        """Run ``produce`` (a TwinService call) with its twin writes held, then commit the
+        twins and its uplink records in one transaction through the port; the publishes
+        left to do. On any failure nothing is stored and the twins only memory held are
+        forgotten, so the change can be applied again (a redelivered batch, the next
+        desired update)."""
+        self._twin_writes.deferring = True
+        try:
+            return self._commit(produce())
+        except BaseException:
+            self._twin_writes.discard()
+            self.service.forget_cached()
+            raise
+
     def _commit(self, actions: Sequence[Action]) -> list[Publish]:
-        """Commit the batch's uplinks and held twins in one transaction; the publishes
-        left to do. UplinkFailed: nothing of the batch is committed."""
+        """Commit the held twins and the actions' uplinks in one transaction; the
+        publishes left to do. UplinkFailed: nothing is committed."""
         publishes: list[Publish] = []
         uplinks: list[Uplink] = []
         for action in actions:
@@ -319,13 +364,12 @@ class DeviceLayer:
                 publishes.append(action)
         twins = self._twin_writes.held()
         if uplinks or twins:
-            records = [(u.payload, u.priority, u.ttl, u.coalesce_key) for u in uplinks]
             try:
-                seqs = self._commit_batch(twins, records)
+                seqs = self._port.commit(twins, [u.record() for u in uplinks])
             except Exception as exc:
                 self.counters["uplink_errors"] += 1
                 raise UplinkFailed(
-                    f"{len(records)} records and {len(twins)} twins not committed: {exc}"
+                    f"{len(uplinks)} records and {len(twins)} twins not committed: {exc}"
                 ) from exc
             refused = [u.kind for u, seq in zip(uplinks, seqs, strict=True) if seq is None]
             if refused:
@@ -337,19 +381,44 @@ class DeviceLayer:
         self._twin_writes.committed()
         return publishes
 
-    def _append(self, uplink: Uplink) -> None:
-        """Append one record outside a batch (a record the outbox's full policy refuses
-        is dropped and counted, as the store documents; other failures are logged)."""
-        try:
-            self._enqueue(uplink.payload, uplink.priority, uplink.ttl, uplink.coalesce_key)
-        except OutboxFullError as exc:
-            self.counters["uplink_rejected"] += 1
-            log.warning("outbox full, %s record dropped: %s", uplink.kind, exc)
-        except Exception:
-            self.counters["uplink_errors"] += 1
-            log.exception("could not append a %s record to the outbox", uplink.kind)
-        else:
-            self.counters["uplinks"] += 1
+    # ------------------------------------------------------- retained messages ----
+
+    def _retained_publishes(self) -> list[Publish]:
+        return [
+            Publish(topic, payload, retain=True, qos=RETAINED_QOS)
+            for topic, payload in self.retained.items()
+        ]
+
+    def _retained_changed(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is not None:
+            self._spawn(self._publish(client, [Publish(topic, payload, True, RETAINED_QOS)]))
+
+    def _stale_retained(self, batch: Sequence[aiomqtt.Message]) -> list[Publish]:
+        """Clears for retained messages the broker kept for what the node no longer
+        serves (they arrive with the retain flag when the node subscribes)."""
+        clears: list[Publish] = []
+        for message in batch:
+            if not message.retain:
+                continue
+            name = message.topic.value
+            if self._owned_but_gone(name) and message.payload:
+                clears.append(Publish(name, b"", retain=True, qos=RETAINED_QOS))
+        if clears:
+            self.counters["stale_retained_cleared"] += len(clears)
+            log.info("clearing %d stale retained messages", len(clears))
+        return clears
+
+    def _owned_but_gone(self, name: str) -> bool:
+        if name.startswith("$edge/config/"):
+            return not self.retained.owns(name) or self.retained.get(name) == b""
+        levels = name.split("/")
+        return (
+            len(levels) == 5
+            and name.startswith(TOPIC_ROOT + "/")
+            and levels[3:] == ["twin", "delta"]
+            and not self.service.is_known(levels[2])
+        )
 
     async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
         # The sync part of each publish (handing the packet to paho) runs in task order,
@@ -365,14 +434,14 @@ class DeviceLayer:
 
     # ------------------------------------------------------------ out-of-band ----
 
-    def _submit(self, actions: Sequence[Action]) -> None:
-        """Carry out actions that did not come from a message (desired, device changes)."""
+    def _submit(self, produce: Callable[[], list[Action]]) -> None:
+        """Carry out a change that did not come from a message (desired, device changes):
+        committed through the port now, published now if a broker connection exists (also
+        while (re)subscribing: the resync may already be on its way with the older state,
+        and this publish follows it), else with the resync of the next connect."""
+        publishes = self._apply(produce)
         client = self._client
-        for action in actions:
-            if isinstance(action, Uplink):
-                self._append(action)
-        publishes = [a for a in actions if isinstance(a, Publish)]
-        if publishes and client is not None and self.connected.is_set():
+        if publishes and client is not None:
             self._spawn(self._publish(client, publishes))
 
     def _spawn(self, work: Any) -> None:

@@ -46,13 +46,18 @@ class DeviceSpec:
 
     ``desired`` (a JSON object) replaces the twin's desired document when given; ``None``
     leaves whatever desired document the twin already has (e.g. set by the hub).
+    ``desired_version`` is the hub's number for that document (None for a local one).
     """
 
     name: str
     desired: dict[str, Any] | None = None
+    desired_version: int | None = None
 
     def __post_init__(self) -> None:
         validate_device_name(self.name)
+        version = self.desired_version
+        if version is not None and (type(version) is not int or version < 1):
+            raise ConfigError(f"device {self.name!r}: desired version must be a positive int")
         if self.desired is not None:
             try:
                 check_limits(self.desired)

@@ -49,6 +49,8 @@ from edgenode.devices.config import DeviceSpec
 from edgenode.devices.routes import RouteDecision, RouteTable
 from edgenode.devtwin import DeviceTwin
 from edgenode.errors import StoreError, TopicError
+from edgenode.service import OutRecord
+from edgenode.uplink import MAX_BODY_BYTES
 
 log = logging.getLogger("edgenode.devices")
 
@@ -96,26 +98,20 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Uplink:
-    """Append ``payload`` to the outbox (``Store.append`` arguments); ``kind`` as in it."""
+    """Append an uplink record to the outbox: ``kind`` and ``body`` (compact JSON object
+    bytes) go into the node's envelope (``edgenode.uplink``) when committed."""
 
-    payload: bytes
+    kind: str
+    body: bytes
     priority: int
     ttl: float | None
     coalesce_key: str | None
-    kind: str
+
+    def record(self) -> OutRecord:
+        return OutRecord(self.kind, self.body, self.priority, self.ttl, self.coalesce_key)
 
 
 Action = Publish | Uplink
-UplinkEncoder = Callable[[str, dict[str, Any]], bytes]
-
-
-class RawUplinkEncoder(Protocol):
-    """An uplink encoder that can also wrap a body that is already compact JSON bytes
-    (the twin records come as bytes from the DeviceTwin), giving the same bytes as
-    encoding the parsed body."""
-
-    def __call__(self, kind: str, body: dict[str, Any]) -> bytes: ...
-    def raw(self, kind: str, body: bytes) -> bytes: ...
 
 
 class TwinStore(Protocol):
@@ -130,20 +126,6 @@ class TwinStore(Protocol):
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON (the twin engine guarantees the documents are JSON)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class FlatUplink:
-    """The default uplink record: ``{"kind": kind, **body}`` as compact JSON."""
-
-    def __call__(self, kind: str, body: dict[str, Any]) -> bytes:
-        return encode_json({"kind": kind, **body})
-
-    def raw(self, kind: str, body: bytes) -> bytes:
-        # body is a non-empty compact JSON object: splice the kind in front of its members.
-        return encode_json({"kind": kind})[:-1] + b"," + body[1:]
-
-
-flat_uplink: Final = FlatUplink()
 
 
 class Rejection(Exception):
@@ -208,7 +190,6 @@ class TwinService:
         routes: RouteTable | None = None,
         *,
         now: float = 0.0,
-        uplink_encoder: UplinkEncoder = flat_uplink,
         device_twin: Callable[..., DeviceTwin] = DeviceTwin,
     ) -> None:
         # device_twin: the DeviceTwin class (of the chosen backend unless a test pins one).
@@ -216,12 +197,6 @@ class TwinService:
         self.store = store
         self.routes = routes if routes is not None else RouteTable()
         self.counters: Counter[str] = Counter()
-        self._encode_uplink = uplink_encoder
-        raw = getattr(uplink_encoder, "raw", None)
-        # An encoder without a raw form gets the parsed body (same bytes, slower).
-        self._encode_uplink_raw: Callable[[str, bytes], bytes] = (
-            raw if raw is not None else lambda kind, body: uplink_encoder(kind, json.loads(body))
-        )
         self._known: set[str] = set()
         self._twins: dict[str, DeviceTwin] = {}
         self._startup_actions: list[Action] = []
@@ -248,7 +223,7 @@ class TwinService:
         self._twin(spec.name)
         if spec.desired is None:
             return []
-        return self.set_desired(spec.name, spec.desired, now)
+        return self.set_desired(spec.name, spec.desired, now, version=spec.desired_version)
 
     def remove_device(self, device: str, *, forget: bool = False) -> list[Action]:
         """Stop serving ``device`` (its retained delta is cleared); ``forget`` also
@@ -327,9 +302,16 @@ class TwinService:
     # ------------------------------------------------------------ desired ----
 
     def set_desired(
-        self, device: str, desired: dict[str, Any], now: float, *, merge: bool = False
+        self,
+        device: str,
+        desired: dict[str, Any],
+        now: float,
+        *,
+        merge: bool = False,
+        version: int | None = None,
     ) -> list[Action]:
-        """Replace (or, with ``merge``, merge-patch) the desired document of ``device``.
+        """Replace (or, with ``merge``, merge-patch) the desired document of ``device``;
+        ``version`` is the hub's number for it (see ``DeviceTwin.set_desired``).
 
         Cloud-wins: this is the only way desired changes. KeyError for an unknown device,
         TwinError/TwinLimitError for a bad document, StoreError if it cannot be stored.
@@ -340,7 +322,7 @@ class TwinService:
         twin = self._twin(device)
         # Checked as a merge patch (the engine's errors), then handed over as bytes.
         engine.merge_patch({}, desired)
-        outcome = twin.set_desired(encode_json(desired), now, merge)
+        outcome = twin.set_desired(encode_json(desired), now, merge, version)
         if outcome.document is None:
             return []
         self._save(device, twin, outcome.document)
@@ -483,13 +465,18 @@ class TwinService:
     def _uplink(
         self, kind: str, body: dict[str, Any], priority: int, ttl: float | None, key: str | None
     ) -> Uplink:
+        """An uplink record; ValueError if its body could not fit an envelope."""
+        data = encode_json(body)
+        if len(data) > MAX_BODY_BYTES:
+            raise ValueError(f"uplink body of {len(data)} bytes exceeds {MAX_BODY_BYTES}")
         self.counters[f"uplink_{kind}"] += 1
-        return Uplink(self._encode_uplink(kind, body), priority, ttl, key, kind)
+        return Uplink(kind, data, priority, ttl, key)
 
     def _uplink_raw(self, kind: str, body: bytes, priority: int, key: str) -> Uplink:
-        """An uplink record around a body that is already compact JSON."""
+        """An uplink record around a body that is already compact JSON (a twin record,
+        bounded by the twin engine's limits)."""
         self.counters[f"uplink_{kind}"] += 1
-        return Uplink(self._encode_uplink_raw(kind, body), priority, None, key, kind)
+        return Uplink(kind, body, priority, None, key)
 
     # ------------------------------------------------------------- update ----
 

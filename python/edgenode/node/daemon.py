@@ -1,35 +1,38 @@
-"""The daemon behind ``edgenode run``: opens the store, runs the tasks, stops cleanly.
+"""The daemon behind ``edgenode run``: opens the store, runs the services, stops cleanly.
 
-Order of start-up: data_dir, store (``node.db``), pid file, ``READY=1``, metrics, then the
-tasks: the cloud link (unless standalone), the status reporter, the watchdog and any
-services other parts registered (the device layer). SIGTERM/SIGINT stop it: tasks are
-cancelled, the link closes with 1001, the store is closed, ``STOPPING=1`` is sent.
+Order of start-up: data_dir (locked: one daemon per data_dir), store (``node.db``), pid
+file, each service's initial desired state, ``READY=1``, metrics, then the tasks: the
+cloud link (unless standalone), the status reporter, the watchdog and the services.
+SIGTERM/SIGINT stop it: tasks are cancelled, the link closes with 1001, the store is
+closed, ``STOPPING=1`` is sent.
 
-Other parts use three things: ``enqueue_uplink`` (append a record to the outbox, wake the
-link), ``add_desired_listener`` (called after desired state was persisted) and
-``add_service`` (a coroutine run beside the link, restarted if it fails). Everything runs on
-one event loop; store calls are short synchronous SQLite transactions.
-
-The device layer (``edgenode.node.devices``) is registered that way by the constructor when
-``Config.device_layer_enabled``.
+The daemon is the host of its services (``edgenode.service.NodeHost``): it gives them the
+config, the store, the metrics, the retained messages of the local bus, ONE commit port
+(twins and uplink records in one transaction; the record envelope is built here) and the
+desired state by kind. Which services run is decided by the caller (the CLI's ``run``
+assembles them), not here. Everything runs on one event loop; store calls are short
+synchronous SQLite transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import edgenode
 from edgenode.config import Config, parse_listen
 from edgenode.errors import StoreCorruptError, StoreError
-from edgenode.node.devices import DeviceWiring
-from edgenode.node.link import ChangeListener, CloudLink
+from edgenode.files import LOCK_FILE, ensure_dir
+from edgenode.node.link import CloudLink
 from edgenode.node.metrics import Metrics
 from edgenode.node.notify import Notifier
 from edgenode.node.state import (
@@ -46,8 +49,18 @@ from edgenode.node.status import (
     STATUS_PRIORITY,
     collect_status,
 )
-from edgenode.node.uplink import encode_uplink
+from edgenode.service import (
+    DesiredResource,
+    DesiredRow,
+    NodeService,
+    OutRecord,
+    RetainedMessages,
+    TwinWrite,
+    kind_of,
+    parse_desired,
+)
 from edgenode.store import Store
+from edgenode.uplink import encode_uplink_raw
 
 log = logging.getLogger("edgenode.daemon")
 
@@ -57,33 +70,49 @@ SERVICE_RESTART_DELAY: Final = 1.0
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 
-Service = Callable[["Daemon"], Awaitable[None]]
-
 
 class DaemonError(Exception):
     """The daemon cannot start (data_dir or store unusable); the message says why."""
 
 
 class Daemon:
-    """One edge node: its store, its cloud link, its reporters."""
+    """One edge node: its store, its cloud link, its services (the host they run on)."""
 
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
-        self.config = config
-        self.metrics = Metrics(enabled=bool(config.metrics.listen))
+    def __init__(
+        self,
+        config: Config,
+        services: Sequence[NodeService] = (),
+        *,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._config = config
+        self._metrics = Metrics(enabled=bool(config.metrics.listen))
         self._notifier = notifier or Notifier()
         self._store: Store | None = None
         self._link: CloudLink | None = None
-        self._listeners: list[ChangeListener] = []
-        self._services: list[tuple[str, Service]] = []
+        self._services = list(services)
+        self._retained = RetainedMessages()
+        self._lock: IO[str] | None = None
         self._stop = asyncio.Event()
         self._started = time.monotonic()
-        self.devices: DeviceWiring | None = None
-        if config.device_layer_enabled:
-            self.devices = DeviceWiring(self)
-            self.add_service("devices", self.devices.run)
-            self.add_desired_listener(self.devices.on_desired)
 
-    # --- The API other parts use ----------------------------------------------------------
+    # --- The host services use (edgenode.service.NodeHost) ---------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
+
+    @property
+    def retained(self) -> RetainedMessages:
+        return self._retained
+
+    @property
+    def services(self) -> list[NodeService]:
+        return list(self._services)
 
     @property
     def store(self) -> Store:
@@ -91,6 +120,48 @@ class Daemon:
         if self._store is None:
             raise RuntimeError("the store is open only while the daemon runs")
         return self._store
+
+    def commit(self, twins: Sequence[TwinWrite], records: Sequence[OutRecord]) -> list[int | None]:
+        """Store ``twins`` and append ``records`` in ONE durable transaction
+        (``Store.commit_batch``); per record its sequence number, or None where it was
+        refused: by the outbox's quota policy (counted by the store) or because its
+        envelope would exceed the record size limit (logged). A record without a TTL gets
+        ``[outbox] default_ttl``. StoreError: nothing is committed."""
+        default_ttl = self._config.outbox.default_ttl or None
+        node = self._config.node.name
+        encoded: list[tuple[bytes, int, float | None, str | None]] = []
+        positions: list[int] = []
+        seqs: list[int | None] = [None] * len(records)
+        for index, record in enumerate(records):
+            try:
+                payload = encode_uplink_raw(record.kind, record.body, node)
+            except ValueError as exc:
+                log.error("uplink %s record dropped: %s", record.kind, exc)
+                continue
+            ttl = default_ttl if record.ttl is None else record.ttl
+            encoded.append((payload, record.priority, ttl, record.coalesce_key))
+            positions.append(index)
+        stored = self.store.commit_batch(twins, encoded)
+        for index, seq in zip(positions, stored, strict=True):
+            seqs[index] = seq
+        appended = [records[i].priority for i, seq in zip(positions, stored, strict=True) if seq]
+        if appended and self._link is not None:
+            self._link.outbox_changed(min(appended))
+        return seqs
+
+    def desired(self, kind: str) -> list[DesiredResource]:
+        """The current desired resources of ``kind``, from the store (bodies that are not
+        JSON maps are left out, logged)."""
+        resources = []
+        prefix = kind + "/"
+        for key, revision, data in self.store.list_resources():
+            if data is None or not key.startswith(prefix):
+                continue
+            try:
+                resources.append(parse_desired(key, revision, data))
+            except ValueError as exc:
+                log.warning("desired resource %s is unreadable: %s", key, exc)
+        return resources
 
     def enqueue_uplink(
         self,
@@ -100,60 +171,12 @@ class Daemon:
         priority: int = DEFAULT_PRIORITY,
         ttl: float | None = None,
         coalesce_key: str | None = None,
-    ) -> int:
-        """Append one uplink record durably; its sequence number.
-
-        ``ttl`` defaults to ``[outbox] default_ttl`` (0: none). ``ValueError`` for a bad
-        kind or body, ``OutboxFullError`` when the quota policy rejects it (counted).
-        """
-        payload = encode_uplink(kind, body, self.config.node.name)
-        return self.enqueue_payload(payload, priority, ttl, coalesce_key)
-
-    def enqueue_payload(
-        self,
-        payload: bytes,
-        priority: int = DEFAULT_PRIORITY,
-        ttl: float | None = None,
-        coalesce_key: str | None = None,
-    ) -> int:
-        """``enqueue_uplink`` for a payload already encoded with ``encode_uplink`` (the
-        device layer encodes its records itself); same defaults and errors."""
-        if ttl is None and self.config.outbox.default_ttl > 0:
-            ttl = self.config.outbox.default_ttl
-        seq = self.store.append(payload, priority, ttl, coalesce_key=coalesce_key)
-        if self._link is not None:
-            self._link.outbox_changed(priority)
+    ) -> int | None:
+        """Append one uplink record durably (``commit`` of one record); its sequence
+        number, None when refused. ``ValueError`` for a body that is not JSON."""
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        (seq,) = self.commit([], [OutRecord(kind, data.encode(), priority, ttl, coalesce_key)])
         return seq
-
-    def commit_uplink_batch(
-        self,
-        twins: Sequence[tuple[str, bytes]],
-        records: Sequence[tuple[bytes, int, float | None, str | None]],
-    ) -> list[int | None]:
-        """Group commit for the device layer: ``(payload, priority, ttl, coalesce_key)``
-        records already encoded with ``encode_uplink`` and twin documents, in ONE durable
-        transaction (``Store.commit_batch``); per record its sequence number, or None
-        where the quota policy refused it (counted). ``ttl`` None means ``[outbox]
-        default_ttl``, as in ``enqueue_payload``. StoreError: nothing is committed."""
-        default_ttl = self.config.outbox.default_ttl
-        if default_ttl > 0:
-            records = [
-                (payload, priority, default_ttl if ttl is None else ttl, key)
-                for payload, priority, ttl, key in records
-            ]
-        seqs = self.store.commit_batch(twins, records)
-        appended = [rec[1] for rec, seq in zip(records, seqs, strict=True) if seq is not None]
-        if appended and self._link is not None:
-            self._link.outbox_changed(min(appended))
-        return seqs
-
-    def add_desired_listener(self, listener: ChangeListener) -> None:
-        """Call ``listener(changes, is_snapshot)`` after desired state was persisted."""
-        self._listeners.append(listener)
-
-    def add_service(self, name: str, service: Service) -> None:
-        """Run ``service(daemon)`` as a task beside the link (before ``run``)."""
-        self._services.append((name, service))
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -161,6 +184,10 @@ class Daemon:
     @property
     def hub_connected(self) -> bool:
         return self._link is not None and self._link.connected
+
+    def add_service(self, service: NodeService) -> None:
+        """Run ``service`` too (before ``run``)."""
+        self._services.append(service)
 
     # --- Running --------------------------------------------------------------------------
 
@@ -178,6 +205,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stop.set)
         tasks: list[asyncio.Task[None]] = []
         try:
+            self._initial_desired()
             self._notifier.ready(f"store open, revision {self.store.applied_revision()}")
             self._serve_metrics()
             if self._link is not None:
@@ -185,8 +213,10 @@ class Daemon:
             tasks.append(asyncio.create_task(self._report_status(), name="status"))
             if self._notifier.watchdog_interval is not None:
                 tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
-            for name, service in self._services:
-                tasks.append(asyncio.create_task(self._supervise(name, service), name=name))
+            for service in self._services:
+                tasks.append(
+                    asyncio.create_task(self._supervise(service), name=f"service-{service.name}")
+                )
             await self._stop.wait()
             log.info("stopping")
         finally:
@@ -204,13 +234,14 @@ class Daemon:
     def _open(self) -> None:
         data_dir = Path(self.config.node.data_dir)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(data_dir)
         except OSError as exc:
             raise DaemonError(
                 f"[node] data_dir {data_dir} cannot be created: {exc.strerror or exc}"
             ) from None
         if not data_dir.is_dir():
             raise DaemonError(f"[node] data_dir {data_dir} is not a directory")
+        self._lock_data_dir(data_dir)
         try:
             write_pid_file(data_dir)
         except OSError as exc:
@@ -245,6 +276,34 @@ class Daemon:
                 self.config, self._store, self.metrics, on_desired=self._desired_changed
             )
 
+    def _lock_data_dir(self, data_dir: Path) -> None:
+        """Hold an exclusive lock on ``DATA_DIR/edgenode.lock`` for the process's life: a
+        second daemon on the same data_dir would share ``node.db`` and fight over the hub
+        link. The lock goes with the process, however it ends (no stale lock files)."""
+        path = data_dir / LOCK_FILE
+        try:
+            handle = open(path, "a+")  # noqa: SIM115 - held open for the daemon's life
+        except OSError as exc:
+            raise DaemonError(
+                f"[node] data_dir {data_dir} is not writable: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise DaemonError(
+                f"another edgenode daemon (pid {holder}) is running on data_dir {data_dir}; "
+                "stop it first, or give this node its own data_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        os.chmod(path, 0o600)
+        self._lock = handle
+
     def _close(self) -> None:
         data_dir = Path(self.config.node.data_dir)
         if self._store is not None:
@@ -256,9 +315,15 @@ class Daemon:
         self._write_state(state)
         remove_pid_file(data_dir)
         self._notifier.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
 
     def _record_fatal(self, error: str) -> None:
-        """Leave the reason in the state file so ``edgenode status`` can show it."""
+        """Leave the reason in the state file so ``edgenode status`` can show it (not
+        when another daemon holds the data_dir: its state file is its own)."""
+        if "another edgenode daemon" in error:
+            return
         state = LinkState(state=STOPPED, last_error=error, last_error_at=time.time())
         with contextlib.suppress(OSError):
             write_link_state(Path(self.config.node.data_dir), state)
@@ -285,14 +350,23 @@ class Daemon:
         else:
             self._write_state(LinkState(state=STANDALONE, metrics=address))
 
-    def _desired_changed(
-        self, changes: Sequence[tuple[str, int, bytes | None]], snap: bool
-    ) -> None:
-        for listener in self._listeners:
+    def _initial_desired(self) -> None:
+        """Give every service its kinds' desired state from the store before anything
+        runs (as a snapshot), so each starts from what the node last had."""
+        rows: list[DesiredRow] = list(self.store.list_resources())
+        self._desired_changed(rows, True)
+
+    def _desired_changed(self, changes: Sequence[DesiredRow], snap: bool) -> None:
+        """Desired state was persisted: tell each service whose kinds it touches (a
+        snapshot concerns every service)."""
+        for service in self._services:
+            mine = [row for row in changes if kind_of(row[0]) in service.kinds]
+            if not mine and not snap:
+                continue
             try:
-                listener(changes, snap)
+                service.on_desired(self, mine, snap)
             except Exception:
-                log.exception("desired-state listener failed")
+                log.exception("service %s failed on a desired-state change", service.name)
 
     # --- Tasks ----------------------------------------------------------------------------
 
@@ -321,15 +395,15 @@ class Daemon:
             self._notifier.watchdog()
             await asyncio.sleep(interval)
 
-    async def _supervise(self, name: str, service: Service) -> None:
+    async def _supervise(self, service: NodeService) -> None:
         while True:
             try:
-                await service(self)
+                await service.run(self)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(
-                    "service %s failed; restarting in %.0f s", name, SERVICE_RESTART_DELAY
+                    "service %s failed; restarting in %.0f s", service.name, SERVICE_RESTART_DELAY
                 )
                 await asyncio.sleep(SERVICE_RESTART_DELAY)

@@ -31,9 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 import edgenode
+from edgenode.backoff import Backoff
 from edgenode.config import Config
 from edgenode.errors import ConfigError, StoreError
-from edgenode.node.backoff import Backoff
 from edgenode.node.metrics import Metrics
 from edgenode.node.state import CONNECTED, CONNECTING, DISCONNECTED, LinkState, write_link_state
 from edgenode.protocol import (

@@ -20,12 +20,14 @@ from typing import Any, Final
 
 import edgenode
 from edgenode.errors import StoreError
+from edgenode.files import (
+    DB_FILE,
+    DEVICES_FILE,
+    PID_FILE,
+    STATE_FILE,
+    write_json_atomic,
+)
 
-STATE_FILE: Final = "link-state.json"
-PID_FILE: Final = "edgenode.pid"
-DB_FILE: Final = "node.db"
-DEVICES_FILE: Final = "devices.json"
-"""The device layer's served devices and broker state (written by node/devices.py)."""
 MAX_SHOWN_DEVICES: Final = 20
 """Device names in the text form of ``status`` (``--json`` has the whole list)."""
 STATUS_BUSY_TIMEOUT_MS: Final = 2000
@@ -58,22 +60,6 @@ class LinkState:
     backend: str = field(default_factory=lambda: edgenode.backend)
     version: str = field(default_factory=lambda: edgenode.__version__)
     """The daemon's backend and version (``status`` may run with other ones)."""
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        # A full disk: leave no half-written temporary file taking space behind.
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def write_link_state(data_dir: Path, state: LinkState) -> None:

@@ -17,7 +17,9 @@ import pytest
 from mqtt_broker import WAIT, Broker, device_client, free_port
 
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
+from edgenode.devices.bus import StoreCommit
 from edgenode.errors import StoreError
+from edgenode.service import OutRecord
 from edgenode.store import Store
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,15 +29,10 @@ def run(scenario: Callable[[], Any]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=45))
 
 
-def appender(store: Store) -> Callable[[bytes, int, float | None, str | None], int]:
-    def enqueue(payload: bytes, priority: int, ttl: float | None, key: str | None) -> int:
-        return store.append(payload, priority, ttl, coalesce_key=key)
-
-    return enqueue
-
-
 def outbox(store: Store) -> list[dict[str, Any]]:
-    return [json.loads(payload) for _, _, payload in store.peek(1000)]
+    """The outbox's records as the hub reads them: each body's fields with its kind."""
+    records = [json.loads(payload) for _, _, payload in store.peek(1000)]
+    return [{**record["body"], "kind": record["kind"]} for record in records]
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
@@ -62,7 +59,7 @@ async def node(
         keepalive=5,
         **mqtt,
     )
-    layer = DeviceLayer(store, settings, devices, routes or [], appender(store))
+    layer = DeviceLayer(store, settings, devices, routes or [])
     task = asyncio.get_running_loop().create_task(layer.run())
     try:
         async with asyncio.timeout(WAIT):
@@ -341,7 +338,7 @@ def test_the_node_keeps_reconnecting_until_the_broker_is_there(broker_factory, s
         settings = MqttSettings(
             port=broker.port, client_id="late-node", backoff_base=0.05, backoff_cap=0.2
         )
-        layer = DeviceLayer(store, settings, [DeviceSpec("lamp")], [], appender(store))
+        layer = DeviceLayer(store, settings, [DeviceSpec("lamp")], [])
         task = asyncio.get_running_loop().create_task(layer.run())
         try:
             await eventually(lambda: layer.stats().get("disconnects", 0) >= 3)
@@ -482,7 +479,7 @@ def test_the_node_reaches_the_broker_over_tls_and_checks_its_certificate(broker_
         settings = MqttSettings(
             port=secure.tls_port, tls=True, client_id="no-ca", backoff_base=0.05, backoff_cap=0.1
         )
-        layer = DeviceLayer(store, settings, [], [], appender(store))
+        layer = DeviceLayer(store, settings, [], [])
         task = asyncio.get_running_loop().create_task(layer.run())
         try:
             await eventually(lambda: layer.stats().get("disconnects", 0) >= 2)
@@ -518,21 +515,19 @@ def test_messages_whose_uplink_could_not_be_stored_are_delivered_again(broker, s
     it again, and the twin change and the telemetry end up stored exactly as sent."""
     failures = [StoreError("disk I/O error"), StoreError("disk I/O error")]
 
-    def flaky(
-        twins: Sequence[tuple[str, bytes]],
-        records: Sequence[tuple[bytes, int, float | None, str | None]],
-    ) -> list[int | None]:
-        if failures:
-            raise failures.pop()
-        return store.commit_batch(twins, records)
+    class Flaky(StoreCommit):
+        def commit(
+            self, twins: Sequence[tuple[str, bytes]], records: Sequence[OutRecord]
+        ) -> list[int | None]:
+            if failures:
+                raise failures.pop()
+            return super().commit(twins, records)
 
     async def scenario() -> None:
         settings = MqttSettings(
             port=broker.port, client_id="edgenode-test", backoff_base=0.05, backoff_cap=0.3
         )
-        layer = DeviceLayer(
-            store, settings, [DeviceSpec("lamp")], [], appender(store), commit_batch=flaky
-        )
+        layer = DeviceLayer(store, settings, [DeviceSpec("lamp")], [], Flaky(store))
         task = asyncio.get_running_loop().create_task(layer.run())
         try:
             async with device_client(broker.port, "lamp") as lamp:

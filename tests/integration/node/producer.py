@@ -1,9 +1,10 @@
 """A node daemon with one extra service: a stream of telemetry uplink records.
 
-Run as ``python producer.py CONFIG COUNT [RATE]``: the real ``Daemon`` (as ``edgenode run``
-runs it) plus a service that calls ``Daemon.enqueue_uplink`` — the API the device layer
-uses — COUNT times in small bursts (or at RATE records/s), printing ``accepted <seq>`` after
-each append returned (so the record is durable in the outbox; ``--quiet`` prints nothing).
+Run as ``python producer.py CONFIG COUNT [RATE]``: the real ``Daemon`` with the services
+``edgenode run`` assembles, plus a service that commits one record at a time through the
+host's commit port (``Daemon.enqueue_uplink``, what every service's writes go through)
+COUNT times in small bursts (or at RATE records/s), printing ``accepted <seq>`` after each
+commit returned (so the record is durable in the outbox; ``--quiet`` prints nothing).
 Tests SIGKILL it in the middle of the stream; bench/bench_node.py uses RATE.
 """
 
@@ -12,13 +13,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 
+from edgenode.cli import node_services
 from edgenode.config import load_config
 from edgenode.node import Daemon
+from edgenode.service import DesiredRow, NodeHost
 
 BURST = 20
 PAUSE = 0.005
 PACE_SLICE = 0.01
+
+
+class Producer:
+    """A node service producing ``count`` telemetry records."""
+
+    name = "producer"
+    kinds: frozenset[str] = frozenset()
+
+    def __init__(self, daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
+        self.daemon = daemon
+        self.count = count
+        self.rate = rate
+        self.quiet = quiet
+
+    async def run(self, host: NodeHost) -> None:
+        await produce(self.daemon, self.count, self.rate, self.quiet)
+
+    def on_desired(self, host: NodeHost, rows: Sequence[DesiredRow], snapshot: bool) -> None:
+        pass
 
 
 async def produce(daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
@@ -46,8 +69,8 @@ def main() -> int:
     count = int(args[1])
     rate = float(args[2]) if len(args) > 2 else 0.0
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
-    daemon = Daemon(config)
-    daemon.add_service("producer", lambda d: produce(d, count, rate, quiet))
+    daemon = Daemon(config, node_services(config))
+    daemon.add_service(Producer(daemon, count, rate, quiet))
     return asyncio.run(daemon.run())
 
 

@@ -107,7 +107,7 @@ def test_routes_work_inside_the_twin_service(core, tmp_path):
         ]
         (alarm,) = svc.handle("plant/alarms/fire", b"!", 2.0)
         assert isinstance(alarm, Uplink)
-        assert json.loads(alarm.payload)["device"] is None
+        assert json.loads(alarm.body)["device"] is None
         assert svc.handle("plant/other", b"x", 3.0) == []
     finally:
         store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgenode.node.backoff import Backoff
+from edgenode.backoff import Backoff
 
 
 def fixed(value: float):

@@ -28,7 +28,7 @@ NODE_WITHOUT_METRICS = """
 import sys
 from edgenode.config import parse_config
 from edgenode.node.daemon import Daemon
-from edgenode.node.devices import DeviceWiring
+from edgenode.cli import node_services
 
 config = parse_config(
     {"node": {"name": "n1", "data_dir": sys.argv[1]}, "metrics": {"listen": ""},
@@ -36,8 +36,7 @@ config = parse_config(
     sys.argv[1] + "/n.toml",
     {},
 )
-daemon = Daemon(config)
-DeviceWiring(daemon)
+daemon = Daemon(config, node_services(config))
 import json
 daemon.metrics.set_outbox(json.loads(sys.argv[2]))
 daemon.metrics.frames_in.inc()

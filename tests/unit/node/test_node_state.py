@@ -18,8 +18,8 @@ from edgenode.node.state import (
     write_link_state,
     write_pid_file,
 )
-from edgenode.node.uplink import MAX_UPLINK_PAYLOAD, decode_uplink, encode_uplink
 from edgenode.store import Store
+from edgenode.uplink import MAX_UPLINK_PAYLOAD, decode_uplink, encode_uplink
 
 
 def test_the_link_state_file_is_replaced_atomically(tmp_path):

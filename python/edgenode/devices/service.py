@@ -1,27 +1,25 @@
-"""The device layer inside the node daemon: which devices and routes it serves, and how.
+"""The device layer as a node service: which devices and routes it serves, and how.
 
-:class:`DeviceWiring` runs :class:`edgenode.devices.DeviceLayer` as a daemon service. The
-devices served are the ``[[device]]`` entries of the config plus the hub's Device resources
-targeted at this node; the routes are the ``[[route]]`` entries plus the hub's Route
-resources. Hub resources are read from the store's desired-state cache — at start (so a
-node restarted offline serves exactly what it served before) and again after every change
-or snapshot the link persisted (the desired listener). A hub Device and a ``[[device]]`` of
-the same name: the hub's ``spec.desired`` wins (the cloud owns desired); the config's
-applies again once the hub deletes its Device.
+:class:`DeviceService` runs :class:`edgenode.devices.DeviceLayer` on the node's
+:class:`~edgenode.service.NodeHost`. The devices served are the ``[[device]]`` entries of
+the config plus the hub's Device resources targeted at this node; the routes are the
+``[[route]]`` entries plus the hub's Route resources. Hub resources are read from the
+store's desired-state cache (``host.desired``) — at start (so a node restarted offline
+serves exactly what it served before) and again after every persisted change of a Device
+or Route (``on_desired``). A hub Device and a ``[[device]]`` of the same name: the hub's
+``spec.desired`` wins (the cloud owns desired); the config's applies again once the hub
+deletes its Device.
 
-Uplink records go through the daemon's outbox in its envelope
-(``{"v": 1, "kind", "node", "ts", "body"}``, docs/node.md): a batch of device messages is
-committed with ``Daemon.commit_uplink_batch`` (records and twins in one transaction),
-anything else with ``Daemon.enqueue_payload``. The layer's counters are
-exported as Prometheus metrics, and ``devices.json`` in data_dir tells ``edgenode status``
-which devices are served and whether the broker is connected.
+Every durable write goes through the host's one commit port (twins and uplink records in
+one transaction; the host builds the record envelope). The layer's counters are exported
+as Prometheus metrics, and ``devices.json`` in data_dir tells ``edgenode status`` which
+devices are served and whether the broker is connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -32,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Final
 from edgenode.devices.config import UPSTREAM, DeviceSpec, RouteSpec
 from edgenode.devices.routes import RouteTable
 from edgenode.errors import ConfigError, StoreError
-from edgenode.node.state import DEVICES_FILE, write_json_atomic
-from edgenode.node.uplink import encode_uplink, encode_uplink_raw
+from edgenode.files import DEVICES_FILE, write_json_atomic
+from edgenode.service import DesiredResource, DesiredRow, NodeHost, kind_of
 
 if TYPE_CHECKING:
+    from edgenode.config import Config
     from edgenode.devices.bus import DeviceLayer
-    from edgenode.node.daemon import Daemon
 
-log = logging.getLogger("edgenode.daemon.devices")
+log = logging.getLogger("edgenode.devices.service")
 
 REFRESH_INTERVAL: Final = 1.0
 """Seconds between metrics snapshots (and broker-state checks for ``devices.json``)."""
@@ -48,42 +46,28 @@ ROUTE_KIND: Final = "Route"
 DEFAULT_ROUTE_PRIORITY: Final = 5
 MAX_LISTED_DEVICES: Final = 1000
 """``devices.json`` lists at most this many names (the count is always exact)."""
+DESIRED_VERSION_ANNOTATION: Final = "edgenode.io/desired-version"
+"""Where the hub puts its number for the desired document (its Device kind stamps it)."""
 
 
-def resource_kind_and_name(key: str) -> tuple[str, str]:
-    """``Kind/namespace/name`` → (kind, name); names never contain ``/``."""
-    kind, _, rest = key.partition("/")
-    return kind, rest.rpartition("/")[2]
-
-
-def device_from_resource(node: str, key: str, data: bytes) -> DeviceSpec | None:
-    """The DeviceSpec of a hub Device body stored as JSON; None if it is not for ``node``.
+def device_from_resource(node: str, resource: DesiredResource) -> DeviceSpec | None:
+    """The DeviceSpec of a hub Device; None if it is not for ``node``.
 
     ValueError/ConfigError when the body cannot be served (logged by the caller)."""
-    body = json.loads(data)
-    if not isinstance(body, dict):
-        raise ValueError("body is not a map")
-    spec = body.get("spec")
-    if not isinstance(spec, dict):
-        raise ValueError("spec is not a map")
+    spec = resource.spec
     if spec.get("node") != node:
         return None
-    metadata = body.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str):
-        name = resource_kind_and_name(key)[1]
     desired = spec.get("desired", {})
     if not isinstance(desired, dict):
         raise ValueError("spec.desired is not a map")
-    return DeviceSpec(name, desired)
+    version_text = resource.annotation(DESIRED_VERSION_ANNOTATION)
+    version = int(version_text) if version_text and version_text.isdigit() else None
+    return DeviceSpec(resource.name, desired, version if version else None)
 
 
-def route_from_resource(data: bytes) -> RouteSpec:
-    """The RouteSpec of a hub Route body (ValueError/ConfigError if unusable)."""
-    body = json.loads(data)
-    spec = body.get("spec") if isinstance(body, dict) else None
-    if not isinstance(spec, dict):
-        raise ValueError("spec is not a map")
+def route_from_resource(resource: DesiredResource) -> RouteSpec:
+    """The RouteSpec of a hub Route (ValueError/ConfigError if unusable)."""
+    spec = resource.spec
     ttl = spec.get("ttl")
     return RouteSpec(
         spec.get("from"),  # type: ignore[arg-type]  # RouteSpec checks the type
@@ -122,57 +106,45 @@ class DeviceCollector:
         )
 
 
-class _Envelope:
-    """The device layer's uplink encoder: the node's record envelope, for parsed bodies
-    and for bodies that are already JSON bytes (twin records from the DeviceTwin)."""
+class DeviceService:
+    """The device layer as a node service (``kinds``: Device and Route)."""
 
-    def __init__(self, wiring: DeviceWiring) -> None:
-        self._wiring = wiring
+    name: Final = "devices"
+    kinds: Final = frozenset({DEVICE_KIND, ROUTE_KIND})
 
-    def __call__(self, kind: str, body: dict[str, Any]) -> bytes:
-        return self._wiring.encode(kind, body)
-
-    def raw(self, kind: str, body: bytes) -> bytes:
-        return self._wiring.encode_raw(kind, body)
-
-
-class DeviceWiring:
-    """Builds, feeds and reports on the daemon's DeviceLayer."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.config = daemon.config
+    def __init__(self, config: Config) -> None:
+        self.config = config
         self.layer: DeviceLayer | None = None
         self.collector = DeviceCollector()
-        daemon.metrics.add_collector(self.collector.collect)
+        self._collector_added = False
         self._written: dict[str, Any] | None = None
         self._routes_in_use = 0
 
     # --- What to serve ---------------------------------------------------------------------
 
-    def hub_resources(self) -> tuple[list[DeviceSpec], list[RouteSpec]]:
+    def hub_resources(self, host: NodeHost) -> tuple[list[DeviceSpec], list[RouteSpec]]:
         """Devices and routes of the hub, from the store's desired-state cache."""
         devices: list[DeviceSpec] = []
         routes: list[RouteSpec] = []
         node = self.config.node.name
-        for key, _revision, data in self.daemon.store.list_resources():
-            if data is None:
-                continue
-            kind, _name = resource_kind_and_name(key)
+        for resource in host.desired(DEVICE_KIND):
             try:
-                if kind == DEVICE_KIND:
-                    spec = device_from_resource(node, key, data)
-                    if spec is not None:
-                        devices.append(spec)
-                elif kind == ROUTE_KIND:
-                    routes.append(route_from_resource(data))
+                spec = device_from_resource(node, resource)
             except (ValueError, TypeError, ConfigError) as exc:
-                log.warning("hub resource %s cannot be served: %s", key, exc)
+                log.warning("hub resource %s cannot be served: %s", resource.key, exc)
+                continue
+            if spec is not None:
+                devices.append(spec)
+        for resource in host.desired(ROUTE_KIND):
+            try:
+                routes.append(route_from_resource(resource))
+            except (ValueError, TypeError, ConfigError) as exc:
+                log.warning("hub resource %s cannot be served: %s", resource.key, exc)
         return devices, routes
 
-    def wanted(self) -> tuple[list[DeviceSpec], list[RouteSpec]]:
+    def wanted(self, host: NodeHost) -> tuple[list[DeviceSpec], list[RouteSpec]]:
         """Config devices and routes merged with the hub's (hub desired wins)."""
-        hub_devices, hub_routes = self.hub_resources()
+        hub_devices, hub_routes = self.hub_resources(host)
         by_name = {spec.name: spec for spec in self.config.devices}
         by_name.update((spec.name, spec) for spec in hub_devices)
         return list(by_name.values()), self._usable_routes(hub_routes)
@@ -196,25 +168,21 @@ class DeviceWiring:
 
     # --- The service ------------------------------------------------------------------------
 
-    def encode(self, kind: str, body: dict[str, Any]) -> bytes:
-        return encode_uplink(kind, body, self.config.node.name)
-
-    def encode_raw(self, kind: str, body: bytes) -> bytes:
-        return encode_uplink_raw(kind, body, self.config.node.name)
-
-    async def run(self, daemon: Daemon) -> None:
-        """The daemon service: serve until cancelled (restarted by the daemon on failure)."""
+    async def run(self, host: NodeHost) -> None:
+        """Serve until cancelled (the daemon restarts it on failure)."""
         from edgenode.devices.bus import DeviceLayer  # aiomqtt only when the layer runs
 
-        devices, routes = self.wanted()
+        if not self._collector_added:
+            host.metrics.add_collector(self.collector.collect)
+            self._collector_added = True
+        devices, routes = self.wanted(host)
         layer = DeviceLayer(
-            daemon.store,
+            host.store,
             self.config.mqtt_settings(),
             devices,
             routes,
-            daemon.enqueue_payload,
-            commit_batch=daemon.commit_uplink_batch,
-            uplink_encoder=_Envelope(self),
+            host,
+            retained=host.retained,
         )
         self._routes_in_use = len(routes)
         self.layer = layer
@@ -243,23 +211,23 @@ class DeviceWiring:
                 self._write_state(layer, up)
             await asyncio.sleep(REFRESH_INTERVAL)
 
-    def on_desired(self, rows: Sequence[tuple[str, int, bytes | None]], snapshot: bool) -> None:
-        """Desired-state listener: hub Device/Route changes reach the running layer."""
+    def on_desired(self, host: NodeHost, rows: Sequence[DesiredRow], snapshot: bool) -> None:
+        """Hub Device/Route changes reach the running layer."""
         layer = self.layer
         if layer is None:
             return  # the layer reads the store when it starts
-        kinds = {resource_kind_and_name(key)[0] for key, _rev, _data in rows}
-        if not snapshot and not kinds & {DEVICE_KIND, ROUTE_KIND}:
+        kinds = {kind_of(key) for key, _rev, _data in rows}
+        if not snapshot and not kinds & self.kinds:
             return
         try:
-            devices, routes = self.wanted()
+            devices, routes = self.wanted(host)
         except StoreError as exc:
             log.error("cannot read hub devices and routes from the store: %s", exc)
             return
         if snapshot or DEVICE_KIND in kinds:
             try:
                 layer.set_devices(devices)
-            except (StoreError, ConfigError, ValueError) as exc:
+            except Exception as exc:  # the store, a bad document: the next change retries
                 log.error("cannot apply the hub's devices: %s", exc)
         if snapshot or ROUTE_KIND in kinds:
             layer.set_routes(routes)

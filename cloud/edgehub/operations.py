@@ -1,0 +1,149 @@
+"""What operators do, for every kind alike: apply, delete, views; plus node join tokens and
+device twin patches. ``api.py`` maps HTTP onto these; the kind registry supplies what is
+kind-specific (validation, server-managed values, status views).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from edgehub.kinds.base import ResourceError, check_name, iso_time
+from edgehub.resources import validate_document
+from edgehub.selectors import Selector
+from edgehub.store import LogEntry, StoredResource
+from edgehub.targeting import labels_of
+from edgenode.errors import TwinError
+from edgenode.twin import check_limits, merge_patch
+
+if TYPE_CHECKING:
+    from edgehub.hub import Hub
+
+TOKEN_PREFIX = "ent_"
+TOKEN_BYTES = 32
+"""256-bit node tokens."""
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored as SHA-256 hex (fast on purpose: a fleet reconnect checks many)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Operations:
+    """The operator-facing verbs of one hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def _stamp(self, prev: dict[str, Any] | None, body: dict[str, Any], revision: int) -> None:
+        self.hub.registry.get(body["kind"]).stamp(prev, body, revision)
+
+    def apply(self, documents: list[Any]) -> list[dict[str, Any]]:
+        """Validate every document first (all or nothing), then store and fan out."""
+        hub = self.hub
+        resources = [
+            validate_document(doc, index, hub.registry) for index, doc in enumerate(documents)
+        ]
+        seen: set[tuple[str, str]] = set()
+        for index, body in enumerate(resources):
+            ident = (body["kind"], body["metadata"]["name"])
+            if ident in seen:
+                raise ResourceError(index, "metadata.name", f"{ident[0]} {ident[1]} appears twice")
+            seen.add(ident)
+        results = []
+        for (entry, revision), body in zip(
+            hub.store.put(resources, self._stamp), resources, strict=True
+        ):
+            kind, name = body["kind"], body["metadata"]["name"]
+            existed = (kind, name) in hub.cache
+            if entry is not None:
+                hub.committed(entry)
+            action = "unchanged" if entry is None else ("configured" if existed else "created")
+            results.append({"kind": kind, "name": name, "revision": revision, "action": action})
+        return results
+
+    def delete(self, kind: str, name: str) -> LogEntry | None:
+        entry = self.hub.store.delete(kind, name)
+        if entry is not None:
+            self.hub.committed(entry)
+            if kind == "Node":
+                self.revoke(name)
+        return entry
+
+    def node_add(self, name: str, labels: dict[str, str]) -> tuple[str, int]:
+        """Create the Node (if missing) and a join token; returns (token, revision).
+        ValueError when the node already has a live token."""
+        hub = self.hub
+        check_name(name, None, "name")
+        if hub.store.has_live_token(name):
+            raise ValueError(f"node {name!r} already has a token; revoke it first")
+        existing = hub.cache.get("Node", name)
+        if existing is None:
+            doc = {
+                "apiVersion": "edgenode.io/v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {},
+            }
+            revision = self.apply([doc])[0]["revision"]
+        else:
+            revision = existing.revision
+        token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        hub.store.add_token(name, hash_token(token))
+        return token, revision
+
+    def revoke(self, name: str) -> int:
+        count = self.hub.store.revoke(name)
+        self.hub.sessions.revoke(name)
+        return count
+
+    def twin_set(self, device: str, patch: dict[str, Any]) -> dict[str, Any]:
+        current = self.hub.cache.get("Device", device)
+        if current is None:
+            raise KeyError(device)
+        body = json.loads(json.dumps(current.body))
+        spec = body["spec"]
+        try:
+            spec["desired"] = merge_patch(spec.get("desired", {}), patch)
+            check_limits(spec["desired"])
+        except TwinError as exc:
+            raise ResourceError(None, "spec.desired", str(exc)) from None
+        body["metadata"].pop("resourceVersion", None)
+        body["metadata"].pop("generation", None)
+        self.apply([body])
+        return self.view("Device", device) or {}
+
+    # --- Views ------------------------------------------------------------------------------
+
+    def view(self, kind: str, name: str) -> dict[str, Any] | None:
+        stored = self.hub.cache.get(kind, name)
+        if stored is None:
+            return None
+        return self.render(stored)
+
+    def render(self, stored: StoredResource) -> dict[str, Any]:
+        """The resource as the API shows it: the stored body, its creation time, and the
+        kind's status view (with the nodes' rejections of its current revision)."""
+        hub = self.hub
+        body: dict[str, Any] = json.loads(json.dumps(stored.body))
+        body["metadata"]["creationTimestamp"] = iso_time(stored.created)
+        status = hub.registry.get(stored.kind).status(hub, stored)
+        if status is not None:
+            body["status"] = status
+        rejections = hub.store.rejections(stored.key)
+        current = [r for r in rejections if r.revision == stored.revision]
+        if current:
+            body.setdefault("status", {})["rejections"] = [
+                {"node": r.node, "revision": r.revision, "code": r.code, "message": r.message}
+                for r in current
+            ]
+        return body
+
+    def list_views(self, kind: str, selector: Selector | None) -> list[dict[str, Any]]:
+        return [
+            self.render(stored)
+            for stored in self.hub.cache.of_kind(kind)
+            if selector is None or selector.matches(labels_of(stored.body))
+        ]

@@ -1,0 +1,56 @@
+"""Files in the node's data_dir: their names, and how they are written.
+
+Everything the node writes there may hold secrets (Config data, tokens, twins), so files
+are created 0600 and folders 0700 whatever the process umask, and replaced atomically
+(temporary file, fsync, rename): a reader sees the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Final
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+
+STATE_FILE: Final = "link-state.json"
+PID_FILE: Final = "edgenode.pid"
+LOCK_FILE: Final = "edgenode.lock"
+DB_FILE: Final = "node.db"
+DEVICES_FILE: Final = "devices.json"
+"""The device layer's served devices and broker state (written by devices/service.py)."""
+CONFIGS_FILE: Final = "configs.json"
+"""The Configs the node applied, with their generations (written by the Config service)."""
+CONFIG_DIR: Final = "config"
+"""``DATA_DIR/config/NAME.json``: one file per Config, its data map."""
+
+
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700 if it does not exist yet."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` (created with ``mode``, fsynced, renamed into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # O_CREAT's mode is masked by the umask; this is not
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: leave no half-written temporary file taking space behind.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` as JSON (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode())
