@@ -31,7 +31,7 @@ def check_label_key(key: str) -> None:
     """Raise SelectorError unless ``key`` is a valid label key (``[prefix/]name``)."""
     if not isinstance(key, str) or not 0 < len(key) <= MAX_LABEL_KEY_LENGTH:
         raise SelectorError(f"invalid label key {key!r}: 1 to {MAX_LABEL_KEY_LENGTH} characters")
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise SelectorError(
             f"invalid label key {key!r}: alphanumerics, '-', '_', '.', optional 'prefix/'"
         )
@@ -44,7 +44,7 @@ def check_label_value(value: str) -> None:
             f"invalid label value {value!r}: a string of at most "
             f"{MAX_LABEL_VALUE_LENGTH} characters"
         )
-    if not _VALUE_RE.match(value):
+    if not _VALUE_RE.fullmatch(value):
         raise SelectorError(f"invalid label value {value!r}: alphanumerics, '-', '_', '.'")
 
 

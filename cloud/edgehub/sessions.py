@@ -178,7 +178,7 @@ class Sessions:
         session = Session(node, proto, protocol_version=hello.protocol_version)
         if hello.next_seq is not None:
             self._forget_previous_life(node, hello.next_seq)
-        proto.accept(revision)
+        proto.accept(revision, wall_time=time.time())
         labels = labels_of(self.cache.node_body(node))
         compacted = self.store.compacted_revision()
         if revision - hello.last_revision > self.snapshot_after:

@@ -497,7 +497,7 @@ def _parse_configs(value: Any, source: str) -> tuple[LocalConfig, ...]:
         if "name" not in entry:
             raise ConfigError(f"{where}.name: required")
         name = _check_value(entry["name"], str, f"{where}.name")
-        if len(name) > MAX_CONFIG_NAME_CHARS or not CONFIG_NAME_PATTERN.match(name):
+        if len(name) > MAX_CONFIG_NAME_CHARS or not CONFIG_NAME_PATTERN.fullmatch(name):
             raise ConfigError(
                 f"{where}.name: {name!r} must be lowercase alphanumerics, '-' and '.' "
                 f"(at most {MAX_CONFIG_NAME_CHARS} characters, as the hub's names)"

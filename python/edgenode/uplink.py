@@ -42,7 +42,7 @@ MAX_RECORD_DEPTH: Final = 64
 
 def encode_uplink(kind: str, body: Any, node: str, ts: float | None = None) -> bytes:
     """The payload bytes of one record; ValueError for a bad kind, body or size."""
-    if not KIND_PATTERN.match(kind):
+    if not KIND_PATTERN.fullmatch(kind):
         raise ValueError(f"uplink kind must match {KIND_PATTERN.pattern}, got {kind!r}")
     record = {
         "v": UPLINK_FORMAT_VERSION,

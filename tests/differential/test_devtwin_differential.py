@@ -106,9 +106,16 @@ def report_payloads(draw: st.DrawFn) -> bytes:
     return payload
 
 
+# The hub's desired version: mostly absent or plausible; sometimes hostile.
+versions = st.one_of(
+    st.none(),
+    st.integers(min_value=1, max_value=30),
+    st.sampled_from([0, -1, 2**63 - 1, 2**63, True, 1.5, "3"]),
+)
+
 operations = st.one_of(
     st.tuples(st.just("report"), report_payloads()),
-    st.tuples(st.just("desired"), objects, st.booleans()),
+    st.tuples(st.just("desired"), objects, st.booleans(), versions),
     st.tuples(st.just("state"), st.sampled_from(["online", "offline"])),
     st.tuples(st.just("commit")),
     st.tuples(st.just("view"), st.one_of(st.none(), st.text(max_size=3))),
@@ -137,7 +144,7 @@ def run(twin: Any, operation: tuple[Any, ...], now: float) -> Any:
             return outcome_fields(twin.apply_report(operation[1], now))
         if name == "desired":
             payload = json.dumps(operation[1]).encode()
-            return outcome_fields(twin.set_desired(payload, now, operation[2]))
+            return outcome_fields(twin.set_desired(payload, now, operation[2], operation[3]))
         if name == "state":
             return twin.set_state(operation[1], now)
         if name == "commit":

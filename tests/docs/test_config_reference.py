@@ -3,9 +3,9 @@
 The reference is written by hand (with the meaning of every key); this test holds it to
 ``edgenode.config``: every ``[section]`` of ``SECTIONS`` has a table listing exactly its
 dataclass's fields, with the right type, default and ``EDGENODE_<SECTION>_<KEY>``
-variable, and the ``[[device]]``/``[[route]]`` tables list exactly the keys the parser
-accepts, with ``RouteSpec``'s defaults. A documented key that does not exist fails as much
-as an undocumented one.
+variable, and the ``[[device]]``/``[[route]]``/``[[config]]`` tables list exactly the keys
+the parser accepts, with ``RouteSpec``'s defaults. A documented key that does not exist
+fails as much as an undocumented one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from edgenode.config import (
+    CONFIG_KEYS,
     DEFAULT_CONFIG_TEXT,
     DEVICE_KEYS,
     REQUIRED,
@@ -77,7 +78,7 @@ TABLES = tables()
 
 
 def test_every_section_and_array_has_a_table_and_no_other_does():
-    expected = {f"[{name}]" for name in SECTIONS} | {"[[device]]", "[[route]]"}
+    expected = {f"[{name}]" for name in SECTIONS} | {"[[device]]", "[[route]]", "[[config]]"}
     assert set(TABLES) == expected
 
 
@@ -118,6 +119,13 @@ def test_the_device_table_lists_the_keys_the_parser_accepts():
     assert rows["name"]["default"] == REQUIRED_CELL
     assert rows["desired"]["default"] == ABSENT_CELL
     assert rows["desired"]["type"] == "table"
+
+
+def test_the_config_table_lists_the_keys_the_parser_accepts():
+    rows = {code(row["key"]): row for row in TABLES["[[config]]"]}
+    assert tuple(rows) == CONFIG_KEYS
+    assert rows["name"]["default"] == REQUIRED_CELL
+    assert toml_value(rows["data"]["default"]) == {}
 
 
 def test_the_route_table_lists_the_keys_the_parser_accepts_with_routespec_defaults():

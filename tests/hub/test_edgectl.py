@@ -118,8 +118,8 @@ def test_twin_set_parses_json_values_and_twin_get_shows_the_delta(hub):
     hub.ctl("apply", "-f", "-", stdin=DEVICES)
     result = hub.ctl("twin", "set", "pump-1", "speed=20", "mode=eco", "limits.max=[1,2]", "on=true")
     assert result.returncode == 0, result.stderr
-    assert "generation 2" in result.stdout
     twin = json.loads(hub.ctl("twin", "get", "pump-1").stdout)
+    assert result.stdout == f"device/pump-1 desired set (version {twin['versions']['desired']})\n"
     assert twin["desired"] == {"speed": 20, "mode": "eco", "limits": {"max": [1, 2]}, "on": True}
     assert twin["delta"] == twin["desired"]
     unset = hub.ctl("twin", "set", "pump-1", "mode=null")

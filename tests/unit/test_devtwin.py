@@ -224,6 +224,32 @@ def test_set_desired_merges_or_replaces(core):
     assert twin.desired_version == 3
 
 
+def test_the_hubs_desired_version_is_adopted_and_never_goes_backwards(core):
+    twin = core.DeviceTwin("lamp")
+    first = twin.set_desired(b'{"power": "on"}', 1.0, version=40)
+    twin.commit()
+    assert first.delta == b'{"version":40,"delta":{"power":"on"}}'
+    renumbered = twin.set_desired(b'{"power": "on"}', 2.0, version=45)
+    twin.commit()
+    assert (renumbered.changed, renumbered.delta) == (
+        True,
+        b'{"version":45,"delta":{"power":"on"}}',
+    )
+    assert not twin.set_desired(b'{"power": "on"}', 3.0, version=45).changed
+    twin.set_desired(b'{"power": "off"}', 4.0, version=7)
+    twin.commit()
+    assert twin.desired_version == 46
+
+
+@pytest.mark.parametrize(
+    ("version", "error"),
+    [(0, ValueError), (-3, ValueError), (2**63, ValueError), (True, TypeError), (2.0, TypeError)],
+)
+def test_a_desired_version_must_be_a_positive_64_bit_int(core, version, error):
+    with pytest.raises(error, match="version must be"):
+        core.DeviceTwin("lamp").set_desired(b"{}", 1.0, version=version)
+
+
 def test_set_desired_raises_the_twin_engines_errors(core):
     twin = core.DeviceTwin("lamp")
     with pytest.raises(TwinLimitError, match="MAX_KEY_BYTES"):

@@ -67,7 +67,7 @@ def check_name(name: object, index: int | None = None, field: str = "metadata.na
     """``name`` if it is a valid resource name (a DNS subdomain), else ResourceError."""
     if not isinstance(name, str) or not name:
         raise ResourceError(index, field, "required, a non-empty string")
-    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name):
         raise ResourceError(
             index,
             field,

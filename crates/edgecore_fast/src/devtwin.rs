@@ -672,7 +672,8 @@ impl DeviceTwin {
         };
         let mut new = State {
             desired: Desired::new(new_desired, desired_meta),
-            desired_version: adopted.unwrap_or(old.desired_version + 1),
+            // Saturating: a version of 2**63 - 1 (only ever a hostile one) stays there.
+            desired_version: adopted.unwrap_or(old.desired_version.saturating_add(1)),
             ..old.clone()
         };
         let delta = new.update_delta();

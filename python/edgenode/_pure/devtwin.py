@@ -482,7 +482,10 @@ class DeviceTwin:
             return ReportOutcome(0, "", None, b"", False, False, None, None, None, None)
         new = old.copy()
         new.desired = new_desired
-        new.desired_version = old.desired_version + 1 if adopted is None else adopted
+        # Saturating: a version of 2**63 - 1 (only ever a hostile one) stays there.
+        new.desired_version = (
+            min(old.desired_version + 1, MAX_VERSION) if adopted is None else adopted
+        )
         if changed:
             new.desired_meta = engine.stamp(
                 old.desired_meta, _diff_patch(old.desired, new_desired), now

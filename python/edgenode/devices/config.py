@@ -32,7 +32,7 @@ MAX_CLIENT_ID_CHARS: Final = 23 * 4
 
 def validate_device_name(name: object) -> str:
     """``name`` if it is a valid device name, else ConfigError naming the rule."""
-    if not isinstance(name, str) or not DEVICE_NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not DEVICE_NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"device name {name!r} must match {DEVICE_NAME_PATTERN.pattern} "
             "(one topic level, usable as an MQTT username)"

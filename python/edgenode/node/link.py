@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import ssl
@@ -37,6 +38,7 @@ from edgenode.errors import ConfigError, StoreError
 from edgenode.node.metrics import Metrics
 from edgenode.node.state import CONNECTED, CONNECTING, DISCONNECTED, LinkState, write_link_state
 from edgenode.protocol import (
+    PROTOCOL_VERSION,
     ChangeErrorCode,
     ChangesReceived,
     CloseCode,
@@ -74,6 +76,8 @@ OPERATOR_ERRORS: Final = frozenset(
 )
 """Hub answers that retrying soon cannot fix: the long back-off applies."""
 AUTH_STATUSES: Final = frozenset({401, 403})
+CLOCK_WARNING: Final = 60.0
+"""Seconds between the node's and the hub's clocks above which the node warns."""
 STABLE_CONNECTION: Final = 10.0
 """Seconds a welcomed connection must last for its end to reset the back-off."""
 
@@ -126,6 +130,8 @@ class CloudLink:
             max_frame_size=config.hub.max_frame_size,
             handshake_timeout=config.hub.handshake_timeout,
         )
+        self._version = PROTOCOL_VERSION
+        """The protocol version asked for; lowered when an older hub refuses it."""
         self._outbox_changed = asyncio.Event()
         self._cursor: tuple[int, int] | None = None
         self.state = LinkState(state=CONNECTING, hub_url=config.hub.url)
@@ -155,6 +161,9 @@ class CloudLink:
             except Exception as exc:  # every loop must recover: log, back off, retry
                 log.exception("cloud link failed unexpectedly")
                 outcome.error = f"internal error: {type(exc).__name__}: {exc}"
+            if outcome.welcomed:
+                # A hub may have been upgraded while we were away: ask for the newest again.
+                self._version = PROTOCOL_VERSION
             if outcome.welcomed and time.monotonic() - outcome.welcomed_at >= STABLE_CONNECTION:
                 # Only a connection that lasted resets the back-off: a hub that welcomes
                 # and then fails at once must not be hammered at the base delay forever.
@@ -237,7 +246,7 @@ class CloudLink:
             f"edgenode {edgenode.__version__}",
             self._store.applied_revision(),
             loop.time(),
-            self._node_config,
+            dataclasses.replace(self._node_config, version=self._version),
             next_seq=self._store.next_seq(),
         )
         self._cursor = None
@@ -313,6 +322,7 @@ class CloudLink:
                     outcome.welcomed = True
                     outcome.welcomed_at = time.monotonic()
                     self.state.hub_revision = event.hub_revision
+                    self._clock_check(event.hub_time)
                     log.info(
                         "connected to hub %s (hub revision %d, node revision %d)",
                         self._config.hub.url,
@@ -331,7 +341,11 @@ class CloudLink:
                     outcome.error = f"hub busy, retry after {event.delay:.1f} s: {event.message}"
                 case ErrorReceived():
                     outcome.error = f"hub error {_code_name(event.code)}: {event.message}"
-                    if event.code in OPERATOR_ERRORS:
+                    if event.code == ErrorCode.UNSUPPORTED_VERSION and self._version > 1:
+                        # An older hub: ask for the version before on the next attempt.
+                        self._version -= 1
+                        log.warning("the hub does not speak protocol version %d", self._version + 1)
+                    elif event.code in OPERATOR_ERRORS:
                         outcome.long = True
                 case PeerTimedOut():
                     outcome.error = f"hub silent for {event.silence:.1f} s (heartbeat deadline)"
@@ -404,6 +418,20 @@ class CloudLink:
             proto.send_error(ErrorCode.INTERNAL_ERROR, f"node cannot persist: {exc}")
             return False
         return True
+
+    def _clock_check(self, hub_time: float | None) -> None:
+        """Record how far this node's wall clock is from the hub's (a board without a
+        real-time clock after a power cut); nothing here decides anything by it."""
+        if hub_time is None:
+            return
+        offset = time.time() - hub_time
+        self.state.clock_offset = round(offset, 3)
+        if abs(offset) > CLOCK_WARNING:
+            log.warning(
+                "this node's clock is %.0f s %s the hub's",
+                abs(offset),
+                "ahead of" if offset > 0 else "behind",
+            )
 
     # --- Uplink ---------------------------------------------------------------------------
 

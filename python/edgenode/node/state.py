@@ -21,6 +21,7 @@ from typing import Any, Final
 import edgenode
 from edgenode.errors import StoreError
 from edgenode.files import (
+    CONFIGS_FILE,
     DB_FILE,
     DEVICES_FILE,
     PID_FILE,
@@ -54,6 +55,8 @@ class LinkState:
     last_error: str = ""
     last_error_at: float = 0.0
     hub_revision: int | None = None
+    clock_offset: float | None = None
+    """Seconds this node's wall clock was ahead of the hub's at the last welcome."""
     pid: int = field(default_factory=os.getpid)
     metrics: str = ""
     """The address the metrics endpoint is bound to (empty: disabled)."""
@@ -198,7 +201,19 @@ def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
     except StoreError as exc:
         status["store_error"] = str(exc)
     status["device_layer"] = _device_layer(data_dir, pid)
+    status["configs"] = _configs(data_dir)
     return status
+
+
+def _configs(data_dir: Path) -> dict[str, Any]:
+    """The Configs the node applied, as the Config service last recorded them
+    (``configs.json``): name → generation, source (hub or local) and number of keys."""
+    try:
+        value = json.loads((data_dir / CONFIGS_FILE).read_bytes()[: MAX_STATE_FILE_BYTES * 16])
+    except (OSError, ValueError):
+        return {}
+    configs = value.get("configs") if isinstance(value, dict) else None
+    return configs if isinstance(configs, dict) else {}
 
 
 def _device_layer(data_dir: Path, pid: int | None) -> dict[str, Any] | None:
@@ -234,6 +249,20 @@ def _served(layer: dict[str, Any] | None) -> str:
     return f"; {count} served ({shown or 'none'}), broker {layer.get('broker')} {broker}"
 
 
+def _configs_text(configs: dict[str, Any]) -> str:
+    """``tuning@2, local (local)``: each Config with its generation (or where from)."""
+    if not configs:
+        return "none"
+    shown = []
+    for name, entry in sorted(configs.items())[:MAX_SHOWN_DEVICES]:
+        generation = entry.get("generation") if isinstance(entry, dict) else None
+        local = isinstance(entry, dict) and entry.get("source") == "local"
+        shown.append(f"{name} (local)" if local else f"{name}@{generation}")
+    if len(configs) > MAX_SHOWN_DEVICES:
+        shown.append(f"... ({len(configs) - MAX_SHOWN_DEVICES} more)")
+    return ", ".join(shown)
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable form of ``read_status``'s result."""
     daemon = status["daemon"]
@@ -261,6 +290,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"resources: {len(status['resources'])}",
         *(f"  {r['key']} @{r['revision']}" for r in status["resources"][:50]),
         f"devices:   {status['devices']} twins in the store" + _served(status.get("device_layer")),
+        "configs:   " + _configs_text(status.get("configs") or {}),
         f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
         f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
         f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected",

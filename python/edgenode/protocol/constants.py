@@ -10,11 +10,26 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Final
 
-PROTOCOL_VERSION: Final = 1
-"""The protocol version this code speaks; sent in ``hello`` and echoed in ``welcome``."""
+PROTOCOL_VERSION: Final = 2
+"""The newest protocol version this code speaks. A node sends it in ``hello``; the hub
+answers in ``welcome`` with the lower of the node's and its own, and both ends speak that
+one on the connection (docs/protocol.md, "Versions and features")."""
 
-SUPPORTED_VERSIONS: Final = frozenset({PROTOCOL_VERSION})
-"""Versions a hub built from this code accepts in ``hello``."""
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+"""Versions this code speaks on either side. A hub accepts every version since 1: ships
+come back after months on old software."""
+
+FEATURES: Final[frozenset[str]] = frozenset()
+"""Optional capabilities this code speaks beyond its version's frames, negotiated in
+hello/welcome (version 2 on): a frame that belongs to a feature may only be sent when both
+ends listed it. Later additions to the link (artifacts, logs, ...) are features, so a node
+and a hub of different releases use exactly what both understand."""
+
+MAX_FEATURES: Final = 64
+"""Feature names one hello or welcome may list."""
+
+MAX_FEATURE_LENGTH: Final = 32
+"""Characters of one feature name."""
 
 # --- Frame size -------------------------------------------------------------------------
 

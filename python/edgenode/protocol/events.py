@@ -27,6 +27,10 @@ class Welcomed:
     """The frame limit in force for what this node sends (min of both sides' limits)."""
     window_records: int
     window_bytes: int
+    features: frozenset[str] = frozenset()
+    """The features in use on this connection (both ends speak them)."""
+    hub_time: float | None = None
+    """The hub's wall clock when it welcomed (Unix seconds), if it said."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class NodeHello:
     max_frame_size: int
     next_seq: int | None = None
     """The node's next outbox sequence number (``None``: the node did not say)."""
+    features: frozenset[str] = frozenset()
+    """The features the node says it speaks (names this hub does not know included)."""
 
 
 @dataclass(frozen=True)

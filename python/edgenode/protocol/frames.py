@@ -29,6 +29,8 @@ from edgenode.protocol.constants import (
     MAX_BODY_DEPTH,
     MAX_CBOR_DEPTH,
     MAX_CODE,
+    MAX_FEATURE_LENGTH,
+    MAX_FEATURES,
     MAX_HEARTBEAT_INTERVAL,
     MAX_KEY_LENGTH,
     MAX_MAX_FRAME_SIZE,
@@ -42,7 +44,6 @@ from edgenode.protocol.constants import (
     MIN_HEARTBEAT_INTERVAL,
     MIN_MAX_FRAME_SIZE,
     MIN_PRIORITY,
-    PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     ErrorCode,
 )
@@ -141,6 +142,8 @@ class HelloFrame:
     """Optional ``ns``: the sequence number the node's outbox gives its next record. It only
     grows while the node's store lives; lower than what the hub has seen means a restored
     backup or a new store, whose numbers the hub must not drop as duplicates."""
+    features: tuple[str, ...] = ()
+    """``fs`` (version 2 on): the features the node speaks."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ class WelcomeFrame:
     max_frame_size: int
     window_records: int
     window_bytes: int
+    features: tuple[str, ...] = ()
+    """``fs`` (version 2 on): the features both ends speak, to be used on this connection."""
+    hub_time_ms: int | None = None
+    """``ts`` (version 2 on, optional): the hub's wall clock when it welcomed, Unix ms, so
+    a node can tell how far off its own clock is (an RTC-less board after a power cut)."""
 
 
 @dataclass(frozen=True)
@@ -354,20 +362,25 @@ def encode_frame(frame: Frame) -> bytes:
             }
             if frame.next_seq is not None:
                 hello["ns"] = frame.next_seq
+            if frame.version >= 2:
+                hello["fs"] = list(frame.features)
             return cbor2.dumps(hello)
         case WelcomeFrame():
-            return cbor2.dumps(
-                {
-                    "t": "w",
-                    "v": frame.version,
-                    "r": frame.hub_revision,
-                    "hb": frame.heartbeat_interval_ms,
-                    "hd": frame.heartbeat_deadline_ms,
-                    "mf": frame.max_frame_size,
-                    "uw": frame.window_records,
-                    "ub": frame.window_bytes,
-                }
-            )
+            welcome: dict[str, Any] = {
+                "t": "w",
+                "v": frame.version,
+                "r": frame.hub_revision,
+                "hb": frame.heartbeat_interval_ms,
+                "hd": frame.heartbeat_deadline_ms,
+                "mf": frame.max_frame_size,
+                "uw": frame.window_records,
+                "ub": frame.window_bytes,
+            }
+            if frame.version >= 2:
+                welcome["fs"] = list(frame.features)
+                if frame.hub_time_ms is not None:
+                    welcome["ts"] = frame.hub_time_ms
+            return cbor2.dumps(welcome)
         case ErrorFrame():
             return cbor2.dumps({"t": "e", "c": frame.code, "m": frame.message})
         case RetryAfterFrame():
@@ -534,6 +547,28 @@ def _fail(message: str) -> ProtocolError:
 
 HELLO_OPTIONAL: Final = frozenset({"ns"})
 """Hello fields added after version 1 shipped: a hub reads them when present."""
+HELLO_KEYS: Final = {
+    1: frozenset({"t", "v", "n", "sw", "r", "mf"}),
+    2: frozenset({"t", "v", "n", "sw", "r", "mf", "fs"}),
+}
+WELCOME_KEYS: Final = {
+    1: frozenset({"t", "v", "r", "hb", "hd", "mf", "uw", "ub"}),
+    2: frozenset({"t", "v", "r", "hb", "hd", "mf", "uw", "ub", "fs"}),
+}
+WELCOME_OPTIONAL: Final = {1: frozenset[str](), 2: frozenset({"ts"})}
+MAX_TIME_MS: Final = 2**53
+"""Wall-clock times on the wire are Unix milliseconds (exact in a float64)."""
+
+
+def _features(obj: Mapping[Any, Any], kind: str) -> tuple[str, ...]:
+    """A list of feature names; unknown names are kept (a newer peer may speak more)."""
+    items = _list(obj, "fs", kind)
+    if len(items) > MAX_FEATURES:
+        raise violation(ErrorCode.LIMIT_EXCEEDED, f"{kind}.fs lists more than {MAX_FEATURES}")
+    for item in items:
+        if type(item) is not str or not 0 < len(item) <= MAX_FEATURE_LENGTH:
+            raise _fail(f"{kind}.fs items must be strings of 1..{MAX_FEATURE_LENGTH} characters")
+    return tuple(items)
 
 
 def _check_keys(
@@ -682,36 +717,42 @@ def _hello_from(obj: dict[Any, Any]) -> HelloFrame:
             f"protocol version {obj['v']} is not supported (supported: "
             f"{sorted(SUPPORTED_VERSIONS)})",
         )
-    _check_keys(obj, "h", frozenset({"t", "v", "n", "sw", "r", "mf"}), optional=HELLO_OPTIONAL)
+    version = obj["v"]
+    _check_keys(obj, "h", HELLO_KEYS[version], optional=HELLO_OPTIONAL)
     return HelloFrame(
-        obj["v"],
+        version,
         _str(obj, "n", "h", MAX_NODE_NAME_LENGTH, empty=False),
         _str(obj, "sw", "h", MAX_SOFTWARE_VERSION_LENGTH, empty=True),
         _int(obj, "r", "h", 0, MAX_REVISION),
         _int(obj, "mf", "h", MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
         _int(obj, "ns", "h", 1, MAX_SEQUENCE) if "ns" in obj else None,
+        _features(obj, "h") if version >= 2 else (),
     )
 
 
 def _welcome_from(obj: dict[Any, Any]) -> WelcomeFrame:
     if "v" not in obj or type(obj["v"]) is not int:
         raise _fail("w.v must be an integer")
-    if obj["v"] != PROTOCOL_VERSION:
+    version = obj["v"]
+    if version not in SUPPORTED_VERSIONS:
         raise violation(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"hub answered protocol version {obj['v']}, this node asked for {PROTOCOL_VERSION}",
+            f"hub answered protocol version {version} (this node speaks "
+            f"{sorted(SUPPORTED_VERSIONS)})",
         )
-    _check_keys(obj, "w", frozenset({"t", "v", "r", "hb", "hd", "mf", "uw", "ub"}))
+    _check_keys(obj, "w", WELCOME_KEYS[version], optional=WELCOME_OPTIONAL[version])
     interval = _int(obj, "hb", "w", MIN_HEARTBEAT_MS, MAX_HEARTBEAT_MS)
     deadline = _int(obj, "hd", "w", interval + 1, MAX_DEADLINE_MS)
     return WelcomeFrame(
-        obj["v"],
+        version,
         _int(obj, "r", "w", 0, MAX_REVISION),
         interval,
         deadline,
         _int(obj, "mf", "w", MIN_MAX_FRAME_SIZE, MAX_MAX_FRAME_SIZE),
         _int(obj, "uw", "w", 1, MAX_WINDOW_RECORDS),
         _int(obj, "ub", "w", 1, MAX_WINDOW_BYTES),
+        _features(obj, "w") if version >= 2 else (),
+        _int(obj, "ts", "w", 0, MAX_TIME_MS) if "ts" in obj else None,
     )
 
 

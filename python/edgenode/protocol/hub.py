@@ -26,6 +26,7 @@ from edgenode.protocol.constants import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_MAX_IN_FLIGHT_RECORDS,
+    FEATURES,
     HEARTBEAT_DEADLINE_FACTOR,
     MAX_ACK_RANGES_PER_FRAME,
     MAX_HEARTBEAT_INTERVAL,
@@ -91,6 +92,8 @@ class HubConfig:
     max_in_flight_records: int = DEFAULT_MAX_IN_FLIGHT_RECORDS
     max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
     """Uplink window the node must respect; exceeding it is a protocol violation."""
+    features: frozenset[str] = FEATURES
+    """Features this hub speaks; a connection uses those the node speaks too."""
 
     def __post_init__(self) -> None:
         if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
@@ -158,6 +161,22 @@ class HubProtocol(_Connection):
         return None if self._hello is None else self._hello.node_name
 
     @property
+    def version(self) -> int:
+        """The protocol version of this connection (the hello's until welcomed: then the
+        lower of the node's and this code's)."""
+        if self._hello is None:
+            return PROTOCOL_VERSION
+        return min(self._hello.version, PROTOCOL_VERSION)
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The features in use on this connection (both ends speak them; none before
+        version 2)."""
+        if self._hello is None or self.version < 2:
+            return frozenset()
+        return self._config.features & frozenset(self._hello.features)
+
+    @property
     def sent_revision(self) -> int:
         """The revision the node will be complete up to once it has what was sent."""
         return self._sent_revision
@@ -169,10 +188,14 @@ class HubProtocol(_Connection):
 
     # --- Application calls ----------------------------------------------------------------
 
-    def accept(self, hub_revision: int, now: float | None = None) -> None:
+    def accept(
+        self, hub_revision: int, now: float | None = None, *, wall_time: float | None = None
+    ) -> None:
         """Welcome the node; ``RuntimeError`` unless a hello arrived and nothing was answered.
 
-        Heartbeat timers start at ``now`` (default: when the hello arrived).
+        Heartbeat timers start at ``now`` (default: when the hello arrived). ``wall_time``
+        (Unix seconds) goes into a version-2 welcome so the node can tell how far off its
+        clock is.
         """
         _check_revision(hub_revision, "hub_revision")
         start = self._last_received if now is None else check_now(now)
@@ -183,13 +206,15 @@ class HubProtocol(_Connection):
         interval_ms = max(1, round(config.heartbeat_interval * 1000))
         self._send(
             WelcomeFrame(
-                PROTOCOL_VERSION,
+                self.version,
                 hub_revision,
                 interval_ms,
                 max(interval_ms + 1, round(deadline * 1000)),
                 config.max_frame_size,
                 config.max_in_flight_records,
                 config.max_in_flight_bytes,
+                tuple(sorted(self.features)),
+                None if wall_time is None else max(0, round(wall_time * 1000)),
             )
         )
         self._open(start, config.heartbeat_interval, deadline)
@@ -360,6 +385,7 @@ class HubProtocol(_Connection):
                 frame.version,
                 frame.max_frame_size,
                 frame.next_seq,
+                frozenset(frame.features),
             )
         )
 

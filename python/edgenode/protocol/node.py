@@ -24,6 +24,7 @@ from edgenode.protocol.constants import (
     DEFAULT_MAX_IN_FLIGHT_RECORDS,
     DEFAULT_MAX_SNAPSHOT_BYTES,
     DEFAULT_MAX_SNAPSHOT_RESOURCES,
+    FEATURES,
     MAX_BODY_DEPTH,
     MAX_CHUNKS_PER_CHANGE,
     MAX_CODE,
@@ -37,6 +38,7 @@ from edgenode.protocol.constants import (
     MIN_MAX_FRAME_SIZE,
     MIN_PRIORITY,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     CloseCode,
     ErrorCode,
 )
@@ -91,8 +93,14 @@ class NodeConfig:
     """Largest body reassembled from chunks."""
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
     max_snapshot_resources: int = DEFAULT_MAX_SNAPSHOT_RESOURCES
+    version: int = PROTOCOL_VERSION
+    """The protocol version to ask for in hello (a lower one speaks to an older hub)."""
+    features: frozenset[str] = FEATURES
+    """Features this node speaks (sent in a version-2 hello)."""
 
     def __post_init__(self) -> None:
+        if self.version not in SUPPORTED_VERSIONS:
+            raise ConfigError(f"version must be one of {sorted(SUPPORTED_VERSIONS)}")
         if not MIN_MAX_FRAME_SIZE <= self.max_frame_size <= MAX_MAX_FRAME_SIZE:
             raise ConfigError(
                 f"max_frame_size must be in [{MIN_MAX_FRAME_SIZE}, {MAX_MAX_FRAME_SIZE}]"
@@ -194,14 +202,17 @@ class NodeProtocol(_Connection):
         self._in_flight_bytes = 0
         self._window_records = config.max_in_flight_records
         self._window_bytes = config.max_in_flight_bytes
+        self._version = config.version
+        self._features: frozenset[str] = frozenset()
         self._send(
             HelloFrame(
-                PROTOCOL_VERSION,
+                config.version,
                 node_name,
                 software_version,
                 last_revision,
                 config.max_frame_size,
                 next_seq,
+                tuple(sorted(config.features)) if config.version >= 2 else (),
             )
         )
 
@@ -210,6 +221,16 @@ class NodeProtocol(_Connection):
     @property
     def node_name(self) -> str:
         return self._node_name
+
+    @property
+    def version(self) -> int:
+        """The protocol version of this connection (asked for, then the hub's answer)."""
+        return self._version
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The features in use on this connection (empty before welcome)."""
+        return self._features
 
     @property
     def revision(self) -> int:
@@ -359,6 +380,20 @@ class NodeProtocol(_Connection):
                 )
 
     def _welcome(self, frame: WelcomeFrame, now: float) -> None:
+        if frame.version > self._config.version:
+            raise violation(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"hub answered protocol version {frame.version}, this node asked for "
+                f"{self._config.version}",
+            )
+        unasked = set(frame.features) - self._config.features
+        if unasked:
+            raise violation(
+                ErrorCode.MALFORMED_FRAME,
+                f"welcome lists features never offered: {sorted(unasked)}",
+            )
+        self._version = frame.version
+        self._features = frozenset(frame.features)
         self._hub_revision = frame.hub_revision
         self._send_limit = min(self._config.max_frame_size, frame.max_frame_size)
         self._window_records = min(self._config.max_in_flight_records, frame.window_records)
@@ -375,6 +410,8 @@ class NodeProtocol(_Connection):
                 self._send_limit,
                 self._window_records,
                 self._window_bytes,
+                self._features,
+                None if frame.hub_time_ms is None else frame.hub_time_ms / 1000,
             )
         )
 

@@ -152,7 +152,7 @@ def test_a_duplicate_hello_is_unexpected() -> None:
 
 def test_a_hello_of_an_unknown_version_gets_an_error_code_and_a_version_close() -> None:
     hub = HubProtocol(0.0)
-    hub.receive_message(cbor2.dumps({"t": "h", "v": 2, "n": "ship-7", "new": True}), 0.0)
+    hub.receive_message(cbor2.dumps({"t": "h", "v": 99, "n": "ship-7", "new": True}), 0.0)
     assert_violation(hub, ErrorCode.UNSUPPORTED_VERSION, CloseCode.UNSUPPORTED_VERSION)
 
 
