@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgehub.hub import Hub
 from edgehub.openapi import openapi_document
-from edgehub.resources import ResourceError, parse_documents, resolve_kind
+from edgehub.operations import cooperatively
+from edgehub.resources import PARSE_PROGRESS, ResourceError, iter_documents, resolve_kind
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -116,10 +117,16 @@ class OperatorApi:
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8", index=None, field="")
         try:
-            docs = parse_documents(text)
+            # Parsed on the loop, letting other work run every STALL_BUDGET: node links
+            # and other requests are served while a large apply is read.
+            docs = [
+                doc
+                async for doc in cooperatively(iter_documents(text))
+                if doc is not PARSE_PROGRESS
+            ]
             if not docs:
                 raise ResourceError(None, "", "no documents")
-            results = self.hub.ops.apply(docs)
+            results = await self.hub.ops.apply_async(docs)
         except ResourceError as exc:
             return _error(422, str(exc), index=exc.index, field=exc.field)
         return web.json_response({"results": results, "revision": self.hub.revision})
