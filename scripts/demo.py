@@ -347,9 +347,8 @@ class Demo:
             "log_dest stdout\n"
             # Run as this user: as root, Mosquitto would switch to user "mosquitto", and a
             # process that changes its credentials loses its parent-death signal.
-            f"user {getpass.getuser()}\n"
+            f"user {getpass.getuser()}\n" + BROKER_SETTINGS.read_text()
             # The settings every node's broker needs (deploy/mosquitto/edgenode.conf).
-            + BROKER_SETTINGS.read_text()
         )
         self.start(
             f"mosquitto ({node})", [MOSQUITTO, "-c", str(config)], directory / "mosquitto.log"

@@ -296,7 +296,7 @@ def test_a_large_apply_in_chunks_stores_everything_or_nothing(tmp_path):
 
     async def scenario() -> None:
         bad = [device(i) for i in range(600)] + [device(600, node="Not A Name")]
-        with pytest.raises(ResourceError, match="document 600: spec.node"):
+        with pytest.raises(ResourceError, match=r"document 600: spec\.node"):
             await hub.ops.apply_async(bad)
         assert store.revision() == 0
         results = await hub.ops.apply_async([device(i) for i in range(600)])

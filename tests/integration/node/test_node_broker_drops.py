@@ -63,7 +63,8 @@ def telemetry_in_outbox(node: NodeProcess) -> int:
     try:
         return int(
             db.execute(
-                "SELECT count(*) FROM outbox WHERE CAST(payload AS TEXT) LIKE '%\"kind\":\"telemetry\"%'"
+                "SELECT count(*) FROM outbox WHERE CAST(payload AS TEXT) LIKE ?",
+                ('%"kind":"telemetry"%',),
             ).fetchone()[0]
         )
     except sqlite3.Error:
