@@ -19,6 +19,9 @@ from aiohttp import web
 from websockets.asyncio.server import serve
 
 from edgehub.api import OperatorApi
+from edgehub.artifacts import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_MAX_BYTES
+from edgehub.artifacts import DEFAULT_QUOTA as DEFAULT_ARTIFACTS_QUOTA
+from edgehub.artifacts import ArtifactStore
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer, server_options
 from edgehub.metrics import HubMetrics
@@ -29,6 +32,7 @@ DEFAULT_API_LISTEN = "127.0.0.1:8080"
 HOUSEKEEPING_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin.token"
 DB_FILE = "hub.db"
+ARTIFACTS_DIR = "artifacts"
 GC_YOUNG_THRESHOLD = 20_000
 """Net allocations between young garbage collections (CPython's default: 700). With
 thousands of node links the heap holds millions of objects, and at the default every tenth
@@ -73,7 +77,8 @@ async def serve_hub(args: argparse.Namespace) -> None:
         telemetry_max_age=args.telemetry_max_age,
     )
     store = SqliteHubStore(data / DB_FILE)
-    hub = Hub(store, settings, HubMetrics())
+    artifacts = ArtifactStore(data / ARTIFACTS_DIR, args.artifact_max_bytes, args.artifacts_quota)
+    hub = Hub(store, settings, HubMetrics(), artifacts=artifacts)
     links = LinkServer(hub)
     tune_gc()
     ssl_context = None
@@ -162,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
+    s.add_argument(
+        "--artifact-max-bytes",
+        type=int,
+        default=DEFAULT_ARTIFACT_MAX_BYTES,
+        help="largest artifact accepted by edgectl artifact push, bytes",
+    )
+    s.add_argument(
+        "--artifacts-quota",
+        type=int,
+        default=DEFAULT_ARTIFACTS_QUOTA,
+        help="all artifacts together (and uploads in progress), bytes",
+    )
     s.add_argument(
         "--housekeeping",
         type=float,

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from edgehub import ctl_apps
 from edgehub.kinds import REGISTRY
 from edgehub.resources import resolve_kind
 
@@ -123,6 +124,19 @@ def table(rows: list[list[str]]) -> str:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> None:
+    if args.kind.lower() in ("artifact", "artifacts"):
+        listing = client.request("GET", "/v1/artifacts")
+        items = listing["items"]
+        if args.name:
+            items = [i for i in items if i["digest"].startswith(args.name)]
+        if args.output in ("json", "yaml"):
+            dump = json.dumps({"items": items}, indent=2)
+            print(dump if args.output == "json" else yaml.safe_dump({"items": items}), end="\n")
+        elif not items:
+            print("No artifacts found.", file=sys.stderr)
+        else:
+            print(table(ctl_apps.artifacts_table(items, time.time())))
+        return
     kind = _kind(args.kind)
     plural = REGISTRY.get(kind).plural
     if args.name:
@@ -248,6 +262,14 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
         after = items[-1]["id"]
 
 
+def cmd_artifact(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_artifact(client, args, CtlError)
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_logs(client, args, CtlError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="operate an edgenode hub")
     parser.add_argument("--hub", help=f"operator API URL (default: $EDGECTL_HUB, {DEFAULT_HUB})")
@@ -287,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("telemetry", help="a device's telemetry")
     p.add_argument("device")
     p.add_argument("--follow", "-f", action="store_true")
+    ctl_apps.add_parsers(sub)
     return parser
 
 
@@ -299,6 +322,8 @@ COMMANDS = {
     "twin": cmd_twin,
     "watch": cmd_watch,
     "telemetry": cmd_telemetry,
+    "artifact": cmd_artifact,
+    "logs": cmd_logs,
 }
 
 

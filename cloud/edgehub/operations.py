@@ -76,9 +76,18 @@ class Operations:
         """Validate every document (ResourceError for the first bad one): the normalized
         resources, each name at most once. Reads only the registry: safe in a thread."""
         registry = self.hub.registry
-        return self.validate_names(
-            [validate_document(doc, index, registry) for index, doc in enumerate(documents)]
+        return self.admit(
+            self.validate_names(
+                [validate_document(doc, index, registry) for index, doc in enumerate(documents)]
+            )
         )
+
+    def admit(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The kinds' checks that need the hub (other resources, artifacts)."""
+        batch = {(body["kind"], body["metadata"]["name"]) for body in resources}
+        for index, body in enumerate(resources):
+            self.hub.registry.get(body["kind"]).admit(self.hub, body, index, batch)
+        return resources
 
     @staticmethod
     def validate_names(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,7 +116,7 @@ class Operations:
             validate_document(doc, index, registry)
             async for index, doc in cooperatively(enumerate(documents))
         ]
-        resources = self.validate_names(validated)
+        resources = self.admit(self.validate_names(validated))
         results: list[dict[str, Any]] = []
         size = FIRST_CHUNK
         index = 0
@@ -189,6 +198,14 @@ class Operations:
         body["metadata"].pop("generation", None)
         self.apply([body])
         return self.view("Device", device) or {}
+
+    def apps_using(self, digest: str) -> list[str]:
+        """The Apps whose spec names artifact ``digest``."""
+        return [
+            stored.name
+            for stored in self.hub.cache.of_kind("App")
+            if any(a.get("sha256") == digest for a in stored.body["spec"].get("artifacts", []))
+        ]
 
     # --- Views ------------------------------------------------------------------------------
 
