@@ -69,6 +69,7 @@ class OperatorApi:
         r.add_put("/v1/artifacts/{digest}", self.artifact_put)
         r.add_delete("/v1/artifacts/{digest}", self.artifact_delete)
         r.add_get("/v1/apps/{name}/logs", self.app_logs)
+        r.add_post("/v1/apps/{name}/rollout/undo", self.rollout_undo)
         r.add_get("/v1/{kind}", self.list)
         r.add_get("/v1/{kind}/{name}", self.get)
         r.add_delete("/v1/{kind}/{name}", self.delete)
@@ -389,3 +390,17 @@ class OperatorApi:
             return response or web.Response(status=499)
         finally:
             self.hub.logs.close(stream)
+
+    async def rollout_undo(self, request: web.Request) -> web.Response:
+        """Back to ``?toRevision=N`` (default: the previous good revision), at once."""
+        name = request.match_info["name"]
+        target = self._int_query(request, "toRevision", 0) or None
+        try:
+            result = self.hub.rollouts.undo(name, target)
+        except KeyError:
+            return _error(404, f"App {name!r} not found")
+        except ValueError as exc:
+            return _error(422, str(exc))
+        except ResourceError as exc:
+            return _error(422, str(exc), field=exc.field)
+        return web.json_response(result)

@@ -25,6 +25,7 @@ from edgehub.artifacts import ArtifactStore
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer, server_options
 from edgehub.metrics import HubMetrics
+from edgehub.rollouts import ROLLOUT_PERIOD
 from edgehub.store import SqliteHubStore
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
@@ -116,6 +117,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
+            asyncio.create_task(_every(ROLLOUT_PERIOD, hub.rollouts.step)),
         ]
         await stop.wait()
         for task in tasks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 import urllib.parse
@@ -160,6 +161,100 @@ def cmd_logs(client: ClientLike, args: argparse.Namespace, error: CtlErrorLike) 
             sys.stdout.buffer.flush()
 
 
+ROLLOUT_POLL: Final = 1.0
+
+
+def _app_name(target: str, error: CtlErrorLike) -> str:
+    """``app/NAME`` or ``NAME`` (kubectl's habit)."""
+    kind, sep, name = target.partition("/")
+    if not sep:
+        return target
+    if kind.lower() not in ("app", "apps"):
+        raise error(f"rollouts are for apps, not {kind!r} (app/NAME)")
+    return name
+
+
+def rollout_lines(view: dict[str, Any]) -> list[str]:
+    """What ``rollout status`` prints about one App's rollout."""
+    status = view.get("status") or {}
+    rollout = status.get("rollout")
+    name = view["metadata"]["name"]
+    revision = status.get("revision")
+    if rollout is None:
+        summary = status.get("summary") or {}
+        return [
+            f"app/{name} revision {revision}: {summary.get('upToDate', 0)} of "
+            f"{summary.get('desired', 0)} nodes up to date, {summary.get('ready', 0)} ready "
+            "(no staged strategy)"
+        ]
+    lines = [
+        f"app/{name} revision {rollout['revision']} (from {rollout['previous']}): "
+        f"{rollout['state']}"
+        + (f", wave {rollout['currentWave']}" if rollout.get("currentWave") else "")
+    ]
+    for wave in rollout.get("waves", []):
+        lines.append(
+            f"  wave {wave['name']}: {len(wave['done'])} of {wave['nodes']} done, "
+            f"{len(wave['pending'])} pending, {len(wave['failed'])} failed"
+            + (f" ({', '.join(wave['failed'])})" if wave["failed"] else "")
+        )
+    if rollout.get("reason"):
+        lines.append(f"  reason: {rollout['reason']}")
+    return lines
+
+
+def _finished(view: dict[str, Any]) -> int | None:
+    """0 when the rollout completed, 1 when it was aborted, None while it goes on."""
+    status = view.get("status") or {}
+    rollout = status.get("rollout")
+    if rollout is None:
+        summary = status.get("summary") or {}
+        done = summary.get("upToDate") == summary.get("desired") == summary.get("ready")
+        return 0 if done else None
+    return {"Complete": 0, "Aborted": 1}.get(rollout["state"])
+
+
+def cmd_rollout(client: ClientLike, args: argparse.Namespace, error: CtlErrorLike) -> int:
+    name = _app_name(args.target, error)
+    path = f"/v1/apps/{urllib.parse.quote(name)}"
+    if args.rollout_command == "status":
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        shown: list[str] = []
+        while True:
+            view = client.request("GET", path)
+            lines = rollout_lines(view)
+            if lines != shown:
+                print("\n".join(lines), flush=True)
+                shown = lines
+            outcome = _finished(view)
+            if outcome is not None:
+                return outcome
+            if not args.watch or (deadline is not None and time.monotonic() > deadline):
+                return 2
+            time.sleep(ROLLOUT_POLL)
+    if args.rollout_command == "history":
+        view = client.request("GET", path)
+        history = (view.get("status") or {}).get("history") or []
+        print(f"{'REVISION':<10}{'CREATED':<22}COMMAND")
+        for entry in history:
+            command = " ".join(entry["spec"].get("command") or [entry["spec"].get("image", "")])
+            print(f"{entry['revision']:<10}{entry.get('created', ''):<22}{command}")
+        return 0
+    if args.rollout_command in ("pause", "resume"):
+        view = client.request("GET", path)
+        body = {k: view[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+        body["spec"]["paused"] = args.rollout_command == "pause"
+        client.request("POST", "/v1/apply", json.dumps(body).encode())
+        print(f"app/{name} {'paused' if body['spec']['paused'] else 'resumed'}")
+        return 0
+    query = f"?toRevision={args.to_revision}" if args.to_revision else ""
+    result = client.request("POST", f"{path}/rollout/undo{query}", b"")
+    print(
+        f"app/{name} rolled back to revision {result['to']} (now revision {result['appRevision']})"
+    )
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     artifact = sub.add_parser("artifact", help="artifacts of Apps").add_subparsers(
         dest="artifact_command", required=True
@@ -174,3 +269,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--node", required=True, help="the node whose log to read")
     p.add_argument("--tail", type=int, default=100, help="lines from the end (0: all kept)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    rollout = sub.add_parser("rollout", help="staged rollouts of Apps").add_subparsers(
+        dest="rollout_command", required=True
+    )
+    p = rollout.add_parser("status", help="watch a rollout: exit 0 when complete, 1 when aborted")
+    p.add_argument("target", help="app/NAME")
+    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--timeout", type=float, help="seconds to wait (exit 2 when still going)")
+    for command, text in (("history", "the App's revisions"), ("pause", "move no more nodes"),
+                          ("resume", "go on moving nodes")):  # fmt: skip
+        p = rollout.add_parser(command, help=text)
+        p.add_argument("target", help="app/NAME")
+    p = rollout.add_parser("undo", help="back to the previous good revision, on every node")
+    p.add_argument("target", help="app/NAME")
+    p.add_argument("--to-revision", type=int, help="a revision of the history instead")

@@ -270,6 +270,12 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> None:
     ctl_apps.cmd_logs(client, args, CtlError)
 
 
+def cmd_rollout(client: Client, args: argparse.Namespace) -> None:
+    code = ctl_apps.cmd_rollout(client, args, CtlError)
+    if code:
+        raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="operate an edgenode hub")
     parser.add_argument("--hub", help=f"operator API URL (default: $EDGECTL_HUB, {DEFAULT_HUB})")
@@ -324,6 +330,7 @@ COMMANDS = {
     "telemetry": cmd_telemetry,
     "artifact": cmd_artifact,
     "logs": cmd_logs,
+    "rollout": cmd_rollout,
 }
 
 

@@ -28,6 +28,7 @@ from edgehub.kinds.base import iso_time
 from edgehub.logstreams import LogRequests
 from edgehub.metrics import HubMetrics
 from edgehub.operations import Operations, hash_token
+from edgehub.rollouts import RolloutController
 from edgehub.sessions import NodeLive, Session, Sessions
 from edgehub.store import HubStore, LogEntry, StoredResource
 from edgenode.protocol import (
@@ -105,6 +106,7 @@ class Hub:
         self.ingest = UplinkIngest(self, metrics, registry)
         self.logs = LogRequests(self.sessions)
         self.ops = Operations(self)
+        self.rollouts = RolloutController(self)
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self.metrics.revision.set(self.revision)
         self.metrics.acks_pending.set_function(lambda: float(self.sessions.acks_pending()))

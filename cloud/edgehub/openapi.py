@@ -217,6 +217,20 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                     "delete an artifact no App uses", [_DIGEST_PARAM], ("400", "401", "404", "409")
                 ),
             },
+            "/v1/apps/{name}/rollout/undo": {
+                "post": _op(
+                    "go back to a revision of the App's history, on every node at once",
+                    [
+                        _NAME_PARAM,
+                        {
+                            "name": "toRevision",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    ("400", "401", "404", "422"),
+                )
+            },
             "/v1/apps/{name}/logs": {
                 "get": _op(
                     "an App's log from one node, over its link (text)",

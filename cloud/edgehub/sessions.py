@@ -55,6 +55,8 @@ class Session:
     """Messages the reader took from the protocol for the writer to send first."""
     protocol_version: int = 1
     """The protocol version negotiated with this node (what it may be sent)."""
+    connected_at: float = field(default_factory=time.time)
+    """When the link was accepted (wall clock, for rollout deadlines)."""
 
     def kick(self) -> None:
         self.wake.set()

@@ -41,7 +41,7 @@ def test_every_builtin_kind_resolves_by_name_plural_singular_and_short_name():
         ("routes", "Route"),
     ]:
         assert registry.resolve(text).name == kind
-    assert registry.names() == ["Node", "Device", "Config", "Route", "App"]
+    assert registry.names() == ["Node", "Device", "Config", "Route", "App", "AppAssignment"]
     with pytest.raises(ValueError, match="unknown kind 'pods'"):
         registry.resolve("pods")
 

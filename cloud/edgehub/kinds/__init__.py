@@ -10,6 +10,7 @@ kind").
 from __future__ import annotations
 
 from edgehub.kinds.app import AppKind
+from edgehub.kinds.assignment import AppAssignmentKind
 from edgehub.kinds.base import API_VERSION, Column, Kind, ResourceError, check_name, resource_key
 from edgehub.kinds.config import ConfigKind
 from edgehub.kinds.device import DeviceKind
@@ -21,7 +22,14 @@ from edgehub.kinds.route import RouteKind
 def builtin_registry() -> Registry:
     """A registry with the built-in kinds, in the order tables and discovery list them."""
     registry = Registry()
-    for kind in (NodeKind(), DeviceKind(), ConfigKind(), RouteKind(), AppKind()):
+    for kind in (
+        NodeKind(),
+        DeviceKind(),
+        ConfigKind(),
+        RouteKind(),
+        AppKind(),
+        AppAssignmentKind(),
+    ):
         registry.register(kind)
     return registry
 

@@ -57,6 +57,7 @@ STATUS_FIELDS = frozenset(
         "runtime",
         "rolledBack",
         "rollbackReason",
+        "failedRevision",
         "readySince",
         "image",
     }
@@ -69,6 +70,39 @@ class AdmitContext(Protocol):
     def resource(self, kind: str, name: str) -> StoredResource | None: ...
 
     def artifact_exists(self, digest: str) -> bool: ...
+
+
+def _check_amount(value: object, field: str, index: int | None, *, zero: bool) -> None:
+    """A count (an int) or a percentage (``"25%"``)."""
+    if isinstance(value, bool):
+        raise ResourceError(index, field, "must be a count or a percentage like 25%")
+    if isinstance(value, int):
+        if value < (0 if zero else 1):
+            raise ResourceError(index, field, f"must be at least {0 if zero else 1}")
+        return
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            percent = float(value[:-1])
+        except ValueError:
+            percent = -1.0
+        if 0 <= percent <= 100 and (zero or percent > 0):
+            return
+    raise ResourceError(index, field, "must be a count or a percentage like 25%")
+
+
+def check_strategy(strategy: Mapping[str, Any], index: int | None) -> None:
+    names: set[str] = set()
+    for position, wave in enumerate(strategy.get("waves", [])):
+        where = f"spec.strategy.waves[{position}]"
+        if wave["name"] in names:
+            raise ResourceError(index, f"{where}.name", f"wave {wave['name']!r} appears twice")
+        names.add(wave["name"])
+        check_selector(wave, index)
+        if "maxUnavailable" in wave:
+            _check_amount(wave["maxUnavailable"], f"{where}.maxUnavailable", index, zero=False)
+    if "failureThreshold" in strategy:
+        threshold = strategy["failureThreshold"]
+        _check_amount(threshold, "spec.strategy.failureThreshold", index, zero=True)
 
 
 def app_revision(body: Mapping[str, Any]) -> int:
@@ -165,6 +199,36 @@ class AppKind(Kind):
             },
             "stopSignal": {"type": "string"},
             "terminationGracePeriodSeconds": {"type": "number", "minimum": 0, "maximum": 3600},
+            "revisionHistoryLimit": {"type": "integer", "minimum": 1, "maximum": 100},
+            "paused": {"type": "boolean", "description": "Move no more nodes (rollouts)."},
+            "strategy": {
+                "type": "object",
+                "description": "A staged rollout: waves of nodes, gated by health.",
+                "properties": {
+                    "waves": {
+                        "type": "array",
+                        "maxItems": 32,
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string", "maxLength": 63},
+                                "nodeSelector": NODE_SELECTOR,
+                                "maxUnavailable": {"description": "3 or 25%", PRESERVE: True},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                    "minReadySeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+                    "progressDeadlineSeconds": {
+                        "type": "number",
+                        "minimum": 1,
+                        "maximum": 30 * 86400,
+                    },
+                    "failureThreshold": {"description": "2 or 10%", PRESERVE: True},
+                },
+                "additionalProperties": False,
+            },
         },
         "additionalProperties": False,
     }
@@ -187,6 +251,8 @@ class AppKind(Kind):
             parse_app("app", spec, 1, {})
         except AppSpecError as exc:
             raise ResourceError(index, exc.field, exc.message) from None
+        if "strategy" in spec:
+            check_strategy(spec["strategy"], index)
 
     def admit(
         self, ctx: AdmitContext, body: dict[str, Any], index: int, batch: set[tuple[str, str]]
@@ -234,11 +300,16 @@ class AppKind(Kind):
         nodes = {node: reported[node] for node in targeted if isinstance(reported.get(node), dict)}
         ready = sum(1 for entry in nodes.values() if entry.get("ready") is True)
         up_to_date = sum(1 for entry in nodes.values() if entry.get("revision") == current)
-        return {
+        view: dict[str, Any] = {
             "revision": current,
             "summary": {"desired": len(targeted), "ready": ready, "upToDate": up_to_date},
             "nodes": nodes,
         }
+        stored_status = ctx.store.get_status("App", stored.name)
+        for key in ("rollout", "history"):
+            if key in stored_status:
+                view[key] = stored_status[key]
+        return view
 
     def ingest(self, ctx: IngestContext, node: str, record: dict[str, Any]) -> str | None:
         app = record.get("app")
