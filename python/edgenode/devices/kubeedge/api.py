@@ -186,6 +186,9 @@ def plan_update(
             patch[change.key] = None
             sides[change.key] = BOTH_SIDES
             continue
+        if change.value_type is not None and change.value_type not in values.VALUE_TYPES:
+            refusal = Refusal(event_id, requests.BAD_REQUEST, values.REASON_TYPE_NOT_ALLOWED)
+            return UpdatePlan(device, event_id, refusal=_refused(topic, refusal, now))
         value_type = _value_type(change, current, declared)
         given: set[str] = set()
         for side, text in (("expected", change.expected), ("actual", change.actual)):

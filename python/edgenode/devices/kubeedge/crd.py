@@ -53,6 +53,8 @@ SKIPPED_KINDS: Final = {
 }
 TYPE_ALIASES: Final = {"double": values.FLOAT}
 """Property types of DeviceModels that twins spell differently."""
+DOCUMENT: Final = "(document)"
+"""The field named by errors about the document as a whole."""
 LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 DESCRIPTION_LABEL: Final = "description"
 """KubeEdge's cloudcore takes a device's description from this label."""
@@ -182,9 +184,11 @@ def _properties(raw: Any, ignored: list[str]) -> tuple[dict[str, Any], dict[str,
     return desired, types
 
 
-def translate(doc: Mapping[str, Any]) -> Translation | Skipped:
+def translate(doc: Any) -> Translation | Skipped:
     """The edgenode resource for a KubeEdge document (:func:`is_kubeedge_document`);
     CrdError naming the field for anything that cannot be translated."""
+    if not isinstance(doc, Mapping):
+        raise CrdError(DOCUMENT, f"must be a map, not {type(doc).__name__}")
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
     if api_version != API_VERSION:

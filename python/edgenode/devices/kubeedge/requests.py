@@ -5,10 +5,11 @@ UTF-8, JSON as Python's ``json`` reads it without NaN, at most 4 MiB, nesting at
 levels, no lone surrogates, an object at the top), then checked in edgecore's order:
 first the field types, with the strictness of Go's ``encoding/json`` on edgecore's structs
 (a field of the wrong JSON type is refused, unknown fields are ignored, ``null`` is the
-same as absent), then the meaning (a twin map, valid keys, known type names). Refusals
-carry KubeEdge's code and reason (``dttype.ErrorUnmarshal``, ``ErrorUpdate``,
-``ErrorKey``...), a type error followed by what exactly was wrong, and the request's
-``event_id`` whenever it can be read, even from a payload that is not JSON.
+same as absent), then the meaning (a twin map, valid keys); type names are checked with
+the values once the device is known (``api.plan_update``). Refusals carry KubeEdge's code
+and reason (``dttype.ErrorUnmarshal``, ``ErrorUpdate``, ``ErrorKey``...), a type error
+followed by what exactly was wrong, and the request's ``event_id`` whenever it can be
+read, even from a payload that is not JSON.
 
 Nothing here raises on bad input; no I/O, no clock.
 """
@@ -75,7 +76,8 @@ class PropertyChange:
     ``delete``: the property was ``null`` or of type ``deleted``; else ``actual`` and
     ``expected`` are the strings given (None: absent; an ``expected`` of ``""`` counts as
     absent, as edgecore stores it) and ``value_type`` the message's ``metadata.type``
-    (None when absent or ``""``).
+    (None when absent or ``""``; not yet checked: edgecore checks type names with the
+    values, after it has found the device).
     """
 
     key: str
@@ -238,9 +240,7 @@ def _property(key: str, entry: Any) -> PropertyChange:
         return PropertyChange(key, delete=True)
     where = f"twin.{key}"
     metadata = entry.get("metadata") or {}
-    value_type = metadata.get("type") or None
-    if value_type is not None and value_type not in values.VALUE_TYPES:
-        raise _Refused(BAD_REQUEST, values.REASON_TYPE_NOT_ALLOWED)
+    value_type = metadata.get("type") or None  # checked with the values, as edgecore does
     expected = _side_value(entry, "expected", where)
     actual = _side_value(entry, "actual", where)
     if value_type == values.DELETED:
