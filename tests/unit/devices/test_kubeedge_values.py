@@ -124,6 +124,10 @@ def test_to_json_reads_a_string_like_the_current_object():
     assert to_json('{"speed":', STRING, {}) == '{"speed":'
     assert to_json('{"x":NaN}', STRING, {}) == '{"x":NaN}'
     assert to_json("[" * 100_000, STRING, []) == "[" * 100_000  # no RecursionError
+    # An int beyond 64 bits travels as a string and comes back an int.
+    assert to_json(str(2**70), STRING, 2**64) == 2**70
+    assert to_json("12", STRING, 2**64) == "12"  # 12 is no such int: the text stays
+    assert to_json("12", STRING, 5) == "12"  # a 64-bit int has its own type
 
 
 @pytest.mark.parametrize(
@@ -187,3 +191,12 @@ def test_same_json():
     assert not same_json({"a": 1}, {"a": 1, "b": 2})
     assert not same_json([1], [1, 2])
     assert not same_json(math.nan, math.nan)
+
+
+def test_type_problems():
+    types = {"t": FLOAT, "on": BOOLEAN, "name": STRING, "absent": INT}
+    assert values.type_problems({"t": 23, "on": True, "name": "x"}, types) == []
+    assert values.type_problems({"t": "warm", "on": 1, "other": 5}, types) == [
+        "desired.t is 'warm', not a float (spec.kubeedge.types.t)",
+        "desired.on is '1', not a boolean (spec.kubeedge.types.on)",
+    ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 STRING: Final = "string"
@@ -113,15 +114,23 @@ def validate_value(value_type: str, value: str) -> str | None:
     return REASON_TYPE_NOT_ALLOWED
 
 
+def _shown_as_string(value: Any) -> bool:
+    """A JSON value no KubeEdge type but ``string`` can carry: an object, an array, an
+    integer beyond 64 bits."""
+    kind = type(value)
+    return kind is dict or kind is list or (kind is int and infer_type(value) == STRING)
+
+
 def _parse_like(text: str, like: Any) -> Any:
-    """``text`` parsed as JSON if it is the same kind of container as ``like``, else None."""
-    if not text or text[0] not in "{[":
+    """``text`` parsed as JSON if it is a value of the same JSON type as ``like`` that only
+    a string can carry, else None (the text stays a string)."""
+    if not text or text[0] not in "{[-0123456789":
         return None
     try:
         parsed = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         return None
-    return parsed if type(parsed) is type(like) else None
+    return parsed if type(parsed) is type(like) and _shown_as_string(parsed) else None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -131,9 +140,10 @@ def _refuse_constant(name: str) -> Any:
 def to_json(value: str, value_type: str, like: Any = None) -> Any:
     """The JSON value of a KubeEdge string of ``value_type`` (ValueError if invalid).
 
-    ``like`` is the property's current value: a ``string`` whose current value is an
-    object (or array) and which parses as one is stored parsed, so that a mapper echoing
-    the text it was given (:func:`to_text` of the object) leaves the twin as it was.
+    ``like`` is the property's current value: when it is one only a ``string`` can carry
+    (an object, an array, an integer beyond 64 bits), a string that parses as a value of
+    the same JSON type is stored parsed, so that a mapper echoing the text it was given
+    (:func:`to_text` of the value) leaves the twin as it was.
     """
     problem = validate_value(value_type, value)
     if problem is not None:
@@ -144,7 +154,7 @@ def to_json(value: str, value_type: str, like: Any = None) -> Any:
         return _parse_float(value)
     if value_type == BOOLEAN:
         return value == "true"
-    if type(like) is dict or type(like) is list:
+    if _shown_as_string(like):
         parsed = _parse_like(value, like)
         if parsed is not None:
             return parsed
@@ -206,6 +216,21 @@ def presented_type(value: Any, declared: str | None) -> str:
     if declared is not None and conforms(value, declared):
         return declared
     return infer_type(value)
+
+
+def type_problems(desired: Mapping[str, Any], types: Mapping[str, str]) -> list[str]:
+    """Why desired values do not fit their declared types (empty: they all do). The hub
+    should refuse such a desired document (a Device's ``spec.desired`` or ``edgectl twin
+    set``): a device reads its property with the declared type, so a value of another
+    type could never be reported back and would stay in the delta."""
+    problems: list[str] = []
+    for key, value_type in types.items():
+        if key in desired and not conforms(desired[key], value_type):
+            problems.append(
+                f"desired.{key} is {to_text(desired[key])[:32]!r}, not a {value_type} "
+                f"(spec.kubeedge.types.{key})"
+            )
+    return problems
 
 
 def same_json(a: Any, b: Any) -> bool:
