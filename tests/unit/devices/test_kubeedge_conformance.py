@@ -633,7 +633,7 @@ def test_twin_deal_twin_add_case_7_no_values(node):
     nil": no error (a property with nothing to write)."""
     twin = {"key1": {"expected_version": {}, "actual_version": {}}}
     answer = result(twin_update(node, DEVICE_A, twin))
-    assert "code" not in answer
+    assert answer["twin"] == {"key1": {"optional": True, "metadata": {"type": "string"}}}
 
 
 def test_twin_deal_msg_twin_case_1_invalid_device_id(node):

@@ -115,6 +115,9 @@ class UpdatePlan:
     report: bytes | None = None
     keys: tuple[str, ...] = ()
     sides: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Per property: the sides (expected, actual) the request gave; both for a delete."""
+    value_types: Mapping[str, str] = field(default_factory=dict)
+    """Per property (not deleted): the type its strings were read with."""
     before: TwinView = field(default_factory=dict)
     types: PropertyTypes = field(default_factory=dict)
 
@@ -178,6 +181,7 @@ def plan_update(
     reported = before.get("reported") or {}
     patch: dict[str, Any] = {}
     sides: dict[str, frozenset[str]] = {}
+    value_types: dict[str, str] = {}
     for change in request.changes:
         current = desired.get(change.key, reported.get(change.key, ABSENT))
         if change.delete:
@@ -203,6 +207,7 @@ def plan_update(
             value = values.to_json(change.actual, value_type, current)
             patch[change.key] = _replacement(reported.get(change.key), value)
         sides[change.key] = frozenset(given)
+        value_types[change.key] = value_type
     report: dict[str, Any] = {"reported": patch}
     if 0 < len(event_id) <= MAX_CLIENT_TOKEN_CHARS:
         report["clientToken"] = event_id
@@ -212,6 +217,7 @@ def plan_update(
         report=encode(report),
         keys=tuple(change.key for change in request.changes),
         sides=sides,
+        value_types=value_types,
         before=before,
         types=declared,
     )
@@ -223,11 +229,16 @@ def update_refused(plan: UpdatePlan, code: int, message: str, now: float) -> Mes
     return error_result(plan.result_topic, plan.event_id, kubeedge_code(code), message, now)
 
 
-def _result_entry(prop: Property | None, shown: frozenset[str]) -> dict[str, Any] | None:
-    """A property as the update result shows it: the sides the request gave (a deleted
-    property: whatever is left of it, None if nothing is)."""
+def _result_entry(
+    prop: Property | None, shown: frozenset[str], value_type: str | None
+) -> dict[str, Any] | None:
+    """A property as the update result shows it: the sides the request gave. A property
+    the request deleted shows what is left of it (None: nothing); one it named without
+    a value to write (only a type, say) shows just that, as edgecore adds it."""
     if prop is None:
-        return None
+        if value_type is None:
+            return None
+        return {"optional": True, "metadata": {"type": value_type}}
     body = prop.message()
     for side in ("expected", "actual"):
         if side not in shown:
@@ -248,7 +259,9 @@ def update_replies(
     after_props = properties(after_view, plan.types)
     twin: dict[str, Any] = {}
     for key in sorted(set(plan.keys)):
-        twin[key] = _result_entry(after_props.get(key), plan.sides.get(key, frozenset()))
+        twin[key] = _result_entry(
+            after_props.get(key), plan.sides.get(key, frozenset()), plan.value_types.get(key)
+        )
     replies = [Message(plan.result_topic, encode({**_base(plan.event_id, now), "twin": twin}))]
     document: dict[str, Any] = {}
     for key in sorted(set(plan.keys)):
