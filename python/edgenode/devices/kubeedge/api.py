@@ -43,6 +43,7 @@ from edgenode.devices.kubeedge.twinview import (
     epoch_ms,
     parse_view,
     properties,
+    section,
     twin_map,
 )
 from edgenode.devices.kubeedge.twinview import delta as twin_delta
@@ -177,8 +178,8 @@ def plan_update(
         return UpdatePlan(device, event_id, refusal=_refused(topic, refusal, now))
     before = parse_view(view)
     declared: PropertyTypes = dict(types or {})
-    desired = before.get("desired") or {}
-    reported = before.get("reported") or {}
+    desired = section(before, "desired")
+    reported = section(before, "reported")
     patch: dict[str, Any] = {}
     sides: dict[str, frozenset[str]] = {}
     value_types: dict[str, str] = {}

@@ -86,7 +86,8 @@ def _twin_value(value: Any, at: float | None) -> dict[str, Any]:
     return body
 
 
-def _section(view: TwinView, name: str) -> Mapping[str, Any]:
+def section(view: TwinView, name: str) -> Mapping[str, Any]:
+    """``view[name]`` if it is an object, else an empty one."""
     section = view.get(name)
     return section if isinstance(section, Mapping) else {}
 
@@ -94,11 +95,11 @@ def _section(view: TwinView, name: str) -> Mapping[str, Any]:
 def properties(view: TwinView | bytes, types: PropertyTypes | None = None) -> dict[str, Property]:
     """The properties of a twin view, desired's keys first, then reported-only ones."""
     view = parse_view(view)
-    desired = _section(view, "desired")
-    reported = _section(view, "reported")
-    metadata = _section(view, "metadata")
-    desired_meta = _section(metadata, "desired")
-    reported_meta = _section(metadata, "reported")
+    desired = section(view, "desired")
+    reported = section(view, "reported")
+    metadata = section(view, "metadata")
+    desired_meta = section(metadata, "desired")
+    reported_meta = section(metadata, "reported")
     declared = types or {}
     found: dict[str, Property] = {}
     for key in [*desired, *(k for k in reported if k not in desired)]:
@@ -128,7 +129,7 @@ def delta(
     (what reported still lacks of desired, so both APIs agree on what is pending)."""
     view = parse_view(view)
     props = properties(view, types)
-    pending = _section(view, "delta")
+    pending = section(view, "delta")
     twin = twin_map({k: p for k, p in props.items() if p.expected is not ABSENT})
     wanted = {k: values.to_text(props[k].expected) for k in sorted(pending) if k in props}
     return twin, wanted
