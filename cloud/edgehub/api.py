@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgehub.artifacts import ArtifactInfo, ArtifactStore, ArtifactStoreError
 from edgehub.hub import Hub
-from edgehub.kinds.base import iso_time
+from edgehub.kinds.base import ResourceConflict, iso_time
 from edgehub.logstreams import LogsUnsupported, NodeNotConnected
 from edgehub.openapi import openapi_document
 from edgehub.operations import cooperatively
@@ -141,7 +141,8 @@ class OperatorApi:
                 raise ResourceError(None, "", "no documents")
             results = await self.hub.ops.apply_async(docs)
         except ResourceError as exc:
-            return _error(422, str(exc), index=exc.index, field=exc.field)
+            status = 409 if isinstance(exc, ResourceConflict) else 422
+            return _error(status, str(exc), index=exc.index, field=exc.field)
         return web.json_response({"results": results, "revision": self.hub.revision})
 
     async def list(self, request: web.Request) -> web.Response:

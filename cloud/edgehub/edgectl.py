@@ -177,7 +177,22 @@ def cmd_apply(client: Client, args: argparse.Namespace) -> None:
     except CtlError as exc:
         raise CtlError(f"{source}: {exc}") from None
     for item in result["results"]:
-        print(f"{item['kind'].lower()}/{item['name']} {item['action']}")
+        print(apply_line(item))
+
+
+def apply_line(item: dict[str, Any]) -> str:
+    """One line of ``apply``'s output: ``device/x created``, and what a KubeEdge manifest
+    became (its ID, what of it edgenode ignores) or why a document was skipped."""
+    line = f"{item['kind'].lower()}/{item['name']} {item['action']}"
+    if item.get("reason"):
+        line += f": {item['reason']}"
+    if item.get("kubeedge"):
+        line += f" (KubeEdge device {item['kubeedge']}"
+        ignored = item.get("ignored") or []
+        if ignored:
+            line += f"; ignored: {', '.join(str(path) for path in ignored)}"
+        line += ")"
+    return line
 
 
 def _parse_labels(pairs: list[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edgehub import kubeedge
 from edgehub.kinds.base import ResourceError, check_name, iso_time
 from edgehub.resources import validate_document
 from edgehub.selectors import Selector
@@ -72,21 +73,14 @@ class Operations:
     def _stamp(self, prev: dict[str, Any] | None, body: dict[str, Any], revision: int) -> None:
         self.hub.registry.get(body["kind"]).stamp(prev, body, revision)
 
-    def validate(self, documents: list[Any]) -> list[dict[str, Any]]:
-        """Validate every document (ResourceError for the first bad one): the normalized
-        resources, each name at most once. Reads only the registry: safe in a thread."""
-        registry = self.hub.registry
-        return self.admit(
-            self.validate_names(
-                [validate_document(doc, index, registry) for index, doc in enumerate(documents)]
-            )
-        )
-
     def admit(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The kinds' checks that need the hub (other resources, artifacts)."""
         batch = {(body["kind"], body["metadata"]["name"]) for body in resources}
+        by_kind: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for index, body in enumerate(resources):
-            self.hub.registry.get(body["kind"]).admit(self.hub, body, index, batch)
+            by_kind.setdefault(body["kind"], []).append((index, body))
+        for kind, bodies in by_kind.items():
+            self.hub.registry.get(kind).admit_all(self.hub, bodies, batch)
         return resources
 
     @staticmethod
@@ -102,8 +96,13 @@ class Operations:
 
     def apply(self, documents: list[Any]) -> list[dict[str, Any]]:
         """Validate every document first (all or nothing), then store and fan out, in one
-        go (small applies: node tokens, twin patches, tests)."""
-        return self._commit(self.validate(documents))
+        go (small applies: node tokens, twin patches, tests). KubeEdge manifests are
+        translated first (``edgehub.kubeedge``)."""
+        incoming, skipped = kubeedge.translate(documents, self.hub.cache)
+        registry = self.hub.registry
+        validated = [validate_document(item.doc, item.index, registry) for item in incoming]
+        results = self._commit(self.admit(self.validate_names(validated)))
+        return kubeedge.merge_results(incoming, results, skipped)
 
     async def apply_async(self, documents: list[Any]) -> list[dict[str, Any]]:
         """``apply`` for the operator API, keeping each turn of the event loop within
@@ -111,10 +110,11 @@ class Operations:
         fan-out in chunks sized to the budget (a 1,000-document apply stopped everything
         for 2 s before: bench/bench_apply.py). All or nothing still holds for validation:
         nothing is stored unless every document is valid."""
+        incoming, skipped = kubeedge.translate(documents, self.hub.cache)
         registry = self.hub.registry
         validated = [
-            validate_document(doc, index, registry)
-            async for index, doc in cooperatively(enumerate(documents))
+            validate_document(item.doc, item.index, registry)
+            async for item in cooperatively(incoming)
         ]
         resources = self.admit(self.validate_names(validated))
         results: list[dict[str, Any]] = []
@@ -131,7 +131,7 @@ class Operations:
             elif took < STALL_BUDGET / 3:
                 size = min(MAX_CHUNK, size * 2)
             await let_others_run()
-        return results
+        return kubeedge.merge_results(incoming, results, skipped)
 
     def _commit(self, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store validated resources in one transaction, then cache and fan out each."""

@@ -160,7 +160,7 @@ def validate_document(doc: object, index: int, registry: Registry = REGISTRY) ->
     for field in metadata:
         if field not in _METADATA_FIELDS:
             raise ResourceError(index, f"metadata.{field}", "unknown field")
-    name = check_name(metadata.get("name"), index)
+    name = check_name(metadata.get("name"), index, rule=kind.name_rule)
     if metadata.get("namespace", NAMESPACE) != NAMESPACE:
         raise ResourceError(index, "metadata.namespace", f"only {NAMESPACE!r} exists")
     labels = _string_map(metadata.get("labels", {}), index, "metadata.labels", labels=True)

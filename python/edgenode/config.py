@@ -64,7 +64,7 @@ MAX_MQTT_KEEPALIVE: Final = 65535
 """MQTT's keep-alive field is 16 bits."""
 MAX_DEVICES: Final = 10_000
 MAX_ROUTES: Final = 1_000
-DEVICE_KEYS: Final = ("name", "desired")
+DEVICE_KEYS: Final = ("name", "desired", "kubeedge")
 ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
 CONFIG_KEYS: Final = ("name", "data")
 MIN_LOG_BYTES: Final = 4096
@@ -128,6 +128,8 @@ class MqttSection:
     """PEM CA bundle for ``tls``; empty: the system trust store."""
     keepalive: int = 30
     """Seconds between MQTT pings: how fast a dead broker connection is noticed."""
+    kubeedge: bool = True
+    """Also serve KubeEdge's device twin API (``$hw/events/...``, docs/kubeedge.md)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ class Config:
             client_id=client_id,
             ca_file=m.ca_file,
             keepalive=m.keepalive,
+            kubeedge=m.kubeedge,
         )
 
     @property
@@ -288,6 +291,7 @@ enabled = true                    # false: never run the device layer
 client_id = ""                    # empty: "edgenode-<node name>" (keep it fixed)
 ca_file = ""                      # PEM CA bundle that signed the broker's certificate
 keepalive = 30                    # seconds between MQTT pings
+kubeedge = true                   # also serve KubeEdge's device API ($hw/events/...)
 
 [outbox]
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
@@ -313,6 +317,8 @@ level = "info"                    # debug, info, warning or error
 # [[device]]
 # name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
 # desired = { power = "on" }      # optional; replaces the twin's desired at start
+# kubeedge = { namespace = "line-a", name = "lamp", types = { power = "string" } }
+#                                 # optional; its KubeEdge ID and types (docs/kubeedge.md)
 #
 # Configs of this node, with or without a hub (a hub Config of the same name wins); each
 # is written to data_dir/config/NAME.json and published retained at $edge/config/NAME:
@@ -460,6 +466,11 @@ def _parse_devices(value: Any, source: str) -> tuple[DeviceSpec, ...]:
             raise ConfigError(
                 f"{where}.desired: expected a table, got {type(desired).__name__} {desired!r}"
             )
+        kubeedge = entry.get("kubeedge")
+        if kubeedge is not None and not isinstance(kubeedge, dict):
+            raise ConfigError(
+                f"{where}.kubeedge: expected a table, got {type(kubeedge).__name__} {kubeedge!r}"
+            )
         if name in seen:
             raise ConfigError(f"{where}.name: device {name!r} is configured twice")
         seen.add(name)
@@ -467,8 +478,13 @@ def _parse_devices(value: Any, source: str) -> tuple[DeviceSpec, ...]:
             validate_device_name(name)
         except ConfigError as exc:
             raise ConfigError(f"{where}.name: {exc}") from None
+        if kubeedge is not None:
+            try:
+                DeviceSpec(name, kubeedge=kubeedge)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.kubeedge: {exc}") from None
         try:
-            specs.append(DeviceSpec(name, desired))
+            specs.append(DeviceSpec(name, desired, kubeedge=kubeedge))
         except ConfigError as exc:
             raise ConfigError(f"{where}.desired: {exc}") from None
         except (TypeError, ValueError) as exc:  # e.g. a TOML date in desired

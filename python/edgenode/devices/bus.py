@@ -50,16 +50,10 @@ from typing import Any, Final
 import aiomqtt
 
 from edgenode.backoff import Backoff
+from edgenode.devices.actions import Action, Publish, Uplink
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteTable
-from edgenode.devices.twins import (
-    SUBSCRIPTIONS,
-    TOPIC_ROOT,
-    Action,
-    Publish,
-    TwinService,
-    Uplink,
-)
+from edgenode.devices.twins import TOPIC_ROOT, TwinService
 from edgenode.errors import StoreError
 from edgenode.service import CommitPort, OutRecord, RetainedMessages, TwinWrite
 from edgenode.store import Store
@@ -175,7 +169,9 @@ class DeviceLayer:
         *,
         retained: RetainedMessages | None = None,
         clock: Callable[[], float] = time.time,
+        node: str = "",
     ) -> None:
+        # node: the node's name, for KubeEdge's membership topics (with settings.kubeedge).
         self.settings = settings
         self._clock = clock
         self._port: CommitPort = port if port is not None else StoreCommit(store)
@@ -187,6 +183,7 @@ class DeviceLayer:
             (),
             RouteTable(routes),
             now=clock(),
+            kubeedge_node=node if settings.kubeedge and node else None,
         )
         self.counters: Counter[str] = Counter()
         # The constructor's devices are committed like any later change (their desired
@@ -230,15 +227,7 @@ class DeviceLayer:
         self._submit(lambda: self._set_devices(specs))
 
     def _set_devices(self, specs: list[DeviceSpec]) -> list[Action]:
-        wanted = {spec.name for spec in specs}
-        actions: list[Action] = []
-        for name in self.service.devices():
-            if name not in wanted:
-                actions += self.service.remove_device(name)
-        now = self._clock()
-        for spec in specs:
-            actions += self.service.add_device(spec, now)
-        return actions
+        return self.service.serve(specs, self._clock())
 
     def set_routes(self, routes: Iterable[RouteSpec]) -> None:
         """Replace the routes (ConfigError for a looping set); subscriptions follow."""
@@ -314,7 +303,8 @@ class DeviceLayer:
             self._client = client
             self._dropped_base = None  # the counter restarts with the broker
             await self._sync_subscriptions(client)
-            await self._publish(client, [*self.service.resync(), *self._retained_publishes()])
+            resync = self.service.resync(self._clock())
+            await self._publish(client, [*resync, *self._retained_publishes()])
             self.connected.set()
             self._backoff.reset()
             log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
@@ -345,7 +335,7 @@ class DeviceLayer:
         wanted = list(
             dict.fromkeys(
                 [
-                    *SUBSCRIPTIONS,
+                    *self.service.subscriptions(),
                     *OWNED_RETAINED_FILTERS,
                     BROKER_DROPPED_TOPIC,
                     *self.service.routes.filters(),

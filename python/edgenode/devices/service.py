@@ -62,7 +62,10 @@ def device_from_resource(node: str, resource: DesiredResource) -> DeviceSpec | N
         raise ValueError("spec.desired is not a map")
     version_text = resource.annotation(DESIRED_VERSION_ANNOTATION)
     version = int(version_text) if version_text and version_text.isdigit() else None
-    return DeviceSpec(resource.name, desired, version if version else None)
+    kubeedge = spec.get("kubeedge")
+    if kubeedge is not None and not isinstance(kubeedge, dict):
+        raise ValueError("spec.kubeedge is not a map")
+    return DeviceSpec(resource.name, desired, version if version else None, kubeedge)
 
 
 def route_from_resource(resource: DesiredResource) -> RouteSpec:
@@ -183,6 +186,7 @@ class DeviceService:
             routes,
             host,
             retained=host.retained,
+            node=self.config.node.name,
         )
         self._routes_in_use = len(routes)
         self.layer = layer

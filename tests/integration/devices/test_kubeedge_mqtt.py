@@ -1,8 +1,7 @@
 """The KubeEdge client and the example mapper against a real Mosquitto, answered by a
-stand-in node: the sans-I/O KubeEdge API over DeviceTwins (tests/unit/devices/
-kubeedge_node.py) behind a paho client. The node daemon itself serves these topics once
-the device layer is wired (issue 16); these tests pin the client side the integration
-tests will use."""
+stand-in node: the node's TwinService with its KubeEdge front over an in-memory store
+(tests/unit/devices/kubeedge_node.py) behind a paho client. These pin the client side;
+tests/integration/test_kubeedge_node.py runs the same against a real node daemon."""
 
 from __future__ import annotations
 

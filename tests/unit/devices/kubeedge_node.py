@@ -1,8 +1,7 @@
-"""The KubeEdge API wired onto DeviceTwins in memory: the sequence of calls the node's
-device layer makes per message (docs/kubeedge.md, "Wiring"), without store or broker.
-
-Tests drive it with a backend's ``DeviceTwin`` class; state and stored documents are
-committed at once (the real layer stores the document first, then commits).
+"""A node's device layer serving the KubeEdge API, without broker or disk: the real
+``TwinService`` (with its KubeEdge front, ``edgenode.devices.kubeedge.front``) over an
+in-memory twin store. Tests see only what goes to KubeEdge topics (``$hw/...``); the
+edgenode side (its retained delta, uplink records) is kept in :attr:`KubeEdgeNode.actions`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgenode.devices import kubeedge as ke
-from edgenode.devices.kubeedge.topics import DeviceRequest, MembershipRequest
+from edgenode.devices.actions import Action, Publish
+from edgenode.devices.config import DeviceSpec
+from edgenode.devices.twins import TwinService
+
+
+class MemoryTwins:
+    """The twin store of a TwinService, in a dict."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, bytes] = {}
+
+    def put_twin(self, device: str, doc: bytes) -> None:
+        self.docs[device] = doc
+
+    def get_twin(self, device: str) -> bytes | None:
+        return self.docs.get(device)
+
+    def delete_twin(self, device: str) -> bool:
+        return self.docs.pop(device, None) is not None
 
 
 class KubeEdgeNode:
@@ -24,80 +41,53 @@ class KubeEdgeNode:
         node: str = "pi-1",
     ) -> None:
         self.node = node
-        self.specs = dict(devices)
-        self.index = ke.DeviceIndex.from_specs(self.specs)
-        self.twins = {name: device_twin(name) for name in devices}
-        self._ids = itertools.count(1)
-        self.refused_reports: list[tuple[int, str]] = []
+        self.store = MemoryTwins()
+        specs = [
+            DeviceSpec(name, kubeedge=None if spec is None else spec.get("kubeedge"))
+            for name, spec in devices.items()
+        ]
+        self.service = TwinService(self.store, specs, device_twin=device_twin, kubeedge_node=node)
+        self.actions: list[Action] = []
+        ids = itertools.count(1)
+        assert self.service.kubeedge is not None
+        self.service.kubeedge.event_ids = lambda: f"node-{next(ids)}"
 
-    def new_event_id(self) -> str:
-        return f"node-{next(self._ids)}"
-
-    def types(self, name: str) -> Mapping[str, str]:
-        spec = self.index.spec_of(name)
-        return {} if spec is None else spec.types
+    def _kubeedge(self, actions: list[Action]) -> list[Publish]:
+        self.actions += actions
+        return [a for a in actions if isinstance(a, Publish) and a.topic.startswith("$hw/")]
 
     def view(self, name: str, now: float) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.twins[name].view(now))
+        view = self.service.view(name, now)
+        assert view is not None
+        parsed: dict[str, Any] = json.loads(view)
         return parsed
 
-    def set_desired(self, name: str, desired: dict[str, Any], now: float) -> list[ke.Message]:
+    def view_bytes(self, name: str, now: float) -> bytes:
+        view = self.service.view(name, now)
+        assert view is not None
+        return view
+
+    def set_desired(self, name: str, desired: dict[str, Any], now: float) -> list[Publish]:
         """What `edgectl twin set` causes on the node: the new desired, then a delta."""
-        twin = self.twins[name]
-        outcome = twin.set_desired(json.dumps(desired).encode(), now, True)
-        twin.commit()
-        if outcome.document is None:
-            return []
-        spec = self.index.spec_of(name)
-        assert spec is not None
-        delta = ke.delta_message(spec.device, twin.view(now), spec.types, now, self.new_event_id())
-        return [] if delta is None else [delta]
+        return self._kubeedge(self.service.set_desired(name, desired, now, merge=True))
 
-    def handle(self, topic: str, payload: bytes, now: float) -> list[ke.Message]:
-        request = ke.parse_topic(topic)
-        if isinstance(request, MembershipRequest):
-            members = [
-                ke.member(spec.device, self.twins[name].view(now), spec.types)
-                for name, spec in self.index
-            ]
-            answer = ke.answer_membership_get(request, self.node, payload, members, now)
-            return [] if answer is None else [answer]
-        if not isinstance(request, DeviceRequest):
-            return []  # own publications, unsupported or foreign topics: never answered
-        name = self.index.name_of(request.device)
-        twin = None if name is None else self.twins[name]
-        types = {} if name is None else self.types(name)
-        if request.operation == "twin/get":
-            view = None if twin is None else twin.view(now)
-            return [ke.answer_get(request.device, payload, view, types, now)]
-        if request.operation == "state/update":
-            plan = ke.plan_state_update(request.device, payload, twin is not None, now)
-            if plan.state is not None and twin is not None:
-                twin.set_state(plan.state, now)
-                twin.commit()
-            return [plan.reply]
-        # twin/update
-        plan = ke.plan_update(
-            request.device, payload, None if twin is None else twin.view(now), types, now
-        )
-        if plan.refusal is not None:
-            return [plan.refusal]
-        assert twin is not None
-        assert plan.report is not None
-        outcome = twin.apply_report(plan.report, now)
-        if outcome.code:
-            self.refused_reports.append((outcome.code, outcome.message))
-            return [ke.update_refused(plan, outcome.code, outcome.message, now)]
-        twin.commit()
-        return ke.update_replies(plan, twin.view(now), now, self.new_event_id())
+    def handle(self, topic: str, payload: bytes, now: float) -> list[Publish]:
+        return self._kubeedge(self.service.handle(topic, payload, now))
+
+    def serve(self, devices: Mapping[str, Mapping[str, Any] | None], now: float) -> list[Publish]:
+        specs = [
+            DeviceSpec(name, kubeedge=None if spec is None else spec.get("kubeedge"))
+            for name, spec in devices.items()
+        ]
+        return self._kubeedge(self.service.serve(specs, now))
 
 
-def body(message: ke.Message) -> dict[str, Any]:
+def body(message: ke.Message | Publish) -> dict[str, Any]:
     parsed: dict[str, Any] = json.loads(message.payload)
     return parsed
 
 
-def one(messages: list[ke.Message], suffix: str) -> dict[str, Any]:
+def one(messages: list[Any], suffix: str) -> dict[str, Any]:
     """The body of the single message whose topic ends with ``suffix``."""
     found = [m for m in messages if m.topic.endswith("/" + suffix)]
     assert len(found) == 1, [m.topic for m in messages]

@@ -236,7 +236,7 @@ def test_a_report_over_the_twins_limits_is_refused_as_400(node):
     message = body(reply)
     assert (message["event_id"], message["code"]) == ("big", 400)
     assert "MAX_DOCUMENT_BYTES" in message["reason"]
-    assert node.refused_reports[0][0] == 413
+    assert node.service.counters["kubeedge_refused"] == 1
 
 
 def test_get(node):

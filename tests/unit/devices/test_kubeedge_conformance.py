@@ -536,7 +536,7 @@ def test_twin_deal_device_twin_trans_error(node):
     write fails: the result is an error with the store's reason (edgecore: code 500).
     (Inside edgenode's device layer a failed commit is not answered at all: the message
     stays unacknowledged and comes again, docs/device-api.md "Delivery".)"""
-    view = node.twins["DeviceB"].view(1.0)
+    view = node.view_bytes("DeviceB", 1.0)
     twin = {"key1": {"expected": {"value": "value"}, "metadata": {"type": "deleted"}}}
     payload = json.dumps({"event_id": EVENT1, "twin": twin}).encode()
     plan = ke.plan_update(DEVICE_B, payload, view, None, 1.0)

@@ -9,10 +9,10 @@ serves the group)::
     metadata:                                   metadata:
       name: thermo                                name: line-a_thermo   (ids.edgenode_name)
       namespace: line-a                           labels: {...}  annotations: {...}
-      labels: {description: Hall 3, ...}        spec:
+      labels: {description: hall-3, ...}        spec:
     spec:                                         node: pi-1
       nodeName: pi-1                              model: thermostat-model
-      deviceModelRef: {name: thermostat-model}    description: Hall 3
+      deviceModelRef: {name: thermostat-model}    description: hall-3
       properties:                                 desired: {target: 23}
       - name: target                              kubeedge:
         desired:                                    namespace: line-a
