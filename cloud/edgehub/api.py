@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgehub.artifacts import ArtifactInfo, ArtifactStore, ArtifactStoreError
 from edgehub.hub import Hub
 from edgehub.kinds.base import ResourceConflict, iso_time
+from edgehub.kube.api import KubeApi
 from edgehub.logstreams import LogsUnsupported, NodeNotConnected
 from edgehub.openapi import openapi_document
 from edgehub.operations import cooperatively
@@ -73,6 +74,7 @@ class OperatorApi:
         r.add_get("/v1/{kind}", self.list)
         r.add_get("/v1/{kind}/{name}", self.get)
         r.add_delete("/v1/{kind}/{name}", self.delete)
+        KubeApi(self.hub, self.admin_token).add_routes(app)
         return app
 
     @web.middleware

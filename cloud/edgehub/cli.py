@@ -22,6 +22,7 @@ from edgehub.api import OperatorApi
 from edgehub.artifacts import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_MAX_BYTES
 from edgehub.artifacts import DEFAULT_QUOTA as DEFAULT_ARTIFACTS_QUOTA
 from edgehub.artifacts import ArtifactStore
+from edgehub.feed import STATUS_POLL_SECONDS
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer, server_options
 from edgehub.metrics import HubMetrics
@@ -118,8 +119,10 @@ async def serve_hub(args: argparse.Namespace) -> None:
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
             asyncio.create_task(_every(ROLLOUT_PERIOD, hub.rollouts.step)),
+            asyncio.create_task(_every(STATUS_POLL_SECONDS, hub.feed.poll_status)),
         ]
         await stop.wait()
+        hub.feed.end_all()
         for task in tasks:
             task.cancel()
         hub.persist_acks()

@@ -22,9 +22,10 @@ from typing import Any
 from edgehub.admission import Admission
 from edgehub.artifacts import ArtifactStore, ArtifactStoreError
 from edgehub.cache import ResourceCache
+from edgehub.feed import ChangeFeed
 from edgehub.ingest import UplinkIngest
 from edgehub.kinds import REGISTRY, Registry
-from edgehub.kinds.base import iso_time
+from edgehub.kinds.base import iso_time, ready_condition
 from edgehub.logstreams import LogRequests
 from edgehub.metrics import HubMetrics
 from edgehub.operations import Operations, hash_token
@@ -108,6 +109,7 @@ class Hub:
         self.ops = Operations(self)
         self.rollouts = RolloutController(self)
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
+        self.feed = ChangeFeed(self.revision, self._status_of)
         self.metrics.revision.set(self.revision)
         self.metrics.acks_pending.set_function(lambda: float(self.sessions.acks_pending()))
 
@@ -116,7 +118,16 @@ class Hub:
     def committed(self, entry: LogEntry) -> None:
         """A change is durable: update the cache, tell watchers and connected nodes."""
         stored = None if entry.body is None else self.store.get(entry.kind, entry.name)
+        before = self.cache.get(entry.kind, entry.name)
         self.cache.committed(entry, stored)
+        self.feed.spec_changed(
+            entry.revision,
+            entry.kind,
+            entry.name,
+            entry.body if entry.body is not None else (entry.prev or {}),
+            created=before.created if before is not None else None,
+            deleted=entry.body is None,
+        )
         self.revision = entry.revision
         self.metrics.revision.set(self.revision)
         self.sessions.committed(entry)
@@ -130,6 +141,13 @@ class Hub:
         for queue in self.watchers:
             if queue.qsize() < MAX_WATCH_QUEUE:
                 queue.put_nowait(event)
+
+    def _status_of(self, kind: str) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Each resource of ``kind`` with its status view (the change feed compares them)."""
+        return {
+            stored.name: (stored.body, self.ops.render(stored).get("status"))
+            for stored in self.cache.of_kind(kind)
+        }
 
     # --- What kinds may read and write (ViewContext, IngestContext) -----------------------------
 
@@ -151,6 +169,7 @@ class Hub:
             "arch": live.arch,
             "outbox": live.outbox,
             "metrics": live.metrics,
+            "conditions": [ready_condition(live.ready, live.ready_since)],
         }
 
     def node_reported(self, node: str, record: dict[str, Any]) -> None:

@@ -94,6 +94,14 @@ class Operations:
             seen.add(ident)
         return resources
 
+    def check(self, documents: list[Any]) -> list[dict[str, Any]]:
+        """What an apply of ``documents`` would store, validated and admitted, without
+        storing anything (dry runs); ResourceError as ``apply`` would raise."""
+        incoming, _skipped = kubeedge.translate(documents, self.hub.cache)
+        registry = self.hub.registry
+        validated = [validate_document(item.doc, item.index, registry) for item in incoming]
+        return self.admit(self.validate_names(validated))
+
     def apply(self, documents: list[Any]) -> list[dict[str, Any]]:
         """Validate every document first (all or nothing), then store and fan out, in one
         go (small applies: node tokens, twin patches, tests). KubeEdge manifests are

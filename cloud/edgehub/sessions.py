@@ -68,6 +68,8 @@ class NodeLive:
     the Node's status on changes of readiness)."""
 
     ready: bool = False
+    ready_since: float | None = None
+    """When ``ready`` last changed (None: not since the hub started)."""
     last_seen: float | None = None
     acked: int = 0
     version: str = ""
@@ -234,6 +236,8 @@ class Sessions:
         session.synced = True
         self.open[node] = session
         live = self.live.setdefault(node, NodeLive())
+        if not live.ready:
+            live.ready_since = time.time()
         live.ready = True
         live.last_seen = time.time()
         live.version = hello.software_version
@@ -274,6 +278,7 @@ class Sessions:
             del self.open[session.node]
             live = self.live.setdefault(session.node, NodeLive())
             live.ready = False
+            live.ready_since = time.time()
             self.status_changed(session.node)
             self.metrics.connected_nodes.set(len(self.open))
             log.info("node %s disconnected", session.node)

@@ -27,6 +27,7 @@ from edgehub.kinds.base import (
     ResourceError,
     ViewContext,
     check_name,
+    condition,
     iso_time,
     labels_cell,
     server_annotations,
@@ -300,10 +301,20 @@ class AppKind(Kind):
         nodes = {node: reported[node] for node in targeted if isinstance(reported.get(node), dict)}
         ready = sum(1 for entry in nodes.values() if entry.get("ready") is True)
         up_to_date = sum(1 for entry in nodes.values() if entry.get("revision") == current)
+        desired = len(targeted)
+        all_ready = ready == desired and up_to_date == desired
         view: dict[str, Any] = {
             "revision": current,
-            "summary": {"desired": len(targeted), "ready": ready, "upToDate": up_to_date},
+            "summary": {"desired": desired, "ready": ready, "upToDate": up_to_date},
             "nodes": nodes,
+            "conditions": [
+                condition(
+                    "Ready",
+                    all_ready,
+                    "AllNodesReady" if all_ready else "NodesNotReady",
+                    f"{ready}/{desired} nodes ready, {up_to_date}/{desired} at revision {current}",
+                )
+            ],
         }
         stored_status = ctx.store.get_status("App", stored.name)
         for key in ("rollout", "history"):

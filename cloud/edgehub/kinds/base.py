@@ -244,6 +244,29 @@ class Kind:
         return f"{self.name}List"
 
 
+def condition(
+    kind: str, ok: bool, reason: str, message: str, since: float | None = None
+) -> dict[str, Any]:
+    """A Kubernetes condition (``kubectl wait --for=condition=Ready`` reads them);
+    ``since``: when it last changed, if known."""
+    entry: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+    if since is not None:
+        entry["lastTransitionTime"] = iso_time(since)
+    return entry
+
+
+def ready_condition(ready: bool, since: float | None) -> dict[str, Any]:
+    """A Node's Ready condition: True while its link is up."""
+    if ready:
+        return condition("Ready", True, "LinkUp", "the node is connected", since)
+    return condition("Ready", False, "LinkDown", "the node is not connected", since)
+
+
 def iso_time(ts: float) -> str:
     """A Unix time as the API shows times: ISO 8601, UTC, whole seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
