@@ -401,6 +401,13 @@ def test_telemetry_times_are_iso_8601_in_one_field_with_tail_and_since(hub):
     assert len(hub.ctl("telemetry", "pump-1", "--since", "10m").stdout.splitlines()) == 5
     time.sleep(1.1)
     assert hub.ctl("telemetry", "pump-1", "--since", "1s").stdout == ""
+    huge = "9" * 30  # bounded by the API, never an overflow in SQLite
+    status, body = hub.call(
+        "GET", f"/v1/devices/pump-1/telemetry?sinceSeconds={huge}&tailLines={huge}"
+    )
+    assert (status, len(body["items"])) == (200, 5)
+    status, body = hub.call("GET", "/v1/devices/pump-1/telemetry?tailLines=-1")
+    assert (status, body["error"]) == (400, "tailLines must not be negative")
     bad = hub.ctl("telemetry", "pump-1", "--since", "ten minutes")
     assert bad.returncode == 2
     assert "argument --since: expected a duration such as 30s, 10m, 2h or 1d" in bad.stderr
