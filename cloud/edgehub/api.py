@@ -19,9 +19,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgehub.artifacts import ArtifactInfo, ArtifactStore, ArtifactStoreError
 from edgehub.hub import Hub
+from edgehub.kinds.base import iso_time
+from edgehub.logstreams import LogsUnsupported, NodeNotConnected
 from edgehub.openapi import openapi_document
-from edgehub.resources import ResourceError, parse_documents, resolve_kind
+from edgehub.operations import cooperatively
+from edgehub.resources import PARSE_PROGRESS, ResourceError, iter_documents, resolve_kind
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
 from edgenode.uplink import iso_timestamp
 
@@ -31,6 +35,10 @@ MAX_TELEMETRY_PAGE = 1000
 MAX_SINCE_SECONDS = 100 * 365 * 86400
 """``sinceSeconds`` beyond this (a century) means everything."""
 MAX_TAIL_LINES = 2**62
+DEFAULT_LOG_TAIL = 100
+MAX_LOG_TAIL = 100_000
+LOG_POLL_SECONDS = 1.0
+"""How often a log stream with nothing new checks that its reader is still there."""
 FOLLOW_POLL_SECONDS = 0.2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,6 +69,12 @@ class OperatorApi:
         r.add_post("/v1/nodes/{name}/revoke", self.node_revoke)
         r.add_patch("/v1/devices/{name}/desired", self.twin_set)
         r.add_get("/v1/devices/{name}/telemetry", self.telemetry)
+        r.add_get("/v1/artifacts", self.artifacts_list)
+        r.add_get("/v1/artifacts/{digest}", self.artifact_get)
+        r.add_put("/v1/artifacts/{digest}", self.artifact_put)
+        r.add_delete("/v1/artifacts/{digest}", self.artifact_delete)
+        r.add_get("/v1/apps/{name}/logs", self.app_logs)
+        r.add_post("/v1/apps/{name}/rollout/undo", self.rollout_undo)
         r.add_get("/v1/{kind}", self.list)
         r.add_get("/v1/{kind}/{name}", self.get)
         r.add_delete("/v1/{kind}/{name}", self.delete)
@@ -121,10 +135,16 @@ class OperatorApi:
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8", index=None, field="")
         try:
-            docs = parse_documents(text)
+            # Parsed on the loop, letting other work run every STALL_BUDGET: node links
+            # and other requests are served while a large apply is read.
+            docs = [
+                doc
+                async for doc in cooperatively(iter_documents(text))
+                if doc is not PARSE_PROGRESS
+            ]
             if not docs:
                 raise ResourceError(None, "", "no documents")
-            results = self.hub.ops.apply(docs)
+            results = await self.hub.ops.apply_async(docs)
         except ResourceError as exc:
             return _error(422, str(exc), index=exc.index, field=exc.field)
         return web.json_response({"results": results, "revision": self.hub.revision})
@@ -272,3 +292,133 @@ class OperatorApi:
             return response
         finally:
             self.hub.watchers.remove(queue)
+
+    # --- Artifacts ---------------------------------------------------------------------------
+
+    def _artifact_store(self) -> ArtifactStore:
+        if self.hub.artifacts is None:
+            raise web.HTTPNotFound(reason="this hub keeps no artifacts")
+        return self.hub.artifacts
+
+    def _artifact_view(self, info: ArtifactInfo) -> dict[str, Any]:
+        return {
+            "digest": info.digest,
+            "size": info.size,
+            "received": info.size,
+            "created": iso_time(info.created),
+            "complete": info.complete,
+            "apps": self.hub.ops.apps_using(info.digest),
+        }
+
+    async def artifacts_list(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        items = [self._artifact_view(info) for info in store.list()]
+        return web.json_response({"items": items, "bytes": store.usage(), "quota": store.quota})
+
+    async def artifact_get(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        try:
+            info = store.info(request.match_info["digest"])
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message)
+        if info is None:
+            return _error(404, f"no artifact {request.match_info['digest'][:12]}")
+        return web.json_response(self._artifact_view(info))
+
+    async def artifact_put(self, request: web.Request) -> web.Response:
+        """One piece of an upload: ``?offset=N&size=S`` (S the whole artifact's size); the
+        last piece makes the artifact (verified against its name)."""
+        store = self._artifact_store()
+        offset = self._int_query(request, "offset", 0)
+        size = self._int_query(request, "size", -1)
+        if size < 0:
+            return _error(400, "size (the whole artifact's bytes) is required")
+        data = await request.read()
+        try:
+            info = store.write(request.match_info["digest"], offset, data, size)
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message, **exc.details)
+        status = 201 if info.complete else 200
+        return web.json_response(
+            {"digest": info.digest, "received": info.size, "complete": info.complete},
+            status=status,
+        )
+
+    async def artifact_delete(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        digest = request.match_info["digest"]
+        users = self.hub.ops.apps_using(digest)
+        if users:
+            return _error(409, f"artifact {digest[:12]} is used by App {', '.join(users)}")
+        try:
+            found = store.delete(digest)
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message)
+        if not found:
+            return _error(404, f"no artifact {digest[:12]}")
+        return web.json_response({"digest": digest, "deleted": True})
+
+    # --- App logs ----------------------------------------------------------------------------
+
+    async def app_logs(self, request: web.Request) -> web.StreamResponse:
+        """An App's log from one node, fetched over its link: ``?node=N&tail=100&follow=1``."""
+        name = request.match_info["name"]
+        node = request.query.get("node", "")
+        tail = min(self._int_query(request, "tail", DEFAULT_LOG_TAIL), MAX_LOG_TAIL)
+        follow = request.query.get("follow", "") in ("1", "true")
+        app = self.hub.cache.get("App", name)
+        if app is None:
+            return _error(404, f"App {name!r} not found")
+        if not node:
+            return _error(400, "node is required (the App's log is kept on each node)")
+        if node not in self.hub.cache.targeted_nodes(app.body):
+            return _error(404, f"App {name!r} does not run on node {node!r}")
+        try:
+            stream = self.hub.logs.open(node, name, tail, follow)
+        except (NodeNotConnected, LogsUnsupported) as exc:
+            return _error(409, str(exc))
+        except ValueError as exc:
+            return _error(429, str(exc))
+        response: web.StreamResponse | None = None
+        try:
+            while True:
+                try:
+                    piece = await asyncio.wait_for(stream.queue.get(), LOG_POLL_SECONDS)
+                except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        return response or web.Response(status=499)
+                    continue
+                if piece is None:
+                    break
+                if response is None:
+                    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+                    await response.prepare(request)
+                await response.write(piece)
+            if response is None:
+                if stream.code:
+                    status = stream.code if 400 <= stream.code < 600 else 502
+                    return _error(status, stream.message or "the node ended the request")
+                response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+                await response.prepare(request)
+            elif stream.code:
+                await response.write(f"\n[edgehub: {stream.message}]\n".encode())
+            await response.write_eof()
+            return response
+        except ConnectionResetError:
+            return response or web.Response(status=499)
+        finally:
+            self.hub.logs.close(stream)
+
+    async def rollout_undo(self, request: web.Request) -> web.Response:
+        """Back to ``?toRevision=N`` (default: the previous good revision), at once."""
+        name = request.match_info["name"]
+        target = self._int_query(request, "toRevision", 0) or None
+        try:
+            result = self.hub.rollouts.undo(name, target)
+        except KeyError:
+            return _error(404, f"App {name!r} not found")
+        except ValueError as exc:
+            return _error(422, str(exc))
+        except ResourceError as exc:
+            return _error(422, str(exc), field=exc.field)
+        return web.json_response(result)

@@ -21,9 +21,13 @@ from aiohttp import web
 from websockets.asyncio.server import serve
 
 from edgehub.api import OperatorApi
+from edgehub.artifacts import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_MAX_BYTES
+from edgehub.artifacts import DEFAULT_QUOTA as DEFAULT_ARTIFACTS_QUOTA
+from edgehub.artifacts import ArtifactStore
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer, server_options
 from edgehub.metrics import HubMetrics
+from edgehub.rollouts import ROLLOUT_PERIOD
 from edgehub.store import SqliteHubStore
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
@@ -35,6 +39,7 @@ STREAM_SHUTDOWN_SECONDS = 2.0
 """At a stop, open operator streams (``edgectl watch``, ``telemetry --follow``) get this
 long to end before they are cut (aiohttp's default would hold the stop for 60 s); the
 client sees the connection close and says so."""
+ARTIFACTS_DIR = "artifacts"
 GC_YOUNG_THRESHOLD = 20_000
 """Net allocations between young garbage collections (CPython's default: 700). With
 thousands of node links the heap holds millions of objects, and at the default every tenth
@@ -123,7 +128,8 @@ async def serve_hub(args: argparse.Namespace) -> None:
         telemetry_max_age=args.telemetry_max_age,
     )
     store = SqliteHubStore(data / DB_FILE)
-    hub = Hub(store, settings, HubMetrics())
+    artifacts = ArtifactStore(data / ARTIFACTS_DIR, args.artifact_max_bytes, args.artifacts_quota)
+    hub = Hub(store, settings, HubMetrics(), artifacts=artifacts)
     links = LinkServer(hub)
     tune_gc()
     listening = False
@@ -160,6 +166,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
+            asyncio.create_task(_every(ROLLOUT_PERIOD, hub.rollouts.step)),
         ]
         await stop.wait()
         log.info(
@@ -230,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
+    s.add_argument(
+        "--artifact-max-bytes",
+        type=int,
+        default=DEFAULT_ARTIFACT_MAX_BYTES,
+        help="largest artifact accepted by edgectl artifact push, bytes",
+    )
+    s.add_argument(
+        "--artifacts-quota",
+        type=int,
+        default=DEFAULT_ARTIFACTS_QUOTA,
+        help="all artifacts together (and uploads in progress), bytes",
+    )
     s.add_argument(
         "--housekeeping",
         type=float,

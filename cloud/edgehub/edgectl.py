@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from edgehub import ctl_apps
 from edgehub.kinds import REGISTRY
 from edgehub.kinds.base import SERVER_ANNOTATION_PREFIX
 from edgehub.resources import ResourceError, parse_documents, resolve_kind
@@ -85,17 +86,21 @@ class Client:
         except (http.client.HTTPException, OSError) as exc:
             raise CtlError(f"lost the connection to the hub at {self.hub}: {exc}") from None
 
-    def stream(self, path: str, what: str) -> Iterator[bytes]:
-        """The lines of a streaming response (watch, follow). It ends only with an error:
-        the hub went away (stopped, restarted, network) — never silently."""
+    def stream(self, path: str) -> Any:
+        """The open response of a streaming request (the caller reads it)."""
         req = urllib.request.Request(self.hub + path)
         req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            response = urllib.request.urlopen(req)
+            return urllib.request.urlopen(req)
         except urllib.error.HTTPError as exc:
             raise CtlError(f"{exc.code}: {_error_text(exc)}") from None
         except urllib.error.URLError as exc:
             raise CtlError(f"cannot reach the hub at {self.hub}: {exc.reason}") from None
+
+    def lines(self, path: str, what: str) -> Iterator[bytes]:
+        """The lines of a streaming response (watch, follow). It ends only with an error:
+        the hub went away (stopped, restarted, network) — never silently."""
+        response = self.stream(path)
         try:
             with response:
                 yield from response
@@ -239,6 +244,19 @@ def _labels(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> None:
+    if args.kind.lower() in ("artifact", "artifacts"):
+        listing = client.request("GET", "/v1/artifacts")
+        items = listing["items"]
+        if args.name:
+            items = [i for i in items if i["digest"].startswith(args.name)]
+        if args.output in ("json", "yaml"):
+            dump = json.dumps({"items": items}, indent=2)
+            print(dump if args.output == "json" else yaml.safe_dump({"items": items}), end="\n")
+        elif not items:
+            print("No artifacts found.", file=sys.stderr)
+        else:
+            print(table(ctl_apps.artifacts_table(items, time.time())))
+        return
     kind = _kind(args.kind)
     if args.watch and args.output in ("yaml", "json"):
         raise UsageError("get -w prints a table: use it without -o yaml|json (or edgectl watch)")
@@ -311,7 +329,7 @@ def _revision(event: dict[str, Any]) -> int:
 def _events(client: Client, kind: str) -> Iterator[dict[str, Any]]:
     """The watch stream of ``kind``: what exists (ADDED), then every change; it ends only
     with a CtlError saying how (the hub went away)."""
-    for line in client.stream(f"/v1/watch/{REGISTRY.get(kind).plural}", "watch"):
+    for line in client.lines(f"/v1/watch/{REGISTRY.get(kind).plural}", "watch"):
         if line.strip():
             event = json.loads(line)
             if isinstance(event, dict):
@@ -615,7 +633,7 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
         first += f"&tailLines={args.tail}"
     if args.follow:
         path = f"/v1/devices/{name}/telemetry?follow=1{first}"
-        for line in client.stream(path, "telemetry --follow"):
+        for line in client.lines(path, "telemetry --follow"):
             if line.strip():
                 print(line.decode().rstrip(), flush=True)
         return
@@ -627,6 +645,20 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
             print(json.dumps(item))
         after = items[-1]["id"]
         query = f"after={after}&limit={TELEMETRY_PAGE}"
+
+
+def cmd_artifact(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_artifact(client, args, CtlError)
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_logs(client, args, CtlError)
+
+
+def cmd_rollout(client: Client, args: argparse.Namespace) -> None:
+    code = ctl_apps.cmd_rollout(client, args, CtlError)
+    if code:
+        raise SystemExit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -693,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="only records received in the last 30s, 10m, 2h, 1d, ...",
     )
+    ctl_apps.add_parsers(sub)
     return parser
 
 
@@ -707,6 +740,9 @@ COMMANDS = {
     "twin": cmd_twin,
     "watch": cmd_watch,
     "telemetry": cmd_telemetry,
+    "artifact": cmd_artifact,
+    "logs": cmd_logs,
+    "rollout": cmd_rollout,
 }
 
 

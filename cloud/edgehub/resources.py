@@ -10,7 +10,8 @@ rules (``edgehub.kinds``). Every error names the document index and the field.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 import yaml
 
@@ -68,25 +69,57 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def parse_documents(text: str) -> list[Any]:
-    """Parse multi-document YAML (JSON is YAML too); a JSON list or ``{"items": [...]}``
-    is flattened. Empty documents are skipped. ResourceError on syntax errors."""
-    docs: list[Any] = []
+PARSE_PROGRESS: Final = object()
+"""Yielded by :func:`iter_documents` between documents and within long stretches of
+parsing, so that a caller on an event loop can let other work run (``api.py``)."""
+PROGRESS_EVENTS = 250
+"""YAML events scanned between two ``PARSE_PROGRESS`` marks."""
+_FAST_LOADER: Final = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
+"""libyaml's loader (ten times faster than PyYAML's pure one) when PyYAML was built with
+it, as its wheels are; the pure ``_NoAliasLoader`` otherwise."""
+
+
+def iter_documents(text: str) -> Iterator[Any]:
+    """The documents of multi-document YAML (JSON is YAML too), with ``PARSE_PROGRESS``
+    marks in between; a JSON list or ``{"items": [...]}`` is flattened and empty documents
+    are skipped. ResourceError on syntax errors, aliases and too many documents."""
+    count = 0
     try:
-        for doc in yaml.load_all(text, Loader=_NoAliasLoader):
+        if _FAST_LOADER is not None:
+            # libyaml composes in C, where no hook can refuse an alias: scan the events
+            # first (an alias bomb is refused before anything expands).
+            for number, event in enumerate(yaml.parse(text, Loader=_FAST_LOADER)):
+                if isinstance(event, yaml.DocumentEndEvent):
+                    count += 1  # where a syntax error of the scan is reported
+                elif isinstance(event, yaml.AliasEvent):
+                    mark = event.start_mark
+                    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                    raise ResourceError(count, "", f"YAML aliases are not accepted{where}")
+                if number % PROGRESS_EVENTS == 0:
+                    yield PARSE_PROGRESS
+        count = 0
+        loader = _NoAliasLoader if _FAST_LOADER is None else _FAST_LOADER
+        for doc in yaml.load_all(text, Loader=loader):
+            yield PARSE_PROGRESS
             if doc is None:
                 continue
             if isinstance(doc, list):
-                docs.extend(doc)
+                items = doc
             elif isinstance(doc, dict) and set(doc) == {"items"} and isinstance(doc["items"], list):
-                docs.extend(doc["items"])
+                items = doc["items"]
             else:
-                docs.append(doc)
-            if len(docs) > MAX_DOCUMENTS:
+                items = [doc]
+            count += len(items)
+            if count > MAX_DOCUMENTS:
                 raise ResourceError(None, "", f"more than {MAX_DOCUMENTS} documents")
+            yield from items
     except yaml.YAMLError as exc:
-        raise ResourceError(len(docs), "", f"malformed YAML/JSON: {yaml_problem(exc)}") from None
-    return docs
+        raise ResourceError(count, "", f"malformed YAML/JSON: {yaml_problem(exc)}") from None
+
+
+def parse_documents(text: str) -> list[Any]:
+    """:func:`iter_documents` as a list (no progress marks)."""
+    return [doc for doc in iter_documents(text) if doc is not PARSE_PROGRESS]
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

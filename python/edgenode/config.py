@@ -67,6 +67,8 @@ MAX_ROUTES: Final = 1_000
 DEVICE_KEYS: Final = ("name", "desired")
 ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
 CONFIG_KEYS: Final = ("name", "data")
+MIN_LOG_BYTES: Final = 4096
+CONTAINER_RUNTIMES: Final = ("auto", "docker", "podman", "none")
 MAX_CONFIGS: Final = 1_000
 MAX_CONFIG_ENTRIES: Final = 4096
 CONFIG_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -137,6 +139,18 @@ class OutboxSection:
 
 
 @dataclass(frozen=True)
+class AppsSection:
+    enabled: bool = True
+    """Run the Apps the hub targets at this node (false: report them Failed, run nothing)."""
+    artifacts_max_bytes: int = 1024 * 1024 * 1024
+    """Disk quota of the artifact cache (``data_dir/artifacts``), bytes."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Each App's stdout/stderr log file is rotated at this size (one old file kept)."""
+    container_runtime: str = "auto"
+    """``auto`` (docker, then podman, if found), ``docker``, ``podman`` or ``none``."""
+
+
+@dataclass(frozen=True)
 class StatusSection:
     interval: float = 30.0
     """Seconds between node status records (coalesced: only the newest waits)."""
@@ -159,6 +173,7 @@ class Config:
     hub: HubSection = field(default_factory=HubSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
+    apps: AppsSection = field(default_factory=AppsSection)
     status: StatusSection = field(default_factory=StatusSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
@@ -228,6 +243,7 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "hub": HubSection,
     "mqtt": MqttSection,
     "outbox": OutboxSection,
+    "apps": AppsSection,
     "status": StatusSection,
     "metrics": MetricsSection,
     "log": LogSection,
@@ -276,6 +292,13 @@ keepalive = 30                    # seconds between MQTT pings
 [outbox]
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
 default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
+
+[apps]
+# Apps (workloads) the hub targets at this node (docs/apps.md).
+enabled = true                    # false: run no Apps (they are reported Failed)
+artifacts_max_bytes = 1073741824  # disk quota of the artifact cache, bytes (1 GiB)
+log_max_bytes = 10485760          # each App's log is rotated at this size (one old kept)
+container_runtime = "auto"        # auto (docker, then podman), docker, podman or none
 
 [status]
 interval = 30.0                   # seconds between node status reports
@@ -594,6 +617,14 @@ def _validate(config: Config, base: Path) -> Config:
         raise ConfigError(f"{src}: [outbox] max_bytes: must be at least 1")
     if config.outbox.default_ttl < 0:
         raise ConfigError(f"{src}: [outbox] default_ttl: must not be negative")
+    if config.apps.artifacts_max_bytes < 1:
+        raise ConfigError(f"{src}: [apps] artifacts_max_bytes: must be at least 1")
+    if config.apps.log_max_bytes < MIN_LOG_BYTES:
+        raise ConfigError(f"{src}: [apps] log_max_bytes: must be at least {MIN_LOG_BYTES}")
+    if config.apps.container_runtime not in CONTAINER_RUNTIMES:
+        raise ConfigError(
+            f"{src}: [apps] container_runtime: must be one of {', '.join(CONTAINER_RUNTIMES)}"
+        )
     if not config.status.interval >= MIN_STATUS_INTERVAL:
         raise ConfigError(f"{src}: [status] interval: must be at least {MIN_STATUS_INTERVAL}")
     if config.metrics.listen:

@@ -63,8 +63,9 @@ NODE = "ship-7"
 NODE_LABELS = {"fleet": "blue"}
 MQTT_CLIENTS = ("mosquitto_pub", "mosquitto_sub", "mosquitto_rr")
 BIN = Path(sys.executable).parent
-MAX_SKIPPED_BLOCKS = 12
-"""Blocks that cannot run here (system-wide installs, systemd, a container engine, the demo)."""
+MAX_SKIPPED_BLOCKS = 13
+"""Blocks that cannot run here (system-wide installs, systemd, a container engine, the demo;
+kubeedge.md's mapper example until the node serves the KubeEdge topics, issue 16)."""
 MIN_COMMANDS_RUN = 40
 
 

@@ -165,6 +165,13 @@ class Kind:
     def validate(self, spec: dict[str, Any], index: int | None) -> None:
         """Rules beyond the schema; raise ``ResourceError`` naming the field."""
 
+    def admit(
+        self, ctx: Any, body: dict[str, Any], index: int, batch: set[tuple[str, str]]
+    ) -> None:
+        """Checks that need the hub (other resources, the artifact store): ResourceError
+        naming the field. ``batch`` holds the (kind, name) of every document of the same
+        apply (a resource may name another applied with it)."""
+
     def stamp(self, prev: dict[str, Any] | None, body: dict[str, Any], revision: int) -> None:
         """Set server-managed values in ``body`` (being stored at ``revision``; ``prev`` is
         the version it replaces). Called only when the resource changed."""

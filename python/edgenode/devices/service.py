@@ -255,6 +255,8 @@ class DeviceService:
             "routes": self._routes_in_use,
             "broker": f"{s.host}:{s.port}",
             "broker_connected": connected,
+            "broker_dropped": layer.stats().get("broker_dropped", 0),
+            "broker_dropped_total": layer.broker_dropped_total,
             "pid": os.getpid(),  # status trusts broker_connected only from the live daemon
         }
         if state == self._written:
