@@ -140,6 +140,17 @@ def test_errors_about_data_dir_name_the_config_file(tmp_path):
     assert f"ERROR edgenode.daemon: {node.config_path}: [node] data_dir " in node.log()
 
 
+def test_a_ca_file_that_cannot_be_loaded_names_the_config_file(tmp_path):
+    node = NodeProcess(tmp_path)
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    node.configure("wss://127.0.0.1:1", hub={"ca_file": str(bad), "backoff_cap": 30.0})
+    run_until_logged(node, "cannot load")
+    assert f"ERROR edgenode.link: {node.config_path}: [hub] ca_file: cannot load {bad}: " in (
+        node.log()
+    )
+
+
 def test_status_says_nothing_of_a_broker_when_mqtt_is_off(tmp_path):
     node = NodeProcess(tmp_path)
     # A first run with the device layer on (no broker there) leaves devices.json behind.
