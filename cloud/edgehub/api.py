@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,10 +28,14 @@ from edgehub.openapi import openapi_document
 from edgehub.operations import cooperatively
 from edgehub.resources import PARSE_PROGRESS, ResourceError, iter_documents, resolve_kind
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
+from edgenode.uplink import iso_timestamp
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body (apply of many documents); larger is 413."""
 MAX_TELEMETRY_PAGE = 1000
+MAX_SINCE_SECONDS = 100 * 365 * 86400
+"""``sinceSeconds`` beyond this (a century) means everything."""
+MAX_TAIL_LINES = 2**62
 DEFAULT_LOG_TAIL = 100
 MAX_LOG_TAIL = 100_000
 LOG_POLL_SECONDS = 1.0
@@ -235,12 +240,25 @@ class OperatorApi:
         after = self._int_query(request, "after", 0)
         limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
         follow = request.query.get("follow", "") in ("1", "true")
+        since = tail = None
+        if "sinceSeconds" in request.query:  # as Kubernetes' pod logs: the last N seconds
+            seconds = min(self._int_query(request, "sinceSeconds", 0), MAX_SINCE_SECONDS)
+            since = time.time() - seconds
+        if "tailLines" in request.query:  # the newest N records (then pages after them)
+            tail = min(self._int_query(request, "tailLines", 0), MAX_TAIL_LINES)
         if ("Device", name) not in self.hub.cache:
             return _error(404, f"Device {name!r} not found")
+        if since is not None or tail is not None:
+            after = self.hub.store.telemetry_start(name, after, since, tail)
 
         def page(after_id: int) -> list[dict[str, Any]]:
             return [
-                {"id": r.id, "node": r.node, "received": r.received, "record": r.body}
+                {
+                    "id": r.id,
+                    "node": r.node,
+                    "received": iso_timestamp(r.received),
+                    "record": r.body,
+                }
                 for r in self.hub.store.telemetry(name, after_id, limit)
             ]
 

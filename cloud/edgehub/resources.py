@@ -114,12 +114,29 @@ def iter_documents(text: str) -> Iterator[Any]:
                 raise ResourceError(None, "", f"more than {MAX_DOCUMENTS} documents")
             yield from items
     except yaml.YAMLError as exc:
-        raise ResourceError(count, "", f"malformed YAML/JSON: {exc}") from None
+        raise ResourceError(count, "", f"malformed YAML/JSON: {yaml_problem(exc)}") from None
 
 
 def parse_documents(text: str) -> list[Any]:
     """:func:`iter_documents` as a list (no progress marks)."""
     return [doc for doc in iter_documents(text) if doc is not PARSE_PROGRESS]
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line, where in the text and what: ``line 3, column 7: mapping
+    values are not allowed here``. PyYAML's own text names the stream ("<unicode
+    string>"), which means nothing to whoever sent the file: the client names the file."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "invalid"
+        if exc.problem and exc.context:
+            what = f"{exc.problem} ({exc.context})"
+        if mark is None:
+            return what
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.position + 1}: {exc.reason}"
+    return " ".join(str(exc).replace('in "<unicode string>", ', "").split())
 
 
 def _string_map(value: object, index: int, field: str, *, labels: bool = False) -> dict[str, str]:
