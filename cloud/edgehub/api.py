@@ -41,6 +41,9 @@ MAX_LOG_TAIL = 100_000
 LOG_POLL_SECONDS = 1.0
 """How often a log stream with nothing new checks that its reader is still there."""
 FOLLOW_POLL_SECONDS = 0.2
+WATCH_IDLE_CHECK = 1.0
+"""How often a watch with nothing to send checks that its client is still there."""
+WATCH_ENDED = "the watch fell 10,000 changes behind or the hub is stopping; run the command again"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -278,23 +281,46 @@ class OperatorApi:
             return response
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
+        """What exists (ADDED), then every change of the kind, spec and status (the change
+        feed, ``edgehub.feed``); an ERROR event and the end when the watcher fell too far
+        behind or the hub stops."""
         kind = self._kind(request)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.hub.watchers.append(queue)
+        feed = self.hub.feed
+        subscriber = feed.follow(kind)
         try:
             for view in self.hub.ops.list_views(kind, None):
-                event = {"type": "ADDED", "kind": kind, "object": view}
-                await response.write((json.dumps(event) + "\n").encode())
+                added = {"type": "ADDED", "kind": kind, "object": view}
+                await response.write((json.dumps(added) + "\n").encode())
             while True:
-                event = await queue.get()
-                if event["kind"] == kind:
-                    await response.write((json.dumps(event) + "\n").encode())
+                try:
+                    change = await asyncio.wait_for(subscriber.queue.get(), WATCH_IDLE_CHECK)
+                except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        return response
+                    continue
+                if change is None:
+                    ended = {"type": "ERROR", "message": subscriber.why}
+                    await response.write((json.dumps(ended) + "\n").encode())
+                    return response
+                stored = None if change.type == "DELETED" else self.hub.cache.get(kind, change.name)
+                if stored is None and change.type != "DELETED":
+                    continue  # deleted since: its DELETED follows
+                view = change.body if stored is None else self.hub.ops.render(stored)
+                event: dict[str, Any] = {
+                    "type": change.type,
+                    "revision": change.position.revision,
+                    "resourceVersion": str(change.position),
+                    "kind": kind,
+                    "name": change.name,
+                    "object": view,
+                }
+                await response.write((json.dumps(event) + "\n").encode())
         except ConnectionResetError:  # the watcher went away: the normal end of a watch
             return response
         finally:
-            self.hub.watchers.remove(queue)
+            feed.unsubscribe(subscriber)
 
     # --- Artifacts ---------------------------------------------------------------------------
 

@@ -332,6 +332,9 @@ def _events(client: Client, kind: str) -> Iterator[dict[str, Any]]:
     for line in client.lines(f"/v1/watch/{REGISTRY.get(kind).plural}", "watch"):
         if line.strip():
             event = json.loads(line)
+            if isinstance(event, dict) and event.get("type") == "ERROR":
+                why = str(event.get("message", "it ended the watch"))
+                raise CtlError(f"watch ended: the hub at {client.hub}: {why}; run it again")
             if isinstance(event, dict):
                 yield event
 
