@@ -146,7 +146,7 @@ class Cgroups:
 
 
 def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # O_TRUNC as a shell does it
     try:
         os.write(fd, value.encode())
     finally:

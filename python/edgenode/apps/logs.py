@@ -45,15 +45,18 @@ class Follower:
 
     def __init__(self, owner: RotatingLog) -> None:
         self._owner = owner
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: collections.deque[bytes | int] = collections.deque()
+        """Output, and counts of bytes skipped at that point (ints)."""
         self._queued = 0
-        self._skipped = 0
         self._event = asyncio.Event()
         self._closed = False
 
     def put(self, data: bytes) -> None:
         if self._queued + len(data) > FOLLOW_QUEUE_BYTES:
-            self._skipped += len(data)
+            if self._chunks and isinstance(self._chunks[-1], int):
+                self._chunks[-1] += len(data)
+            else:
+                self._chunks.append(len(data))
         else:
             self._chunks.append(data)
             self._queued += len(data)
@@ -66,12 +69,11 @@ class Follower:
     async def next(self) -> bytes | None:
         """The next output (None: the log was closed: the App went away)."""
         while True:
-            if self._skipped:
-                skipped, self._skipped = self._skipped, 0
-                text = f"\n[edgenode] {skipped} bytes of output skipped: the reader is too slow\n"
-                return text.encode()
             if self._chunks:
                 data = self._chunks.popleft()
+                if isinstance(data, int):
+                    text = f"\n[edgenode] {data} bytes of output skipped: the reader is too slow\n"
+                    return text.encode()
                 self._queued -= len(data)
                 return data
             if self._closed:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from edgenode.apps.process import Instance
-from edgenode.files import APPS_DIR, ensure_dir, write_bytes_atomic
+from edgenode.files import APPS_DIR, APPS_FILE, ensure_dir, write_bytes_atomic
 
 SUPERVISOR_DIR: Final = ".supervisor"
 STATE_FILE: Final = "state.json"
-APPS_SUMMARY_FILE: Final = "apps.json"
+APPS_SUMMARY_FILE: Final = APPS_FILE
 MAX_STATE_BYTES: Final = 4 * 1024 * 1024
 """A state file larger than this is not read (it holds at most two resource bodies)."""
 

@@ -242,6 +242,7 @@ class Supervisor:
         self._killed = False
         self._kill_at = 0.0
         self._cancel_prepare = False
+        self._unhealthy: tuple[int, str] = (0, "")
 
     # --- Asking what to do --------------------------------------------------------------
 
@@ -383,8 +384,7 @@ class Supervisor:
         if self.stage not in (Stage.RUNNING, Stage.STOPPING, Stage.EXITING):
             return
         ran = now - self._started
-        unhealthy_detail = self._tracker.last_detail if self._tracker else ""
-        failures = self._tracker.failures if self._tracker else 0
+        failures, unhealthy_detail = self._unhealthy
         cause, final = self._cause, self._final
         self._cause, self._final = None, None
         self._signalled = self._killed = False
@@ -436,6 +436,7 @@ class Supervisor:
             self._good_at = now + self.timing.stable_run if verdict.ready else None
         self.message = "" if ok else f"health check failed: {detail}"
         if verdict.unhealthy:
+            self._unhealthy = (self._tracker.failures, self._tracker.last_detail)
             self._begin_stop(_Cause.UNHEALTHY, "stopping: health check failed")
 
     # --- Commands -----------------------------------------------------------------------
