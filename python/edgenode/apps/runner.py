@@ -489,6 +489,8 @@ class AppRunner:
                 os.close(fd)
         self._child, self._running = child, plan
         self._tail.clear()
+        self.machine.started(child.pid, now, wall)
+        self.state.restarts = self.machine.restarts
         self.state.instance = replace(
             instance, pid=child.pid, start_ticks=child.start_ticks, started_at=wall
         )
@@ -499,7 +501,6 @@ class AppRunner:
         if output is not None:
             loop.add_reader(output.fileno(), self._on_output, child)
         child.watch(loop, lambda: self._on_exit(child))
-        self.machine.started(child.pid, now, wall)
         self.log.note(f"started pid {child.pid} (revision {plan.revision})", wall)
         log.info("App %s: started pid %d (revision %d)", self.name, child.pid, plan.revision)
 

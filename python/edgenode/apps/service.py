@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgenode.apps")
 
+APP_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""An App name the node accepts (a resource name: it becomes a folder and a cgroup)."""
 STOP_SLACK_SECONDS: Final = KILL_WAIT_SECONDS + 2 * container.ENGINE_CALL_SECONDS
 """Beyond the longest grace period, how long a clean stop waits for its Apps."""
 
@@ -208,6 +211,10 @@ class AppService:
         current: dict[str, ConfigEntry] = dict(self.configs.current) if self.configs else {}
         plans: dict[str, Plan] = {}
         for resource in host.desired(APP_KIND):
+            if not APP_NAME.fullmatch(resource.name):
+                # Its name becomes a folder: never trust it (the hub refuses such names).
+                log.error("App %r is not runnable here: not a resource name", resource.name[:80])
+                continue
             plan = make_plan(resource, current)
             plans[plan.name] = plan
         return plans
