@@ -163,7 +163,7 @@ class Harness:
         path = self.data_dir / "apps" / ".supervisor" / app / "output.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def until(self, check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    async def until(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = check()
@@ -174,7 +174,7 @@ class Harness:
             await asyncio.sleep(0.02)
 
     async def phase(
-        self, app: str, phase: str, timeout: float = 10.0, **fields: Any
+        self, app: str, phase: str, timeout: float = 20.0, **fields: Any
     ) -> dict[str, Any]:
         def match() -> dict[str, Any] | None:
             last = self.last(app)

@@ -38,10 +38,12 @@ def wait_gone(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def spawn_marked(token: str, code: str = "import time; time.sleep(60)") -> subprocess.Popen[bytes]:
+def spawn_marked(
+    token: str, code: str = "import time; time.sleep(60)", *args: str
+) -> subprocess.Popen[bytes]:
     """A process (own session) with the instance token in its environment, as an App."""
     return subprocess.Popen(
-        [PY, "-c", code],
+        [PY, "-c", code, *args],
         env={**os.environ, INSTANCE_ENV: token},
         start_new_session=True,
     )
@@ -128,13 +130,20 @@ def test_leftovers_are_found_by_token_or_by_pid_and_start_time_never_by_pid_alon
             proc.wait()
 
 
-def test_stop_leftovers_signals_then_kills_after_the_grace_period():
+def test_stop_leftovers_signals_then_kills_after_the_grace_period(tmp_path: Path):
     token = secrets.token_hex(8)
+    marker = tmp_path / "ignoring"
     stubborn = spawn_marked(
-        token, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        token,
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)",
+        str(marker),
     )
     polite = spawn_marked(token, "import time; time.sleep(60)")
-    time.sleep(0.3)  # the handler is installed
+    deadline = time.monotonic() + 20
+    while not marker.exists():  # the handler is installed (a loaded machine starts slowly)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     instance = Instance(token, boot_id())
     started = time.monotonic()
     left = asyncio.run(stop_leftovers(lambda: leftovers(instance), signal.SIGTERM, 0.5))
