@@ -41,6 +41,8 @@ from edgenode.apps.process import (
     Launch,
     boot_id,
     launch,
+    leftovers,
+    stop_leftovers,
 )
 from edgenode.apps.spec import AppSpec
 from edgenode.apps.state import AppState, node_dir, save_state, work_dir
@@ -573,8 +575,10 @@ class AppRunner:
         elif applied.cgroup and self.cgroup is not None:
             oom = self._oom_happened(returncode)
             await self._wait_cgroup_empty()
-        elif applied.address_space is not None:
-            hint = memory_hint(returncode, bytes(self._tail), applied.address_space)
+        else:
+            await self._kill_strays()
+            if applied.address_space is not None:
+                hint = memory_hint(returncode, bytes(self._tail), applied.address_space)
         if start_error:
             info = ExitInfo(None, None, wall, start_error=start_error)
         else:
@@ -607,6 +611,22 @@ class AppRunner:
         while self.cgroup.pids() and time.monotonic() < deadline:
             self.cgroup.signal(signal.SIGKILL)
             await asyncio.sleep(GONE_POLL_SECONDS)
+
+    async def _kill_strays(self) -> None:
+        """Without a cgroup: processes of the instance that left its process group
+        (``setsid``, daemonizing) still carry its token; they go with it."""
+        instance = self.state.instance
+        if instance is None:
+            return
+        by_token = replace(instance, pid=0)
+        stray = leftovers(by_token)
+        if stray:
+            log.warning(
+                "App %s: killing %d process(es) it left outside its process group",
+                self.name,
+                len(stray),
+            )
+            await stop_leftovers(lambda: leftovers(by_token), signal.SIGKILL, 0.0)
 
     def _save_after_exit(self) -> None:
         self.state.instance = None

@@ -595,3 +595,38 @@ def test_a_good_revision_is_recorded_with_its_artifacts(tmp_path: Path):
     assert state.good["body"]["metadata"]["name"] == "g"
     assert state.current is not None
     assert state.current["revision"] == 3
+
+
+ESCAPE = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+    " start_new_session=True)\n"
+    "print('escaped', p.pid, flush=True)"
+)
+
+
+@pytest.mark.parametrize("cgroups", [True, False])
+def test_what_left_the_process_group_goes_with_the_app(tmp_path: Path, monkeypatch, cgroups):
+    if cgroups and cgroup_v1_reason():
+        pytest.skip(cgroup_v1_reason())
+    if not cgroups:
+        monkeypatch.setattr(service_module, "detect", lambda data_dir: None)
+    harness = Harness(tmp_path)
+
+    async def scenario() -> int:
+        async with harness:
+            harness.apply("App", "esc", body("App", "esc", app(ESCAPE, restartPolicy="Never")))
+            await harness.phase("esc", "Stopped", reason="Completed")
+            line = next(li for li in harness.log_text("esc").splitlines() if "escaped" in li)
+            return int(line.split()[1])
+
+    escaped = run(scenario)
+    assert proc_gone(escaped)
+
+
+def proc_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
