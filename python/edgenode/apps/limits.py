@@ -136,6 +136,20 @@ class Cgroups:
     ``{"": folder}``."""
     cpu: bool = False
     """Whether cpuMax can be enforced."""
+    enable: str = ""
+    """v2: the controllers the apps folder enables for its children (``+memory +cpu``)."""
+
+    def ensure(self) -> None:
+        """Create the apps folders (before an App's cgroup; they are removed when the
+        last App's goes); OSError."""
+        for controller, parent in self.parents.items():
+            parent.mkdir(exist_ok=True)
+            if self.version == 2:
+                _write(parent / "cgroup.subtree_control", self.enable)
+            elif controller == "memory":
+                # Limits count the App's whole subtree (the default on current kernels).
+                with contextlib.suppress(OSError):
+                    _write(parent / "memory.use_hierarchy", "1")
 
     @property
     def kind(self) -> str:
@@ -173,12 +187,26 @@ def _setup_v2(own: Path, group: str) -> Cgroups | None:
             leaf.mkdir(exist_ok=True)
             _write(leaf / "cgroup.procs", str(os.getpid()))
             _write(own / "cgroup.subtree_control", enable)
-        parent = own / group
-        parent.mkdir(exist_ok=True)
-        _write(parent / "cgroup.subtree_control", enable)
     except OSError:
         return None
-    return Cgroups(2, {"": parent}, cpu="cpu" in wanted)
+    parent = own / group
+    if not _probe(parent):
+        return None
+    return Cgroups(2, {"": parent}, cpu="cpu" in wanted, enable=enable)
+
+
+def _probe(parent: Path) -> bool:
+    """Whether ``parent`` can be created (it is not left behind: a daemon without Apps,
+    or one that is killed, leaves no empty folders)."""
+    existed = parent.exists()
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError:
+        return False
+    if not existed:
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+    return True
 
 
 def _setup_v1(mounts: list[Mount], own: dict[str, str], group: str) -> Cgroups | None:
@@ -188,19 +216,9 @@ def _setup_v1(mounts: list[Mount], own: dict[str, str], group: str) -> Cgroups |
         if mount is None or controller not in own:
             continue
         parent = _inside(mount, own[controller]) / group
-        try:
-            parent.mkdir(exist_ok=True)
-            if controller == "memory":
-                # Limits count the App's whole subtree (the default on current kernels).
-                with contextlib.suppress(OSError):
-                    _write(parent / "memory.use_hierarchy", "1")
-        except OSError:
-            continue
-        parents[controller] = parent
+        if _probe(parent):
+            parents[controller] = parent
     if "memory" not in parents:
-        for parent in parents.values():
-            with contextlib.suppress(OSError):
-                parent.rmdir()
         return None
     return Cgroups(1, parents, cpu="cpu" in parents)
 

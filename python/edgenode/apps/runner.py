@@ -30,7 +30,7 @@ from edgenode.apps.artifacts import (
 )
 from edgenode.apps.container import Engine
 from edgenode.apps.health import probe_exec, probe_http, probe_tcp
-from edgenode.apps.limits import AppCgroup, Applied, Cgroups, plan_limits
+from edgenode.apps.limits import AppCgroup, Applied, Cgroups, plan_limits, remove_parents
 from edgenode.apps.logs import LOG_FILE, AppLogs, RotatingLog
 from edgenode.apps.plan import Plan
 from edgenode.apps.process import (
@@ -458,6 +458,7 @@ class AppRunner:
         try:
             if applied.cgroup and self.ctx.cgroups is not None:
                 self.cgroup = self.cgroup or self.ctx.cgroups.app(self.name)
+                self.ctx.cgroups.ensure()
                 self.cgroup.create()
                 self.cgroup.set_limits(spec.resources)
                 self._oom_base = self.cgroup.oom_kills()
@@ -768,6 +769,8 @@ class AppRunner:
         self.ctx.logs.remove(self.name)
         self.log.close()
         cgroup_gone = self.cgroup.remove() if self.cgroup is not None else True
+        if self.ctx.cgroups is not None:
+            remove_parents(self.ctx.cgroups)  # only if no other App's cgroup is left
         if self.removing and self.machine.ended:
             with contextlib.suppress(OSError):
                 remove_tree(self.work)

@@ -199,6 +199,8 @@ class AppService:
         if not wanted:
             if cgroup is not None:
                 cgroup.remove()
+            if ctx.cgroups is not None:
+                remove_parents(ctx.cgroups)
             for folder in (work_dir(self.data_dir, name), node_dir(self.data_dir, name)):
                 with contextlib.suppress(OSError):
                     if folder.exists():

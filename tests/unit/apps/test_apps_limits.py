@@ -172,6 +172,8 @@ def real_v1(tmp_path: Path):
 
 def test_a_real_v1_memory_limit_oom_kills_and_is_counted(real_v1: Cgroups, tmp_path: Path):
     assert real_v1.parents["memory"].name == "edgenode-apps-" + group_id(tmp_path)
+    assert not real_v1.parents["memory"].exists()  # detecting leaves nothing behind
+    real_v1.ensure()
     cgroup = real_v1.app("hog")
     cgroup.create()
     cgroup.set_limits(Resources(memory_max=32 << 20))

@@ -558,6 +558,11 @@ def test_a_clean_stop_stops_every_app_and_they_start_again_with_the_daemon(tmp_p
             return [(await harness.phase(name, "Running"))["pid"] for name in ("one", "two")]
 
     pids = run(first)
+    assert harness.service is not None
+    assert harness.service._ctx is not None
+    cgroups = harness.service._ctx.cgroups
+    if cgroups is not None:  # nothing left behind in the cgroup tree either
+        assert not any(parent.exists() for parent in cgroups.parents.values())
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or app_pids(harness.node, "one") == []
     assert harness.pids("one") == []
