@@ -107,7 +107,12 @@ def docker(
 
 
 def run_logged(
-    command: list[str], log: Path, *, timeout: float = BUILD_TIMEOUT, **env: str
+    command: list[str],
+    log: Path,
+    *,
+    timeout: float = BUILD_TIMEOUT,
+    cwd: Path = ROOT,
+    **env: str,
 ) -> None:
     """Run a long build step with its output in ``log``; on failure the tail goes into the
     assertion (the whole log stays for a closer look)."""
@@ -121,7 +126,7 @@ def run_logged(
             stderr=subprocess.STDOUT,
             timeout=timeout,
             env={**os.environ, **env},
-            cwd=ROOT,
+            cwd=cwd,
             check=False,
         )
         out.write(f"[{time.monotonic() - started:.1f} s, exit {result.returncode}]\n")
