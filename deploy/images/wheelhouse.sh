@@ -11,7 +11,8 @@
 # the host's Python version does not matter; the target is CPython 3.11 (bookworm).
 #
 # usage: deploy/images/wheelhouse.sh [--target x86_64|aarch64|armv7] [--profile release|ci] [--out DIR]
-#   default: --target x86_64 --profile release --out dist/wheelhouse (dist/wheelhouse-TARGET
+#   default: --target x86_64 --profile release (or $EDGENODE_WHEELHOUSE_PROFILE)
+#   --out dist/wheelhouse (dist/wheelhouse-TARGET
 #   for ARM). --profile ci: release without LTO (quicker to compile; the tests' ARM wheels);
 #   --profile dev (x86_64): the unoptimised build scripts/setup.sh made (the tests' images).
 # Needs Rust and Python >= 3.11 with venv (scripts/setup.sh installs both); ARM targets
@@ -20,7 +21,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TARGET=x86_64
-PROFILE=release
+PROFILE="${EDGENODE_WHEELHOUSE_PROFILE:-release}"
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
