@@ -31,7 +31,8 @@ SYSTEMD_WORDS = ("systemctl", "journalctl", "edgenode.service")
 @dataclass(frozen=True)
 class Step:
     where: str
-    """``host`` (the operator's machine), ``node`` or ``edit`` (the sudoedit step)."""
+    """``host`` (the operator's machine), ``node``, ``edit`` (the sudoedit step) or
+    ``start`` (``systemctl enable --now`` where there is no systemd)."""
     command: str
 
 
@@ -47,13 +48,16 @@ def readme_steps() -> list[str]:
 
 def pi_steps(machine: str, *, systemd: bool) -> list[Step]:
     """The README's steps for a node whose wheel is ``..._MACHINE.whl``; without
-    ``systemd`` the steps that need it are left out (the caller starts the daemon)."""
+    ``systemd`` the steps that need it are left out, but for ``start`` where the caller
+    starts the daemon as the unit would."""
     steps: list[Step] = []
     for command in readme_steps():
         if "# on the operator's machine" in command:
             steps.append(Step("host", command))
         elif command.startswith("sudoedit "):
             steps.append(Step("edit", command))
+        elif not systemd and "systemctl enable --now edgenode" in command:
+            steps.append(Step("start", command))  # the caller starts `edgenode run` itself
         elif not systemd and any(word in command for word in SYSTEMD_WORDS):
             continue
         else:
