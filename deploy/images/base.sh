@@ -95,6 +95,7 @@ as_root bash -c "$(declare -f make_rootfs); $(declare -p ARCH INCLUDE SUITE MIRR
     || { tail -n 30 "$ROOTFS.log" >&2; die "debootstrap of $SUITE $ARCH failed (log above)"; }
 
 say "importing as $TAG ($PLATFORM)"
+PREVIOUS="$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)"
 as_root tar -C "$ROOTFS" --numeric-owner -c . \
     | docker import --platform "$PLATFORM" --change "LABEL $INPUTS_LABEL=$INPUTS" \
         --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$TAG" >/dev/null
@@ -102,5 +103,7 @@ as_root tar -C "$ROOTFS" --numeric-owner -c . \
 # what counts is that its programs run, here through binfmt for a foreign architecture.
 RUNS_AS="$(docker run --rm "$TAG" uname -m)"
 [ "$RUNS_AS" = "$MACHINE" ] || die "$TAG runs as $RUNS_AS, not $MACHINE"
+# The image this one replaces, unless images built from it still need it.
+if [ -n "$PREVIOUS" ]; then docker rmi "$PREVIOUS" >/dev/null 2>&1 || true; fi
 say "$TAG built in $((SECONDS - START)) s: $(docker image inspect -f '{{.Size}}' "$TAG" \
     | awk '{ printf "%.0f MB", $1 / 1e6 }'), $RUNS_AS"
