@@ -10,6 +10,19 @@ export PATH="$ROOT/.venv/bin:$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# The emulated ARM images of the last step take minutes to make the first time (debootstrap
+# under qemu, mostly one core and the mirror): made in the background meanwhile, waited
+# for before that step; a quick no-op once they are cached.
+PI_IMAGES_PID="" PI_IMAGES_LOG="$ROOT/target/pi-images.log"
+if [ "${EDGENODE_ARM_SMOKE:-1}" != "0" ] && docker version >/dev/null 2>&1; then
+    "$ROOT/deploy/images/pi.sh" --prepare
+    mkdir -p "$ROOT/target"
+    setsid "$ROOT/deploy/images/pi.sh" >"$PI_IMAGES_LOG" 2>&1 &
+    PI_IMAGES_PID=$!
+    # Stopped (with its own clean-up) if this run ends first.
+    trap '[ -z "$PI_IMAGES_PID" ] || kill -TERM -- "-$PI_IMAGES_PID" 2>/dev/null || true' EXIT
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy (pure Rust and with the Python binding)"
@@ -40,5 +53,10 @@ step "ARM: README's Raspberry Pi install on emulated arm64 and armhf (tests/depl
 if [ "${EDGENODE_ARM_SMOKE:-1}" = "0" ]; then
     echo "SKIPPED ARM step: EDGENODE_ARM_SMOKE=0" >&2
 else
+    if [ -n "$PI_IMAGES_PID" ]; then
+        # Its failure is reported here; the test below then says what is missing.
+        wait "$PI_IMAGES_PID" || { echo "making the ARM images failed:" >&2; tail -n 30 "$PI_IMAGES_LOG" >&2; }
+        PI_IMAGES_PID=""
+    fi
     pytest -m arm tests/deploy/test_pi_install.py
 fi

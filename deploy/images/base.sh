@@ -89,6 +89,7 @@ cleanup() {
     rm -rf --one-file-system "$ROOTFS" "$ROOTFS.log"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a caller stopping us: clean up (EXIT) all the same
 say "debootstrap $SUITE $ARCH from $MIRROR with $INCLUDE (about 1 min native, 3-5 min emulated)"
 as_root bash -c "$(declare -f make_rootfs); $(declare -p ARCH INCLUDE SUITE MIRROR); \
     make_rootfs '$ROOTFS'" >"$ROOTFS.log" 2>&1 \

@@ -45,9 +45,6 @@ ARCHES = {
     "aarch64": ("arm64", "aarch64"),
     "armv7": ("armhf", "armv7l"),
 }
-PI_PACKAGES = "python3-psutil,mosquitto,mosquitto-clients,sudo"
-"""Beyond python3 and python3-venv: what README's apt-get line installs, Mosquitto's
-clients (the test's device) and sudo (the steps use it)."""
 SRC = "/root/edgenode"
 NODE_LOG = "/var/log/edgenode.log"
 DEVICE = "thermo"
@@ -113,10 +110,10 @@ class Pi:
 
 
 def pi_image(deb_arch: str, log: Path) -> str:
-    tag = f"edgenode-pi:bookworm-{deb_arch}"
-    command = [str(IMAGES / "base.sh"), "--arch", deb_arch, "--include", PI_PACKAGES]
-    run_logged([*command, "--tag", tag], log)
-    return tag
+    """deploy/images/pi.sh's image (scripts/test.sh starts making it early, in the
+    background: then this finds it up to date)."""
+    run_logged([str(IMAGES / "pi.sh"), deb_arch], log)
+    return f"edgenode-pi:bookworm-{deb_arch}"
 
 
 def install(pi: Pi, work: Path, wheelhouse: Path, env: dict[str, str]) -> None:
