@@ -58,5 +58,9 @@ else
         wait "$PI_IMAGES_PID" || { echo "making the ARM images failed:" >&2; tail -n 30 "$PI_IMAGES_LOG" >&2; }
         PI_IMAGES_PID=""
     fi
-    pytest -m arm tests/deploy/test_pi_install.py
+    # The cross tools (maturin, zig) and the ARM build cache live outside the clone: a
+    # fresh clone (CI) then compiles only the crate itself for each ARM target.
+    EDGENODE_CROSS_CACHE="${EDGENODE_CROSS_CACHE:-$HOME/.cache/edgenode/cross}" \
+        EDGENODE_CROSS_TARGET_DIR="${EDGENODE_CROSS_TARGET_DIR:-$HOME/.cache/edgenode/cross-target}" \
+        pytest -m arm tests/deploy/test_pi_install.py
 fi
