@@ -48,6 +48,12 @@ debian_rust() {
     # step keeps it in ~/.cache, so a fresh clone compiles only the crate itself).
     local target_dir="${EDGENODE_CROSS_TARGET_DIR:-$ROOT/target}/debian-rustc"
     if [ "$PROFILE" != release ]; then target_dir+="-$PROFILE"; fi
+    if [ -n "${EDGENODE_CROSS_TARGET_DIR:-}" ]; then
+        # Shared by clones: cargo would judge our crate by the mtimes of this clone's files
+        # against artifacts another clone built. Forget its fingerprints: the dependencies
+        # are reused, the crate itself is always compiled from these sources.
+        rm -rf "$target_dir"/*/release/.fingerprint/edgecore_fast-*
+    fi
     env CARGO="$DEBIAN_CARGO" RUSTC="$DEBIAN_RUSTC" RUSTDOC="$DEBIAN_RUSTDOC" \
         CARGO_TARGET_DIR="$target_dir" "$@"
 }
