@@ -164,11 +164,14 @@ def hub_health(hub: Container) -> str:
 
 @pytest.fixture(scope="module")
 def systemd_image(base_image: str, build_log: Path) -> str:
+    before = docker("images", "-q", SYSTEMD_IMAGE).stdout.strip()
     run_logged(
         ["docker", "build", "--build-arg", f"BASE_IMAGE={base_image}", "-t", SYSTEMD_IMAGE,
          "-f", str(IMAGES / "systemd" / "Containerfile"), str(IMAGES / "systemd")],
         build_log,
     )  # fmt: skip
+    if before and before != docker("images", "-q", SYSTEMD_IMAGE).stdout.strip():
+        docker("rmi", before, check=False)  # the image this build replaced
     return SYSTEMD_IMAGE
 
 
