@@ -44,3 +44,10 @@ def pure() -> ModuleType:
 @pytest.fixture
 def rust() -> ModuleType:
     return native_core()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say once, at the start of the run, whether the deploy tests can run here."""
+    from deploy.engine import header_line
+
+    return [header_line()]
