@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from types import ModuleType
 
 import pytest
@@ -47,7 +48,13 @@ def rust() -> ModuleType:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Say once, at the start of the run, whether the deploy tests can run here."""
+    """Say once, at the start of the run, whether the deploy and kubectl tests run here."""
     from deploy.engine import header_line
 
-    return [header_line()]
+    kubectl = shutil.which("kubectl")
+    return [
+        header_line(),
+        f"kubectl: {kubectl} (tests/hub/test_kubectl.py drives the hub with it)"
+        if kubectl
+        else "kubectl: not on PATH, so tests/hub/test_kubectl.py is skipped",
+    ]
