@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgehub.hub import Hub
+from edgehub.limits import InputError, load_json, query_integer
 from edgehub.openapi import openapi_document
-from edgehub.resources import ResourceError, parse_documents, resolve_kind
+from edgehub.ratelog import ClientErrorFilter, RateLimitedLog
+from edgehub.resources import ResourceError, check_name, parse_documents, resolve_kind
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -29,10 +33,25 @@ MAX_TELEMETRY_PAGE = 1000
 FOLLOW_POLL_SECONDS = 0.2
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("edgehub.api")
+http_log = logging.getLogger("edgehub.http")
+"""What aiohttp's HTTP server logs (it writes a traceback for every malformed request):
+through :class:`ClientErrorFilter`, one rate-limited line per client error."""
+http_log.addFilter(ClientErrorFilter((HttpProcessingError, ConnectionError)))
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+class ApiError(Exception):
+    """A client's error: answered as ``{"error": message, ...}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
 
 
 class OperatorApi:
@@ -40,6 +59,11 @@ class OperatorApi:
         self.hub = hub
         self.admin_token = admin_token
         self.ready = ready
+        self._error_log = RateLimitedLog(log)
+
+    def runner_options(self) -> dict[str, Any]:
+        """Options of the ``web.AppRunner`` serving :meth:`app`."""
+        return {"access_log": None, "logger": http_log}
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -63,13 +87,30 @@ class OperatorApi:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer is JSON; a client's error (4xx) is never logged; anything else
+        (a bug of the hub) is a 500 whose traceback is logged, rate-limited."""
         try:
             response = await handler(request)
+        except ApiError as exc:
+            response = _error(exc.status, exc.message, **exc.extra)
         except web.HTTPException as exc:
-            self.hub.metrics.api_errors.labels(str(exc.status)).inc()
-            if exc.status >= 400:
-                return _error(exc.status, exc.reason)
-            raise
+            if exc.status < 400:
+                raise
+            response = _error(exc.status, exc.reason)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away: nothing to answer, nothing to log
+        except Exception as exc:
+            self._error_log.log(
+                logging.ERROR,
+                "api-500",
+                "operator API %s %s failed: %s: %s",
+                request.method,
+                request.path[:200],
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            response = _error(500, f"internal error of the hub ({type(exc).__name__}), logged")
         if response.status >= 400:
             self.hub.metrics.api_errors.labels(str(response.status)).inc()
         return response
@@ -80,7 +121,9 @@ class OperatorApi:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token:
                 return _error(401, "missing admin token (Authorization: Bearer ...)")
-            if not hmac.compare_digest(token.strip().encode(), self.admin_token.encode()):
+            # Header bytes that are not UTF-8 arrive as surrogate escapes: compare bytes.
+            given = token.strip().encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, self.admin_token.encode()):
                 return _error(401, "wrong admin token")
         return await handler(request)
 
@@ -107,7 +150,17 @@ class OperatorApi:
         try:
             return resolve_kind(request.match_info["kind"])
         except ValueError as exc:
-            raise web.HTTPNotFound(reason=str(exc)) from None
+            raise ApiError(404, str(exc)) from None
+
+    def _name(self, request: web.Request, kind: str) -> str:
+        """The resource name of the path: one that is not a valid name cannot exist
+        (404), and never reaches the store (a lone surrogate could not be bound)."""
+        name = request.match_info["name"]
+        try:
+            check_name(name)
+        except ResourceError:
+            raise ApiError(404, f"{kind} {name[:300]!r} not found") from None
+        return name
 
     async def apply(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -139,24 +192,27 @@ class OperatorApi:
 
     async def get(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
-        view = self.hub.ops.view(kind, request.match_info["name"])
+        name = self._name(request, kind)
+        view = self.hub.ops.view(kind, name)
         if view is None:
-            return _error(404, f"{kind} {request.match_info['name']!r} not found")
+            return _error(404, f"{kind} {name!r} not found")
         return web.json_response(view)
 
     async def delete(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
-        name = request.match_info["name"]
+        name = self._name(request, kind)
         entry = self.hub.ops.delete(kind, name)
         if entry is None:
             return _error(404, f"{kind} {name!r} not found")
         return web.json_response({"kind": kind, "name": name, "revision": entry.revision})
 
-    async def _json(self, request: web.Request) -> Any:
+    async def _json(self, request: web.Request, path: str = "") -> Any:
+        """The JSON body (``{}`` when empty), within ``limits``' bounds: 400 naming the
+        field under ``path`` otherwise."""
         try:
-            return json.loads(await request.read() or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise web.HTTPBadRequest(reason=f"malformed JSON: {exc}") from None
+            return load_json(await request.read() or b"{}", path)
+        except InputError as exc:
+            raise ApiError(400, str(exc), field=exc.field) from None
 
     async def node_add(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -179,15 +235,15 @@ class OperatorApi:
         return web.json_response({"node": name, "token": token, "revision": revision}, status=201)
 
     async def node_revoke(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = self._name(request, "Node")
         if ("Node", name) not in self.hub.cache and not self.hub.store.has_live_token(name):
             return _error(404, f"Node {name!r} not found")
         count = self.hub.ops.revoke(name)
         return web.json_response({"node": name, "revoked": count})
 
     async def twin_set(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        patch = await self._json(request)
+        name = self._name(request, "Device")
+        patch = await self._json(request, "spec.desired")
         if not isinstance(patch, dict):
             return _error(400, "a desired patch must be a JSON object", field="spec.desired")
         try:
@@ -200,15 +256,12 @@ class OperatorApi:
 
     def _int_query(self, request: web.Request, name: str, default: int) -> int:
         try:
-            value = int(request.query.get(name, default))
-        except ValueError:
-            raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
-        if value < 0:
-            raise web.HTTPBadRequest(reason=f"{name} must not be negative")
-        return value
+            return query_integer(request.query.get(name), name, default)
+        except InputError as exc:
+            raise ApiError(400, exc.message, field=name) from None
 
     async def telemetry(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
+        name = self._name(request, "Device")
         after = self._int_query(request, "after", 0)
         limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
         follow = request.query.get("follow", "") in ("1", "true")

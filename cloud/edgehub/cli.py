@@ -22,6 +22,7 @@ from edgehub.api import OperatorApi
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer, server_options
 from edgehub.metrics import HubMetrics
+from edgehub.ratelog import RateLimitedLog
 from edgehub.store import SqliteHubStore
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
@@ -83,7 +84,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
     host, port = split_host_port(args.listen)
     listening = False
     api = OperatorApi(hub, token, lambda: listening)
-    runner = web.AppRunner(api.app(), access_log=None)
+    runner = web.AppRunner(api.app(), **api.runner_options())
     await runner.setup()
     api_host, api_port = split_host_port(args.api_listen)
     site = web.TCPSite(runner, api_host, api_port, ssl_context=ssl_context)
@@ -123,12 +124,13 @@ async def serve_hub(args: argparse.Namespace) -> None:
 
 async def _every(period: float, action: object) -> None:
     assert callable(action)
+    errors = RateLimitedLog(log)  # a full disk fails every run: a traceback per minute
     while True:
         await asyncio.sleep(period)
         try:
             action()
-        except Exception:
-            log.exception("periodic task failed")
+        except Exception as exc:
+            errors.log(logging.ERROR, "periodic", "periodic task failed", exc_info=exc)
 
 
 def tune_gc() -> None:

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from edgehub.hub import Hub, Session, hash_token
+from edgehub.ratelog import RateLimitedLog
 from edgenode.protocol import ErrorCode, HubProtocol, NodeHello, ProtocolViolation
 
 LINK_PATH = "/v1/connect"
@@ -52,6 +53,7 @@ class LinkServer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._nodes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        self._error_log = RateLimitedLog(log)
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -128,8 +130,10 @@ class LinkServer:
                 close = proto.close_requested()
                 if close is not None:
                     await ws.close(close.code, close.reason)
-        except Exception:
-            log.exception("link of node %s failed", node)
+        except Exception as exc:
+            self._error_log.log(
+                logging.ERROR, "link-failed", "link of node %s failed", node, exc_info=exc
+            )
         finally:
             if session is not None:
                 hub.close_session(session)

@@ -25,6 +25,7 @@ from edgehub.kinds.base import (
     resource_key,
 )
 from edgehub.kinds.schema import SchemaError, check
+from edgehub.limits import MAX_DEPTH, InputError, check_integer_literal, check_value, too_deep
 from edgehub.selectors import SelectorError, check_label_key, check_label_value
 
 MAX_RESOURCE_BYTES = 256 * 1024
@@ -57,7 +58,20 @@ def resolve_kind(text: str, registry: Registry = REGISTRY) -> str:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases: an alias bomb would expand without bound."""
+    """SafeLoader without anchors/aliases (an alias bomb would expand without bound),
+    nested at most ``MAX_DEPTH`` levels (PyYAML composes recursively: deeper input would
+    hit Python's recursion limit) and with integer literals measured before they are
+    converted (``limits.MAX_INTEGER_DIGITS``)."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # The scanner reads up to 1024 characters ahead and does work per open flow
+        # level for each: 900 nested '[' alone cost 0.5 s of the event loop. Stop at the
+        # bound here, before the composer would.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, too_deep(), self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -65,7 +79,41 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases are not accepted", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, too_deep(), event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar PyYAML cannot build (``2024-13-45`` read as a date, ``!!int abc``,
+        ``!!bool maybe``) is malformed input at its line, not an error of the hub."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, ArithmeticError, LookupError, AttributeError, TypeError) as exc:
+            shown = repr(node.value)[:80] if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {node.tag}: {exc}", node.start_mark
+            ) from None
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            check_integer_literal(str(node.value))
+        except InputError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, exc.message, node.start_mark
+            ) from None
+        return self.construct_yaml_int(node)
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _NoAliasLoader.construct_bounded_int)
 
 
 def parse_documents(text: str) -> list[Any]:
@@ -111,6 +159,10 @@ def validate_document(doc: object, index: int, registry: Registry = REGISTRY) ->
     hub stamps the rest). ResourceError names ``index`` and the field."""
     if not isinstance(doc, dict):
         raise ResourceError(index, "", f"a document must be a map, got {type(doc).__name__}")
+    try:
+        check_value(doc)
+    except InputError as exc:
+        raise ResourceError(index, exc.field, exc.message) from None
     for field in doc:
         if field not in ("apiVersion", "kind", "metadata", "spec", "status"):
             raise ResourceError(index, str(field), "unknown field")
