@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgehub.guard import GuardedProtocol, PendingConnections
 from edgehub.hub import Hub
 from edgehub.limits import InputError, load_json, query_integer
 from edgehub.openapi import openapi_document
@@ -29,6 +31,16 @@ from edgehub.selectors import SelectorError, check_label_key, check_label_value,
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body (apply of many documents); larger is 413."""
+DEFAULT_API_TIMEOUT = 30.0
+"""``--api-timeout``: seconds a client has to send a request's headers (after connecting,
+or after its previous answer: also how long an idle keep-alive connection stays open) and
+again to send its body. Past it the connection is closed (a body: 408 first). 30 s lets a
+4 MiB apply through at 140 KB/s; a slow loris holds a connection for no longer."""
+MAX_UNAUTHENTICATED = 128
+"""Operator API connections that have not sent the admin token yet (health checks and
+Prometheus scrapes never do): beyond, the oldest is closed (``guard.py``). Operators,
+scrapers and load-balancer probes need a handful; a slow loris gets this many at most."""
+LISTEN_BACKLOG = 128
 MAX_TELEMETRY_PAGE = 1000
 FOLLOW_POLL_SECONDS = 0.2
 
@@ -54,16 +66,99 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class GuardedSite(web.BaseSite):
+    """aiohttp's ``TCPSite`` with every accepted connection counted in ``pending`` until it
+    authenticates (``guard.py``) and the TLS handshake bounded by ``timeout``."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        pending: PendingConnections,
+        timeout: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+        self._host, self._port = host, port
+        self._pending = pending
+        self._timeout = timeout
+        self.server: asyncio.Server | None = None
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        factory = self._runner.server
+        assert factory is not None
+        pending = self._pending
+        self.server = self._server = await asyncio.get_running_loop().create_server(
+            lambda: GuardedProtocol(factory(), pending),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._timeout if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=True,
+        )
+
+
 class OperatorApi:
-    def __init__(self, hub: Hub, admin_token: str, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        admin_token: str,
+        ready: Callable[[], bool],
+        *,
+        request_timeout: float = DEFAULT_API_TIMEOUT,
+    ) -> None:
         self.hub = hub
         self.admin_token = admin_token
         self.ready = ready
+        self.request_timeout = request_timeout
+        self.pending = PendingConnections("api", MAX_UNAUTHENTICATED, hub.metrics)
         self._error_log = RateLimitedLog(log)
 
     def runner_options(self) -> dict[str, Any]:
-        """Options of the ``web.AppRunner`` serving :meth:`app`."""
-        return {"access_log": None, "logger": http_log}
+        """Options of the ``web.AppRunner`` serving :meth:`app`. aiohttp's keep-alive
+        timer runs from the connection's start and from each answer until the next
+        request's headers are complete: the header and idle bound in one. The rest of a
+        body no handler read (a 401, a 408) is drained for at most as long, then the
+        connection is closed."""
+        return {
+            "access_log": None,
+            "logger": http_log,
+            "keepalive_timeout": self.request_timeout,
+            "lingering_time": self.request_timeout,
+        }
+
+    def site(
+        self, runner: web.BaseRunner, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> GuardedSite:
+        """The listening site of ``runner`` (set up from :meth:`app`)."""
+        return GuardedSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl_context,
+            pending=self.pending,
+            timeout=self.request_timeout,
+        )
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The request body, within ``request_timeout`` (408 and a closed connection
+        otherwise) and ``MAX_BODY_BYTES`` (413)."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(
+                408, f"the request body did not arrive within {self.request_timeout:g} s"
+            ) from None
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -113,6 +208,8 @@ class OperatorApi:
             response = _error(500, f"internal error of the hub ({type(exc).__name__}), logged")
         if response.status >= 400:
             self.hub.metrics.api_errors.labels(str(response.status)).inc()
+        if response.status == 408:
+            response.force_close()  # the rest of a late body must not be read as a request
         return response
 
     @web.middleware
@@ -125,6 +222,7 @@ class OperatorApi:
             given = token.strip().encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, self.admin_token.encode()):
                 return _error(401, "wrong admin token")
+            self.pending.authenticated(request.transport)
         return await handler(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -163,7 +261,7 @@ class OperatorApi:
         return name
 
     async def apply(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await self._read(request)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -210,7 +308,7 @@ class OperatorApi:
         """The JSON body (``{}`` when empty), within ``limits``' bounds: 400 naming the
         field under ``path`` otherwise."""
         try:
-            return load_json(await request.read() or b"{}", path)
+            return load_json(await self._read(request) or b"{}", path)
         except InputError as exc:
             raise ApiError(400, str(exc), field=exc.field) from None
 

@@ -8,19 +8,19 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import secrets
 import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from websockets.asyncio.server import serve
 
-from edgehub.api import OperatorApi
+from edgehub.api import DEFAULT_API_TIMEOUT, OperatorApi
 from edgehub.hub import Hub, HubSettings
-from edgehub.link import LinkServer, server_options
+from edgehub.link import DEFAULT_MAX_PENDING_LINKS, LinkServer
 from edgehub.metrics import HubMetrics
 from edgehub.ratelog import RateLimitedLog
 from edgehub.store import SqliteHubStore
@@ -37,6 +37,20 @@ middle collection is a full one walking all of them: 42 s of the hub's CPU (and 
 simulator's) in a 10,000-node connect, measured. Cycles are still collected, in larger
 batches; the middle and old thresholds stay CPython's."""
 log = logging.getLogger("edgehub")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit of open files to the hard limit; the new soft limit. Every
+    node link is a file descriptor, and the default soft limit (often 1024) would cap a
+    hub at a thousand nodes while the hard limit (systemd: 524288) allows far more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -75,7 +89,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
     )
     store = SqliteHubStore(data / DB_FILE)
     hub = Hub(store, settings, HubMetrics())
-    links = LinkServer(hub)
+    links = LinkServer(hub, max_pending=args.max_pending_links)
     tune_gc()
     ssl_context = None
     if args.tls_cert:
@@ -83,11 +97,11 @@ async def serve_hub(args: argparse.Namespace) -> None:
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     host, port = split_host_port(args.listen)
     listening = False
-    api = OperatorApi(hub, token, lambda: listening)
+    api = OperatorApi(hub, token, lambda: listening, request_timeout=args.api_timeout)
     runner = web.AppRunner(api.app(), **api.runner_options())
     await runner.setup()
     api_host, api_port = split_host_port(args.api_listen)
-    site = web.TCPSite(runner, api_host, api_port, ssl_context=ssl_context)
+    site = api.site(runner, api_host, api_port, ssl_context)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -99,12 +113,12 @@ async def serve_hub(args: argparse.Namespace) -> None:
         port,
         process_request=links.process_request,
         ssl=ssl_context,
-        **server_options(hub),
+        **links.server_options(),
     ) as server:
         listening = True
         bound = [s.getsockname() for s in server.sockets]
-        api_server: Any = site._server  # aiohttp keeps the asyncio server here
-        api_bound = [s.getsockname() for s in api_server.sockets]
+        assert site.server is not None
+        api_bound = [s.getsockname() for s in site.server.sockets]
         scheme = "wss" if ssl_context else "ws"
         print(f"node links on {scheme}://{bound[0][0]}:{bound[0][1]}/v1/connect", flush=True)
         http = "https" if ssl_context else "http"
@@ -152,7 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval, seconds")
-    s.add_argument("--handshake-timeout", type=float, default=10.0)
+    s.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a node link's TLS and HTTP upgrade, then again for its hello",
+    )
+    s.add_argument(
+        "--max-pending-links",
+        type=int,
+        default=DEFAULT_MAX_PENDING_LINKS,
+        help="node connections not yet authenticated; beyond, the oldest is closed",
+    )
+    s.add_argument(
+        "--api-timeout",
+        type=float,
+        default=DEFAULT_API_TIMEOUT,
+        help="seconds an operator API client has to send a request's headers, then its body "
+        "(also the idle keep-alive time)",
+    )
     s.add_argument("--max-handshakes", type=int, default=512)
     s.add_argument("--retry-after", type=float, default=5.0)
     s.add_argument("--log-keep", type=int, default=100_000, help="revisions kept in the log")
@@ -182,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     # websockets logs every connection opened and refused at INFO: a line per node per
     # reconnect (a tenth of the hub's CPU in a fleet reconnect). Counted in /metrics instead.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    log.info("open-file limit %d", raise_open_file_limit())
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_hub(args))
     return 0

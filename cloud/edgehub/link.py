@@ -27,11 +27,18 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from edgehub.guard import PendingConnections
 from edgehub.hub import Hub, Session, hash_token
 from edgehub.ratelog import RateLimitedLog
 from edgenode.protocol import ErrorCode, HubProtocol, NodeHello, ProtocolViolation
 
 LINK_PATH = "/v1/connect"
+DEFAULT_MAX_PENDING_LINKS = 4096
+"""``--max-pending-links``: node connections accepted but not yet authenticated (TLS
+done, upgrade request not yet checked); beyond, the oldest is closed (``guard.py``). As
+many as the listen backlog: asyncio accepts up to a whole backlog in one go when a fleet
+reconnects, and those connections are all legitimately pending for a moment; a slow loris
+gets no more than this many file descriptors (each for ``--handshake-timeout`` at most)."""
 LISTEN_BACKLOG = 4096
 """Pending TCP connections the kernel queues for accept (capped by net.core.somaxconn).
 asyncio's default of 100 drops SYNs when a fleet reconnects at once, and a dropped SYN
@@ -50,10 +57,30 @@ def _refuse(status: HTTPStatus, reason: str) -> Response:
 class LinkServer:
     """Accepts node connections for one ``Hub``."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, max_pending: int = DEFAULT_MAX_PENDING_LINKS) -> None:
         self.hub = hub
         self._nodes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         self._error_log = RateLimitedLog(log)
+        self.pending = PendingConnections("link", max_pending, hub.metrics)
+        pending = self.pending
+
+        class Connection(ServerConnection):
+            """Counted in ``pending`` from its acceptance until it authenticates."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                pending.opened(transport)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                pending.closed(self.transport)
+                super().connection_lost(exc)
+
+        self.connection_class = Connection
+
+    def server_options(self) -> dict[str, Any]:
+        """Options for ``websockets.asyncio.server.serve`` (see :func:`server_options`),
+        with connections counted until they authenticate."""
+        return {**server_options(self.hub), "create_connection": self.connection_class}
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -73,6 +100,7 @@ class LinkServer:
             self.hub.metrics.rejected_connections.labels("revoked").inc()
             return _refuse(HTTPStatus.FORBIDDEN, f"token of node {record.node!r} was revoked")
         self._nodes[connection] = record.node
+        self.pending.authenticated(connection.transport)
         return None
 
     async def handler(self, ws: ServerConnection) -> None:

@@ -53,6 +53,19 @@ class HubMetrics:
             ["status"],
             registry=r,
         )
+        self.unauthenticated = Gauge(
+            "edgehub_unauthenticated_connections",
+            "Open connections that have not authenticated yet, by listener (api, link)",
+            ["listener"],
+            registry=r,
+        )
+        self.unauthenticated_closed = Counter(
+            "edgehub_unauthenticated_closed",
+            "Unauthenticated connections closed (the oldest) to stay within the listener's "
+            "limit, by listener",
+            ["listener"],
+            registry=r,
+        )
         self.revision = Gauge("edgehub_revision", "Current store revision", registry=r)
         self.telemetry_dropped = Counter(
             "edgehub_telemetry_dropped", "Telemetry records dropped by retention", registry=r
