@@ -10,9 +10,11 @@ token as ``Authorization: Bearer``; ``/healthz``, ``/readyz``, ``/metrics`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgehub.guard import GuardedProtocol, PendingConnections
 from edgehub.hub import Hub
 from edgehub.limits import InputError, load_json, query_integer
+from edgehub.metrics import HubMetrics
 from edgehub.openapi import openapi_document
 from edgehub.ratelog import ClientErrorFilter, RateLimitedLog
 from edgehub.resources import ResourceError, check_name, parse_documents, resolve_kind
@@ -43,6 +46,22 @@ scrapers and load-balancer probes need a handful; a slow loris gets this many at
 LISTEN_BACKLOG = 128
 MAX_TELEMETRY_PAGE = 1000
 FOLLOW_POLL_SECONDS = 0.2
+"""How often ``telemetry?follow=1`` looks for new records (and for its client leaving)."""
+MAX_OPEN_STREAMS = 256
+"""Streams (watches, telemetry follows) open at once; beyond, a new one is answered 503.
+Each costs a connection and, for a follow, a store query every ``FOLLOW_POLL_SECONDS``:
+256 of them are a few percent of a core. Dashboards and operators need a handful."""
+STREAM_CHECK_SECONDS = 1.0
+"""A watch with nothing to send checks this often that its client is still connected: a
+client that closed its end is noticed within a second, whether or not events come."""
+STREAM_KEEPALIVE_IDLE = 60
+STREAM_KEEPALIVE_INTERVAL = 10
+STREAM_KEEPALIVE_COUNT = 6
+"""TCP keep-alive of stream connections: a client that vanished without closing (a
+laptop shut, a NAT that forgot the flow) is found dead after 60 s of silence and 6
+unanswered probes 10 s apart (2 minutes) instead of the kernel's 2 hours; the stream then
+ends like one whose client closed. Writes to a client that stops reading are bounded by
+``--api-timeout``."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("edgehub.api")
@@ -358,6 +377,14 @@ class OperatorApi:
         except InputError as exc:
             raise ApiError(400, exc.message, field=name) from None
 
+    def _stream(self, request: web.Request) -> _Stream:
+        """A stream to use as ``async with``; 503 over ``MAX_OPEN_STREAMS``."""
+        if self.hub.metrics.open_streams_count >= MAX_OPEN_STREAMS:
+            raise ApiError(
+                503, f"{MAX_OPEN_STREAMS} streams are open, the most this hub serves; retry later"
+            )
+        return _Stream(request, self.request_timeout, self.hub.metrics)
+
     async def telemetry(self, request: web.Request) -> web.StreamResponse:
         name = self._name(request, "Device")
         after = self._int_query(request, "after", 0)
@@ -374,34 +401,92 @@ class OperatorApi:
 
         if not follow:
             return web.json_response({"device": name, "items": page(after)})
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        try:
-            while True:
+        async with self._stream(request) as stream:
+            while not stream.gone():
                 items = page(after)
                 for item in items:
-                    await response.write((json.dumps(item) + "\n").encode())
+                    await stream.send(item)
                     after = item["id"]
                 if not items:
                     await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        except ConnectionResetError:  # the reader went away: the normal end of a follow
-            return response
+        return stream.response
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.hub.watchers.append(queue)
+        async with self._stream(request) as stream:
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            self.hub.watchers.append(queue)
+            try:
+                for view in self.hub.ops.list_views(kind, None):
+                    await stream.send({"type": "ADDED", "kind": kind, "object": view})
+                while not stream.gone():
+                    try:
+                        async with asyncio.timeout(STREAM_CHECK_SECONDS):
+                            event = await queue.get()
+                    except TimeoutError:
+                        continue
+                    if event["type"] == "ERROR":  # fell too far behind: events were lost
+                        await stream.send(event)
+                        break
+                    if event["kind"] == kind:
+                        await stream.send(event)
+            finally:
+                self.hub.watchers.remove(queue)
+        return stream.response
+
+
+def _keepalive(transport: asyncio.BaseTransport | None) -> None:
+    """Shorter TCP keep-alive on a stream's connection (``STREAM_KEEPALIVE_*``)."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", STREAM_KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", STREAM_KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", STREAM_KEEPALIVE_COUNT),
+        ):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+class _Stream:
+    """One open NDJSON stream: counted in ``edgehub_open_streams`` while open; ends (the
+    ``async with`` block is left) when its client goes away or stops reading."""
+
+    def __init__(self, request: web.Request, write_timeout: float, metrics: HubMetrics) -> None:
+        self.request = request
+        self.response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        self.write_timeout = write_timeout
+        self.metrics = metrics
+
+    def _count(self, change: int) -> None:
+        self.metrics.open_streams_count += change
+        self.metrics.open_streams.set(self.metrics.open_streams_count)
+
+    async def __aenter__(self) -> _Stream:
+        self._count(+1)  # before the first await: the bound holds under concurrency
         try:
-            for view in self.hub.ops.list_views(kind, None):
-                event = {"type": "ADDED", "kind": kind, "object": view}
-                await response.write((json.dumps(event) + "\n").encode())
-            while True:
-                event = await queue.get()
-                if event["kind"] == kind:
-                    await response.write((json.dumps(event) + "\n").encode())
-        except ConnectionResetError:  # the watcher went away: the normal end of a watch
-            return response
-        finally:
-            self.hub.watchers.remove(queue)
+            await self.response.prepare(self.request)
+        except BaseException:
+            self._count(-1)
+            raise
+        _keepalive(self.request.transport)
+        return self
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        self._count(-1)
+        # The client left (reset, closed) or did not take a write in time: the normal
+        # end of a stream, not an error.
+        return isinstance(exc, ConnectionError | TimeoutError)
+
+    def gone(self) -> bool:
+        """Has the client closed its end? (aiohttp drops the transport then.)"""
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
+
+    async def send(self, item: Any) -> None:
+        """Write one line; TimeoutError when the client does not take it in time."""
+        async with asyncio.timeout(self.write_timeout):
+            await self.response.write((json.dumps(item) + "\n").encode())

@@ -40,6 +40,14 @@ from edgenode.protocol import (
 )
 
 MAX_WATCH_QUEUE = 10_000
+"""Events queued for one watch stream. A watcher this far behind gets an ERROR event
+(``WATCH_OVERFLOW``) after them and its stream ends: events are never dropped silently;
+the client watches again from a fresh list."""
+WATCH_OVERFLOW: dict[str, Any] = {
+    "type": "ERROR",
+    "kind": "Status",
+    "message": f"the watch fell {MAX_WATCH_QUEUE} events behind and was closed; watch again",
+}
 
 __all__ = ["Hub", "HubSettings", "NodeLive", "Session", "hash_token"]
 
@@ -122,6 +130,8 @@ class Hub:
         for queue in self.watchers:
             if queue.qsize() < MAX_WATCH_QUEUE:
                 queue.put_nowait(event)
+            elif queue.qsize() == MAX_WATCH_QUEUE:
+                queue.put_nowait(WATCH_OVERFLOW)  # the last it gets: its stream ends
 
     # --- What kinds may read and write (ViewContext, IngestContext) -----------------------------
 

@@ -66,6 +66,12 @@ class HubMetrics:
             ["listener"],
             registry=r,
         )
+        self.open_streams = Gauge(
+            "edgehub_open_streams",
+            "Open operator API streams (watches, telemetry follows)",
+            registry=r,
+        )
+        self.open_streams_count = 0
         self.revision = Gauge("edgehub_revision", "Current store revision", registry=r)
         self.telemetry_dropped = Counter(
             "edgehub_telemetry_dropped", "Telemetry records dropped by retention", registry=r
