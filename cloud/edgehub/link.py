@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import weakref
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -43,7 +45,25 @@ LISTEN_BACKLOG = 4096
 """Pending TCP connections the kernel queues for accept (capped by net.core.somaxconn).
 asyncio's default of 100 drops SYNs when a fleet reconnects at once, and a dropped SYN
 is retried by the client's kernel only after 1, 3, 7, 15... seconds."""
+LIVE_SILENCE_INTERVALS = 2.5
+"""A link heard from within this many heartbeat intervals may be live: each side pings
+at the latest about 2 intervals after its last frame. Silent longer, it is presumed dead."""
+TAKEOVER_PROBE_SECONDS = 5.0
+"""How long a link that may be live has to answer a WebSocket ping when another
+connection with its node's token arrives (at most half of ``--handshake-timeout``, so
+the newcomer's own handshake does not time out meanwhile). A satellite round trip is
+under 2 s."""
 log = logging.getLogger("edgehub.link")
+
+
+@dataclass
+class _Link:
+    """A node's current link, as the takeover rule needs it."""
+
+    ws: ServerConnection
+    peer: str
+    heard: float
+    """Loop time of the last frame received."""
 
 
 def _refuse(status: HTTPStatus, reason: str) -> Response:
@@ -61,7 +81,12 @@ class LinkServer:
         self.hub = hub
         self._nodes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         self._error_log = RateLimitedLog(log)
+        self._takeover_log = RateLimitedLog(log)
         self.pending = PendingConnections("link", max_pending, hub.metrics)
+        self._links: dict[str, _Link] = {}
+        """Each node's current link (the one its session runs on)."""
+        self._probes: dict[ServerConnection, asyncio.Task[float | None]] = {}
+        """Pings in flight to links whose place is claimed (one per link)."""
         pending = self.pending
 
         class Connection(ServerConnection):
@@ -112,6 +137,7 @@ class LinkServer:
         loop = asyncio.get_running_loop()
         proto = HubProtocol(loop.time(), hub.settings.protocol_config())
         session: Session | None = None
+        link: _Link | None = None
         writer: asyncio.Task[None] | None = None
         wake = asyncio.Event()
         try:
@@ -132,15 +158,17 @@ class LinkServer:
                     proto.receive_message(message, now)
                     if deadline is not None and now >= deadline:
                         proto.tick(now)  # frames kept coming: timers still run
-                    if session is not None:
+                    if link is not None:
+                        link.heard = now
                         hub.seen(node)
                 events = proto.events_received()
                 for event in events:
                     if isinstance(event, ProtocolViolation):
                         hub.metrics.protocol_violations.inc()
                     if isinstance(event, NodeHello) and session is None:
-                        session = self._answer_hello(proto, node, event)
+                        session = await self._answer_hello(ws, proto, node, event)
                         if session is not None:
+                            link = self._links[node]
                             session.wake = wake
                             writer = asyncio.create_task(self._writer(ws, session))
                 if session is not None:
@@ -163,6 +191,8 @@ class LinkServer:
                 logging.ERROR, "link-failed", "link of node %s failed", node, exc_info=exc
             )
         finally:
+            if link is not None and self._links.get(node) is link:
+                del self._links[node]
             if session is not None:
                 hub.close_session(session)
                 session.kick()
@@ -171,7 +201,9 @@ class LinkServer:
                     await asyncio.wait_for(writer, 5.0)
             await ws.close()
 
-    def _answer_hello(self, proto: HubProtocol, node: str, hello: NodeHello) -> Session | None:
+    async def _answer_hello(
+        self, ws: ServerConnection, proto: HubProtocol, node: str, hello: NodeHello
+    ) -> Session | None:
         hub = self.hub
         if hello.node_name != node:
             hub.metrics.rejected_connections.labels("wrong-node").inc()
@@ -184,11 +216,80 @@ class LinkServer:
             hub.metrics.rejected_connections.labels("unknown-node").inc()
             proto.send_error(ErrorCode.UNKNOWN_NODE, f"no Node {node!r} on this hub")
             return None
+        current = self._links.get(node)
+        replacing = ""
+        if current is not None:
+            replacing = await self._why_replaceable(current)
+            if not replacing:
+                self._refuse_takeover(ws, proto, node, current)
+                return None
+            if self._links.get(node) is not current:  # it ended during the probe
+                replacing = ""
+        if ("Node", node) not in hub.cache:  # deleted during the probe
+            hub.metrics.rejected_connections.labels("unknown-node").inc()
+            proto.send_error(ErrorCode.UNKNOWN_NODE, f"no Node {node!r} on this hub")
+            return None
         if hub.over_capacity():
             hub.metrics.rejected_connections.labels("retry-after").inc()
             proto.send_retry_after(hub.retry_delay(), "hub busy: too many concurrent handshakes")
             return None
-        return hub.open_session(node, proto, hello)
+        if replacing and current is not None:
+            hub.metrics.link_takeovers.labels("replaced").inc()
+            self._takeover_log.log(
+                logging.WARNING,
+                node,
+                "node %s: the link from %s replaces its link from %s (%s)",
+                node,
+                _peer(ws),
+                current.peer,
+                replacing,
+            )
+        session = hub.open_session(node, proto, hello)
+        self._links[node] = _Link(ws, _peer(ws), asyncio.get_running_loop().time())
+        return session
+
+    async def _why_replaceable(self, current: _Link) -> str:
+        """Why the node's current link may be replaced by a newer connection ("" when it
+        keeps its place): it was silent past ``LIVE_SILENCE_INTERVALS`` heartbeats, or it
+        did not answer a WebSocket ping within ``TAKEOVER_PROBE_SECONDS``."""
+        settings = self.hub.settings
+        silence = asyncio.get_running_loop().time() - current.heard
+        if silence > LIVE_SILENCE_INTERVALS * settings.heartbeat_interval:
+            return f"silent for {silence:.1f} s"
+        timeout = min(TAKEOVER_PROBE_SECONDS, settings.handshake_timeout / 2)
+        probe = self._probes.get(current.ws)
+        if probe is None:  # one ping per link, however many connections claim its place
+            probe = asyncio.create_task(_ping(current.ws, timeout))
+            self._probes[current.ws] = probe
+            probe.add_done_callback(lambda _: self._probes.pop(current.ws, None))
+        latency = await asyncio.shield(probe)
+        if latency is None:
+            return f"it did not answer a ping within {timeout:g} s"
+        return ""
+
+    def _refuse_takeover(
+        self, ws: ServerConnection, proto: HubProtocol, node: str, current: _Link
+    ) -> None:
+        """A live link keeps its place: the newcomer is told to retry once a dead link
+        would have gone silent (a stolen token cannot push the node off its link)."""
+        self.hub.metrics.link_takeovers.labels("refused").inc()
+        interval = LIVE_SILENCE_INTERVALS * self.hub.settings.heartbeat_interval
+        self._takeover_log.log(
+            logging.WARNING,
+            node,
+            "node %s: refused a connection from %s with its token: its link from %s is live "
+            "(it answered a ping); if that is not this node, the token is stolen: "
+            "edgectl node revoke %s",
+            node,
+            _peer(ws),
+            current.peer,
+            node,
+        )
+        proto.send_retry_after(
+            interval * (1 + random.random()),
+            f"node {node!r} is connected from {current.peer} and answering; "
+            "a second connection with its token is refused",
+        )
 
     async def _send_all(self, ws: ServerConnection, messages: list[bytes]) -> None:
         for message in messages:
@@ -217,6 +318,27 @@ class LinkServer:
                     return
         except ConnectionClosed:
             return
+
+
+async def _ping(ws: ServerConnection, timeout: float) -> float | None:
+    """The round trip of a WebSocket ping on ``ws`` in seconds; None without a pong in
+    ``timeout`` (or when the link is closed)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await (await ws.ping())
+    except (TimeoutError, ConnectionClosed):
+        return None
+
+
+def _peer(ws: ServerConnection) -> str:
+    """The source address of a connection (a proxy's, behind one), as HOST:PORT."""
+    try:
+        peer: Any = ws.remote_address
+    except Exception:
+        return "unknown"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unknown"
 
 
 def server_options(hub: Hub) -> dict[str, Any]:

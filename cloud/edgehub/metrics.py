@@ -44,6 +44,13 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.link_takeovers = Counter(
+            "edgehub_link_takeovers",
+            "Connections with the token of a node that already has a link: replaced (the "
+            "old link was silent or did not answer a ping) or refused (it was live)",
+            ["result"],
+            registry=r,
+        )
         self.protocol_violations = Counter(
             "edgehub_protocol_violations", "Links closed for breaking the protocol", registry=r
         )
