@@ -174,3 +174,46 @@ def query_integer(text: str | None, name: str, default: int) -> int:
     if _QUERY_INTEGER_RE.fullmatch(text) is None or int(text) > MAX_QUERY_INTEGER:
         raise InputError(name, f"{name} must be an integer in [0, {MAX_QUERY_INTEGER}]")
     return int(text)
+
+
+_TERMINAL_CONTROLS: Final = r"\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+"""DEL, the C1 controls (U+009B is a one-character ANSI escape introducer) and the Unicode
+bidirectional marks, overrides and isolates (they reorder what a terminal shows: a name
+can be made to read as another)."""
+_TEXT_FORBIDDEN_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f" + _TERMINAL_CONTROLS + "]")
+"""What text may not hold: every control character but tab and newline (ESC starts ANSI
+escapes, CR rewrites a terminal line, BEL rings), and the characters above."""
+_UNPRINTABLE_RE: Final = re.compile(r"[\x00-\x1f" + _TERMINAL_CONTROLS + "]")
+"""What one table cell may not show raw: the above, and tabs and newlines too."""
+_ESCAPES: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` may not be stored as text that terminals show (a control character
+    other than tab and newline, or a bidirectional override), or None. Operators' text
+    is refused at apply with this message rather than escaped at every printer: kubectl,
+    dashboards and scripts read it too."""
+    match = _TEXT_FORBIDDEN_RE.search(text)
+    if match is None:
+        return None
+    return (
+        f"control character U+{ord(match.group()):04X} at position {match.start()} is not "
+        "allowed in text (terminal escapes; tabs and newlines are fine)"
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print in one table cell: control characters (tabs and newlines
+    too) and bidirectional overrides escaped as ``\\e``, ``\\n``, ``\\xNN`` or
+    ``\\uNNNN``, so nothing a node or device reported can steer the operator's terminal
+    or break the table's lines."""
+    if _UNPRINTABLE_RE.search(text) is None:
+        return text
+    return _UNPRINTABLE_RE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"

@@ -25,7 +25,14 @@ from edgehub.kinds.base import (
     resource_key,
 )
 from edgehub.kinds.schema import SchemaError, check
-from edgehub.limits import MAX_DEPTH, InputError, check_integer_literal, check_value, too_deep
+from edgehub.limits import (
+    MAX_DEPTH,
+    InputError,
+    check_integer_literal,
+    check_value,
+    text_problem,
+    too_deep,
+)
 from edgehub.selectors import SelectorError, check_label_key, check_label_value
 
 MAX_RESOURCE_BYTES = 256 * 1024
@@ -138,11 +145,16 @@ def parse_documents(text: str) -> list[Any]:
 
 
 def _string_map(value: object, index: int, field: str, *, labels: bool = False) -> dict[str, str]:
+    """A map of strings; its keys and values are text (``limits.text_problem``)."""
     if not isinstance(value, dict):
         raise ResourceError(index, field, "must be a map of strings")
     for key, val in value.items():
         if not isinstance(key, str) or not isinstance(val, str):
             raise ResourceError(index, f"{field}.{key}", "keys and values must be strings")
+        if (problem := text_problem(key)) is not None:
+            raise ResourceError(index, field, f"key {key[:64]!r}: {problem}")
+        if (problem := text_problem(val)) is not None:
+            raise ResourceError(index, f"{field}.{key}", problem)
         if labels:
             try:
                 check_label_key(key)

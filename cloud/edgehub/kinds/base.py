@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from edgehub.kinds.schema import Schema
+from edgehub.limits import printable
 from edgehub.selectors import Selector
 from edgehub.targeting import Target, selector_target
 
@@ -197,9 +198,15 @@ class Kind:
         return [NAME_COLUMN, *shown, AGE_COLUMN, *extra]
 
     def table(self, views: list[dict[str, Any]], wide: bool, now: float) -> list[list[str]]:
-        """The header and one row per resource view, as ``edgectl get`` prints them."""
+        """The header and one row per resource view, as ``edgectl get`` prints them.
+        Every cell is made printable (``limits.printable``): what operators apply holds no
+        control characters, but what nodes and devices report (a version, a device's
+        state) may, and must not steer the operator's terminal."""
         columns = self.table_columns(wide)
-        return [[c.name for c in columns], *([c.cell(v, now) for c in columns] for v in views)]
+        return [
+            [c.name for c in columns],
+            *([printable(c.cell(v, now)) for c in columns] for v in views),
+        ]
 
     @property
     def list_kind(self) -> str:
