@@ -24,6 +24,7 @@ from edgehub.link import DEFAULT_MAX_PENDING_LINKS, LinkServer
 from edgehub.metrics import HubMetrics
 from edgehub.ratelog import RateLimitedLog
 from edgehub.store import SqliteHubStore
+from edgenode.files import ensure_dir
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_API_LISTEN = "127.0.0.1:8080"
@@ -67,6 +68,7 @@ def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
         return path.read_text().strip(), path, False
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by the umask; this is not
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, path, True
@@ -74,7 +76,7 @@ def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
 
 async def serve_hub(args: argparse.Namespace) -> None:
     data = Path(args.data)
-    data.mkdir(parents=True, exist_ok=True)
+    ensure_dir(data)  # 0700: hub.db and admin.token hold the fleet's secrets
     token, token_path, created = ensure_admin_token(data)
     print(f"admin token {'created in' if created else 'in'} {token_path}", flush=True)
     settings = HubSettings(

@@ -29,8 +29,13 @@ CONFIG_DIR: Final = "config"
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700 if it does not exist yet."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create ``path`` (and parents) as 0700 if it does not exist yet, whatever the umask
+    (a folder that exists is left as its owner made it)."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True)
+    except FileExistsError:
+        return
+    os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask; this is not
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
