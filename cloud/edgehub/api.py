@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgehub.guard import GuardedProtocol, PendingConnections
 from edgehub.hub import Hub
 from edgehub.limits import InputError, load_json, query_integer
+from edgehub.link import LINK_PATH, listener_url
 from edgehub.metrics import HubMetrics
 from edgehub.openapi import openapi_document
 from edgehub.ratelog import ClientErrorFilter, RateLimitedLog
@@ -140,6 +141,9 @@ class OperatorApi:
         self.ready = ready
         self.request_timeout = request_timeout
         self.pending = PendingConnections("api", MAX_UNAUTHENTICATED, hub.metrics)
+        self.link_listener: tuple[str, tuple[str, int]] | None = None
+        """The node-link listener's scheme and bound address (set once both listen):
+        named to nodes that come here."""
         self._error_log = RateLimitedLog(log)
 
     def runner_options(self) -> dict[str, Any]:
@@ -233,6 +237,15 @@ class OperatorApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket" or request.path == LINK_PATH:
+            # A node configured with this port: tell it where node links are (the node
+            # shows this text in its log and `edgenode status`).
+            hint = "this is the operator API; node links are on the --listen port"
+            if self.link_listener is not None:
+                scheme, bound = self.link_listener
+                url = listener_url(scheme, request.headers.get("Host"), bound, LINK_PATH)
+                hint = f"this is the operator API; node links are at {url}"
+            return web.Response(status=404, text=hint + "\n")
         if request.path.startswith("/v1/") or request.path == "/v1":
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -292,6 +305,12 @@ class OperatorApi:
             results = self.hub.ops.apply(docs)
         except ResourceError as exc:
             return _error(422, str(exc), index=exc.index, field=exc.field)
+        for result in results:  # after the whole apply: a Node applied with it counts
+            stored = self.hub.cache.get(result["kind"], result["name"])
+            if stored is not None:
+                warnings = self.hub.registry.get(result["kind"]).warnings(self.hub, stored)
+                if warnings:
+                    result["warnings"] = warnings
         return web.json_response({"results": results, "revision": self.hub.revision})
 
     async def list(self, request: web.Request) -> web.Response:

@@ -125,6 +125,9 @@ async def serve_hub(args: argparse.Namespace) -> None:
         print(f"node links on {scheme}://{bound[0][0]}:{bound[0][1]}/v1/connect", flush=True)
         http = "https" if ssl_context else "http"
         print(f"operator API on {http}://{api_bound[0][0]}:{api_bound[0][1]}", flush=True)
+        # Each listener names the other to clients that came to the wrong one.
+        api.link_listener = (scheme, (bound[0][0], bound[0][1]))
+        links.api_listener = (http, (api_bound[0][0], api_bound[0][1]))
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),

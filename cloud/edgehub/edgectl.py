@@ -164,6 +164,8 @@ def cmd_apply(client: Client, args: argparse.Namespace) -> None:
         raise CtlError(f"{source}: {exc}") from None
     for item in result["results"]:
         print(f"{item['kind'].lower()}/{item['name']} {item['action']}")
+        for warning in item.get("warnings", ()):
+            print(f"Warning: {item['kind'].lower()}/{item['name']}: {warning}", file=sys.stderr)
 
 
 def _parse_labels(pairs: list[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -66,6 +67,26 @@ class _Link:
     """Loop time of the last frame received."""
 
 
+MAX_SNIFFED_HEAD = 8192
+"""Bytes of a request that is not a GET read to find its Host header before answering."""
+_HOST_HEADER_RE = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?")
+
+
+def listener_url(
+    scheme: str, host_header: str | None, bound: tuple[str, int], path: str = ""
+) -> str:
+    """The URL of a listener of this hub bound at ``bound`` (host, port), as a client that
+    reached the hub as ``host_header`` (the HTTP Host: the name it used) would write it.
+    A Host that is not a host name or address is not echoed."""
+    host, port = bound
+    if host_header and (m := _HOST_RE.fullmatch(host_header)):
+        host = m.group(1)
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
+
+
 def _refuse(status: HTTPStatus, reason: str) -> Response:
     body = (reason + "\n").encode()
     headers = Headers(
@@ -83,14 +104,24 @@ class LinkServer:
         self._error_log = RateLimitedLog(log)
         self._takeover_log = RateLimitedLog(log)
         self.pending = PendingConnections("link", max_pending, hub.metrics)
+        self.api_listener: tuple[str, tuple[str, int]] | None = None
+        """The operator API's scheme and bound address (set once both listen): named to
+        clients that come here for the API."""
         self._links: dict[str, _Link] = {}
         """Each node's current link (the one its session runs on)."""
         self._probes: dict[ServerConnection, asyncio.Task[float | None]] = {}
         """Pings in flight to links whose place is claimed (one per link)."""
         pending = self.pending
 
+        links = self
+
         class Connection(ServerConnection):
-            """Counted in ``pending`` from its acceptance until it authenticates."""
+            """Counted in ``pending`` from its acceptance until it authenticates; a
+            request that is not a GET (``edgectl apply`` sent to this port) is answered
+            here: websockets would close it without a word."""
+
+            _head: bytes | None = b""
+            """The start of the request until it is known to be a GET (then None)."""
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 pending.opened(transport)
@@ -100,6 +131,32 @@ class LinkServer:
                 pending.closed(self.transport)
                 super().connection_lost(exc)
 
+            def data_received(self, data: bytes) -> None:
+                if self._head is None:
+                    super().data_received(data)
+                    return
+                head = self._head + data
+                if head.startswith(b"GET ") or b"GET ".startswith(head):
+                    if len(head) < 4:
+                        self._head = head
+                        return
+                    self._head = None
+                    super().data_received(head)
+                    return
+                if b"\r\n\r\n" not in head and len(head) < MAX_SNIFFED_HEAD:
+                    self._head = head
+                    return
+                self._head = None
+                links.hub.metrics.rejected_connections.labels("path").inc()
+                host = _HOST_HEADER_RE.search(head)
+                answer = links.not_a_node(host.group(1).decode("latin-1").strip() if host else None)
+                body = (answer + "\n").encode()
+                self.transport.write(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
+                self.transport.close()
+
         self.connection_class = Connection
 
     def server_options(self) -> dict[str, Any]:
@@ -107,8 +164,20 @@ class LinkServer:
         with connections counted until they authenticate."""
         return {**server_options(self.hub), "create_connection": self.connection_class}
 
+    def not_a_node(self, host_header: str | None) -> str:
+        """What an HTTP client that is not a node (an operator's edgectl, curl) is told."""
+        if self.api_listener is None:
+            return "this is the node-link listener"
+        scheme, bound = self.api_listener
+        api = listener_url(scheme, host_header, bound)
+        return f"this is the node-link listener; the operator API is at {api}"
+
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # Not a node: an operator (edgectl, curl) who took this port for the API.
+            self.hub.metrics.rejected_connections.labels("path").inc()
+            return _refuse(HTTPStatus.NOT_FOUND, self.not_a_node(request.headers.get("Host")))
         if path not in (LINK_PATH, "/"):
             self.hub.metrics.rejected_connections.labels("path").inc()
             return _refuse(HTTPStatus.NOT_FOUND, f"node links are at {LINK_PATH}")

@@ -184,6 +184,12 @@ class Kind:
         """The status shown with the resource; ``None``: none."""
         return None
 
+    def warnings(self, ctx: ViewContext, stored: StoredResource) -> list[str]:
+        """What is valid but probably not what the operator meant (a reference to a
+        resource that does not exist yet): returned with the apply's result, which
+        ``edgectl apply`` prints, and shown in the status (``status.warnings``)."""
+        return []
+
     def ingest(self, ctx: IngestContext, node: str, record: dict[str, Any]) -> str | None:
         """Apply an uplink record of one of ``uplink_kinds`` written by ``node``; returns why
         it was refused (the record is dropped, still acknowledged), else ``None``."""
