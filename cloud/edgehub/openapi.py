@@ -120,7 +120,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "post": _op(
                     "create or update resources (multi-document YAML/JSON)",
                     [],
-                    ("400", "401", "413", "422"),
+                    ("400", "401", "408", "413", "422"),
                     text_body,
                 )
             },
@@ -142,7 +142,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "post": _op(
                     "create the node (if missing) and its join token",
                     [_NAME_PARAM],
-                    ("400", "401", "409"),
+                    ("400", "401", "408", "409"),
                     json_body,
                     "201",
                 )
@@ -152,7 +152,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "patch": _op(
                     "merge-patch the device's desired twin",
                     [_NAME_PARAM],
-                    ("400", "401", "404", "422"),
+                    ("400", "401", "404", "408", "422"),
                     json_body,
                 )
             },
@@ -164,17 +164,19 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         },
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         },
                     ],
-                    ("400", "401", "404"),
+                    ("400", "401", "404", "503"),
                 )
             },
-            "/v1/watch/{kind}": {"get": _op("stream of changes (NDJSON)", [kind_param])},
+            "/v1/watch/{kind}": {
+                "get": _op("stream of changes (NDJSON)", [kind_param], ("401", "404", "503"))
+            },
         },
     }
