@@ -20,7 +20,7 @@ from websockets.asyncio.server import serve
 
 from edgehub.api import DEFAULT_API_TIMEOUT, OperatorApi
 from edgehub.hub import Hub, HubSettings
-from edgehub.link import DEFAULT_MAX_PENDING_LINKS, LinkServer
+from edgehub.link import LinkServer
 from edgehub.metrics import HubMetrics
 from edgehub.ratelog import RateLimitedLog
 from edgehub.store import SqliteHubStore
@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--max-pending-links",
         type=int,
-        default=DEFAULT_MAX_PENDING_LINKS,
-        help="node connections not yet authenticated; beyond, the oldest is closed",
+        default=None,
+        help="node connections not yet authenticated (default: a quarter of the open-file "
+        "limit); beyond, the oldest (or in a burst the newest) is closed",
     )
     s.add_argument(
         "--api-timeout",

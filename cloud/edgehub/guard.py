@@ -6,9 +6,15 @@ header line every 10 s once held the operator API open indefinitely. Time is bou
 each listener (the operator API: ``--api-timeout`` for headers and bodies; node links:
 ``--handshake-timeout`` for TLS, the HTTP upgrade and the hello); the number is bounded
 here. Each listener keeps its unauthenticated connections in arrival order; when one more
-arrives at the limit, the OLDEST is closed. A client that means it authenticates in its
-first round trip, so it is never the oldest for long; a slow loris always is. Refusing the
-newest instead would let a few hundred trickling connections lock everyone else out.
+arrives at the limit:
+
+- if the OLDEST has been waiting for ``PENDING_GRACE_SECONDS``, it is closed: a client
+  that means it authenticates in its first round trip, so it is never old; a slow loris
+  always is. (Refusing the newest instead would let a few hundred trickling connections
+  lock everyone else out.)
+- otherwise (a burst: a fleet reconnecting at once, every pending connection fresh) the
+  NEWEST is closed at once, as a full listen backlog would drop it: it has cost nothing
+  yet, while the older ones may have sent their request already. The node retries later.
 
 A connection stops counting when it authenticates: the operator API's first request with
 the admin token, a node link's upgrade request with a valid node token.
@@ -23,6 +29,10 @@ from typing import Any
 from edgehub.metrics import HubMetrics
 from edgehub.ratelog import RateLimitedLog
 
+PENDING_GRACE_SECONDS = 2.0
+"""How long a pending connection is spared at the limit: a client that means it sends its
+request in its first round trip (TLS is done before a connection counts), under 2 s even
+over a satellite link."""
 log = logging.getLogger("edgehub.guard")
 
 
@@ -34,8 +44,8 @@ class PendingConnections:
         self.limit = limit
         self._gauge = metrics.unauthenticated.labels(listener)
         self._closed = metrics.unauthenticated_closed.labels(listener)
-        self._pending: dict[asyncio.BaseTransport, None] = {}
-        """Insertion order is arrival order: the first key is the oldest."""
+        self._pending: dict[asyncio.BaseTransport, float] = {}
+        """Transport -> loop time of its arrival; insertion order is arrival order."""
         self._log = RateLimitedLog(log)
 
     def __len__(self) -> int:
@@ -43,28 +53,35 @@ class PendingConnections:
 
     def opened(self, transport: asyncio.BaseTransport) -> None:
         """A connection was accepted: it counts until it authenticates or closes."""
-        while len(self._pending) >= self.limit:
-            oldest = next(iter(self._pending))
+        now = asyncio.get_running_loop().time()
+        if len(self._pending) >= self.limit:
+            oldest, since = next(iter(self._pending.items()))
+            if now - since < PENDING_GRACE_SECONDS:
+                self._close(transport, "a burst: closed the newest")
+                return
             del self._pending[oldest]
-            self._closed.inc()
-            self._log.log(
-                logging.WARNING,
-                self.listener,
-                "%s listener: %d connections have not authenticated; closed the oldest "
-                "(from %s) to make room",
-                self.listener,
-                self.limit,
-                _peer(oldest),
-            )
-            if isinstance(oldest, asyncio.Transport):
-                oldest.abort()
-            else:
-                oldest.close()
-        self._pending[transport] = None
+            self._close(oldest, "closed the oldest")
+        self._pending[transport] = now
         self._gauge.set(len(self._pending))
 
+    def _close(self, transport: asyncio.BaseTransport, what: str) -> None:
+        self._closed.inc()
+        self._log.log(
+            logging.WARNING,
+            self.listener,
+            "%s listener: %d connections have not authenticated; %s (from %s)",
+            self.listener,
+            self.limit,
+            what,
+            _peer(transport),
+        )
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        else:
+            transport.close()
+
     def authenticated(self, transport: asyncio.BaseTransport | None) -> None:
-        if transport is not None and self._pending.pop(transport, 0) is None:
+        if transport is not None and self._pending.pop(transport, None) is not None:
             self._gauge.set(len(self._pending))
 
     def closed(self, transport: asyncio.BaseTransport | None) -> None:

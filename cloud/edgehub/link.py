@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import re
+import resource
 import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,16 +37,29 @@ from edgehub.ratelog import RateLimitedLog
 from edgenode.protocol import ErrorCode, HubProtocol, NodeHello, ProtocolViolation
 
 LINK_PATH = "/v1/connect"
-DEFAULT_MAX_PENDING_LINKS = 4096
-"""``--max-pending-links``: node connections accepted but not yet authenticated (TLS
-done, upgrade request not yet checked); beyond, the oldest is closed (``guard.py``). As
-many as the listen backlog: asyncio accepts up to a whole backlog in one go when a fleet
-reconnects, and those connections are all legitimately pending for a moment; a slow loris
-gets no more than this many file descriptors (each for ``--handshake-timeout`` at most)."""
 LISTEN_BACKLOG = 4096
 """Pending TCP connections the kernel queues for accept (capped by net.core.somaxconn).
 asyncio's default of 100 drops SYNs when a fleet reconnects at once, and a dropped SYN
 is retried by the client's kernel only after 1, 3, 7, 15... seconds."""
+PENDING_SHARE_OF_FILES = 4
+"""Default of ``--max-pending-links``: node connections accepted but not yet authenticated
+(TLS done, upgrade request not yet checked) may hold at most a quarter of the process's
+open-file limit (``edgehub serve`` raises its soft limit to the hard one first: 524288
+under systemd gives 131072), so trickling connections leave three quarters of the file
+descriptors to node links, the store and the operator API; a fleet reconnecting at once is
+as large a burst as any, and fits unless the limit is too small for the fleet anyway. At
+the limit ``guard.py`` closes the oldest (a slow loris) or, in a burst, the newest."""
+MIN_PENDING_LINKS = 64
+
+
+def default_max_pending_links() -> int:
+    """A quarter of the open-file (soft) limit, at least ``MIN_PENDING_LINKS``."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(MIN_PENDING_LINKS, soft // PENDING_SHARE_OF_FILES)
+
+
 LIVE_SILENCE_INTERVALS = 2.5
 """A link heard from within this many heartbeat intervals may be live: each side pings
 at the latest about 2 intervals after its last frame. Silent longer, it is presumed dead."""
@@ -98,12 +112,14 @@ def _refuse(status: HTTPStatus, reason: str) -> Response:
 class LinkServer:
     """Accepts node connections for one ``Hub``."""
 
-    def __init__(self, hub: Hub, max_pending: int = DEFAULT_MAX_PENDING_LINKS) -> None:
+    def __init__(self, hub: Hub, max_pending: int | None = None) -> None:
         self.hub = hub
         self._nodes: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         self._error_log = RateLimitedLog(log)
         self._takeover_log = RateLimitedLog(log)
-        self.pending = PendingConnections("link", max_pending, hub.metrics)
+        self.pending = PendingConnections(
+            "link", max_pending or default_max_pending_links(), hub.metrics
+        )
         self.api_listener: tuple[str, tuple[str, int]] | None = None
         """The operator API's scheme and bound address (set once both listen): named to
         clients that come here for the API."""

@@ -12,6 +12,7 @@ import socket
 import time
 
 from edgehub.api import MAX_UNAUTHENTICATED
+from edgehub.guard import PENDING_GRACE_SECONDS
 from edgehub.simnode import SimNode
 
 API_TIMEOUT = 1.0
@@ -88,38 +89,43 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_api_timeout(hub_facto
     assert time.monotonic() - started < API_TIMEOUT + 3
 
 
+def trickler(url: str, path: str) -> socket.socket:
+    conn = socket.create_connection(address(url))
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode())  # never finished
+    return conn
+
+
 def test_unauthenticated_api_connections_are_bounded_and_the_oldest_go_first(hub):
-    conns = []
-    for _ in range(MAX_UNAUTHENTICATED + 20):
-        conn = socket.create_connection(address(hub.api))
-        conn.sendall(b"GET /v1/nodes HTTP/1.1\r\nHost: x\r\n")  # never finished
-        conns.append(conn)
-    # An operator still gets in (its connection pushes out the oldest trickler) ...
+    conns = [trickler(hub.api, "/v1/nodes") for _ in range(MAX_UNAUTHENTICATED)]
+    # A burst over the bound while every pending connection is fresh: the newest go.
+    burst = [trickler(hub.api, "/v1/nodes") for _ in range(5)]
+    assert all(closed_by_peer(c, 2)[0] for c in burst)
+    assert not closed_by_peer(conns[0], 0.2)[0]
+    time.sleep(PENDING_GRACE_SECONDS + 0.2)
+    # Now the tricklers are old: an operator still gets in (its connection pushes out the
+    # oldest), and so do later connections, each at the cost of an old one.
     assert hub.call("GET", "/v1/nodes")[0] == 200
-    # ... and the hub never holds more unauthenticated connections than its bound.
+    late = [trickler(hub.api, "/v1/nodes") for _ in range(20)]
+    assert all(closed_by_peer(c, 2)[0] for c in conns[:20])
+    assert not closed_by_peer(late[-1], 0.2)[0]
+    # The hub never held more unauthenticated connections than its bound.
     assert gauge(hub, "api") <= MAX_UNAUTHENTICATED
-    oldest = [closed_by_peer(c, 2)[0] for c in conns[:20]]
-    assert all(oldest)
-    assert not closed_by_peer(conns[-1], 0.2)[0]
     _, metrics = hub.call("GET", "/metrics", token="")
     closed = re.search(r'edgehub_unauthenticated_closed_total{listener="api"} (\S+)', metrics)
     assert closed is not None
-    assert float(closed.group(1)) >= 20
-    for conn in conns:
+    assert float(closed.group(1)) >= 5 + 20
+    for conn in conns + late:
         conn.close()
 
 
 def test_unauthenticated_node_connections_are_bounded_and_nodes_still_connect(hub_factory):
     hub = hub_factory("--max-pending-links", "10")
     token = hub.node_add("a")
-    conns = []
-    for _ in range(30):
-        conn = socket.create_connection(address(hub.link))
-        conn.sendall(b"GET /v1/connect HTTP/1.1\r\nHost: x\r\n")  # never finished
-        conns.append(conn)
-    time.sleep(0.2)
+    conns = [trickler(hub.link, "/v1/connect") for _ in range(10)]
+    burst = [trickler(hub.link, "/v1/connect") for _ in range(5)]
+    assert all(closed_by_peer(c, 2)[0] for c in burst)
     assert gauge(hub, "link") <= 10
-    assert all(closed_by_peer(c, 2)[0] for c in conns[:20])
+    time.sleep(PENDING_GRACE_SECONDS + 0.2)
 
     async def scenario() -> None:
         node = SimNode(hub.link, token, "a")
@@ -128,6 +134,8 @@ def test_unauthenticated_node_connections_are_bounded_and_nodes_still_connect(hu
         task.cancel()
 
     asyncio.run(scenario())
+    late = [trickler(hub.link, "/v1/connect") for _ in range(5)]
+    assert all(closed_by_peer(c, 2)[0] for c in conns[:5])
     assert gauge(hub, "link") <= 10
-    for conn in conns:
+    for conn in conns + late:
         conn.close()
