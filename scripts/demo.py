@@ -48,6 +48,8 @@ from types import FrameType
 from typing import Any, Final, TypeVar
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+BROKER_SETTINGS: Final = ROOT / "deploy" / "mosquitto" / "edgenode.conf"
+"""The Mosquitto settings a node needs (included in each demo broker's config)."""
 BIN: Final = Path(sys.executable).parent
 """The virtualenv's bin directory: edgectl, edgehub and edgenode are installed there."""
 FLEET: Final = ROOT / "deploy" / "demo" / "fleet.yaml"
@@ -345,7 +347,8 @@ class Demo:
             "log_dest stdout\n"
             # Run as this user: as root, Mosquitto would switch to user "mosquitto", and a
             # process that changes its credentials loses its parent-death signal.
-            f"user {getpass.getuser()}\n"
+            f"user {getpass.getuser()}\n" + BROKER_SETTINGS.read_text()
+            # The settings every node's broker needs (deploy/mosquitto/edgenode.conf).
         )
         self.start(
             f"mosquitto ({node})", [MOSQUITTO, "-c", str(config)], directory / "mosquitto.log"

@@ -23,14 +23,25 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgehub.artifacts import ArtifactInfo, ArtifactStore, ArtifactStoreError
 from edgehub.guard import GuardedProtocol, PendingConnections
 from edgehub.hub import Hub
+from edgehub.kinds.base import ResourceConflict, iso_time
+from edgehub.kube.api import KubeApi
 from edgehub.limits import InputError, load_json, query_integer
 from edgehub.link import LINK_PATH, listener_url
+from edgehub.logstreams import LogsUnsupported, NodeNotConnected
 from edgehub.metrics import HubMetrics
 from edgehub.openapi import openapi_document
+from edgehub.operations import cooperatively
 from edgehub.ratelog import ClientErrorFilter, RateLimitedLog
-from edgehub.resources import ResourceError, check_name, parse_documents, resolve_kind
+from edgehub.resources import (
+    PARSE_PROGRESS,
+    ResourceError,
+    check_name,
+    iter_documents,
+    resolve_kind,
+)
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -46,6 +57,10 @@ Prometheus scrapes never do): beyond, the oldest is closed (``guard.py``). Opera
 scrapers and load-balancer probes need a handful; a slow loris gets this many at most."""
 LISTEN_BACKLOG = 128
 MAX_TELEMETRY_PAGE = 1000
+DEFAULT_LOG_TAIL = 100
+MAX_LOG_TAIL = 100_000
+LOG_POLL_SECONDS = 1.0
+"""How often a log stream with nothing new checks that its reader is still there."""
 FOLLOW_POLL_SECONDS = 0.2
 """How often ``telemetry?follow=1`` looks for new records (and for its client leaving)."""
 MAX_OPEN_STREAMS = 256
@@ -198,9 +213,16 @@ class OperatorApi:
         r.add_post("/v1/nodes/{name}/revoke", self.node_revoke)
         r.add_patch("/v1/devices/{name}/desired", self.twin_set)
         r.add_get("/v1/devices/{name}/telemetry", self.telemetry)
+        r.add_get("/v1/artifacts", self.artifacts_list)
+        r.add_get("/v1/artifacts/{digest}", self.artifact_get)
+        r.add_put("/v1/artifacts/{digest}", self.artifact_put)
+        r.add_delete("/v1/artifacts/{digest}", self.artifact_delete)
+        r.add_get("/v1/apps/{name}/logs", self.app_logs)
+        r.add_post("/v1/apps/{name}/rollout/undo", self.rollout_undo)
         r.add_get("/v1/{kind}", self.list)
         r.add_get("/v1/{kind}/{name}", self.get)
         r.add_delete("/v1/{kind}/{name}", self.delete)
+        KubeApi(self.hub, self.admin_token).add_routes(app)
         return app
 
     @web.middleware
@@ -246,15 +268,17 @@ class OperatorApi:
                 url = listener_url(scheme, request.headers.get("Host"), bound, LINK_PATH)
                 hint = f"this is the operator API; node links are at {url}"
             return web.Response(status=404, text=hint + "\n")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: compare bytes.
+        given = token.strip().encode("utf-8", "surrogateescape")
+        valid = scheme.lower() == "bearer" and hmac.compare_digest(given, self.admin_token.encode())
+        if valid:  # on any path (the Kubernetes API checks the token itself)
+            self.pending.authenticated(request.transport)
         if request.path.startswith("/v1/") or request.path == "/v1":
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token:
                 return _error(401, "missing admin token (Authorization: Bearer ...)")
-            # Header bytes that are not UTF-8 arrive as surrogate escapes: compare bytes.
-            given = token.strip().encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, self.admin_token.encode()):
+            if not valid:
                 return _error(401, "wrong admin token")
-            self.pending.authenticated(request.transport)
         return await handler(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -287,7 +311,7 @@ class OperatorApi:
         (404), and never reaches the store (a lone surrogate could not be bound)."""
         name = request.match_info["name"]
         try:
-            check_name(name)
+            check_name(name, rule=self.hub.registry.get(kind).name_rule)
         except ResourceError:
             raise ApiError(404, f"{kind} {name[:300]!r} not found") from None
         return name
@@ -299,12 +323,19 @@ class OperatorApi:
         except UnicodeDecodeError:
             return _error(400, "body is not UTF-8", index=None, field="")
         try:
-            docs = parse_documents(text)
+            # Parsed on the loop, letting other work run every STALL_BUDGET: node links
+            # and other requests are served while a large apply is read.
+            docs = [
+                doc
+                async for doc in cooperatively(iter_documents(text))
+                if doc is not PARSE_PROGRESS
+            ]
             if not docs:
                 raise ResourceError(None, "", "no documents")
-            results = self.hub.ops.apply(docs)
+            results = await self.hub.ops.apply_async(docs)
         except ResourceError as exc:
-            return _error(422, str(exc), index=exc.index, field=exc.field)
+            status = 409 if isinstance(exc, ResourceConflict) else 422
+            return _error(status, str(exc), index=exc.index, field=exc.field)
         for result in results:  # after the whole apply: a Node applied with it counts
             stored = self.hub.cache.get(result["kind"], result["name"])
             if stored is not None:
@@ -396,13 +427,13 @@ class OperatorApi:
         except InputError as exc:
             raise ApiError(400, exc.message, field=name) from None
 
-    def _stream(self, request: web.Request) -> _Stream:
+    def _stream(self, request: web.Request, **options: Any) -> _Stream:
         """A stream to use as ``async with``; 503 over ``MAX_OPEN_STREAMS``."""
         if self.hub.metrics.open_streams_count >= MAX_OPEN_STREAMS:
             raise ApiError(
                 503, f"{MAX_OPEN_STREAMS} streams are open, the most this hub serves; retry later"
             )
-        return _Stream(request, self.request_timeout, self.hub.metrics)
+        return _Stream(request, self.request_timeout, self.hub.metrics, **options)
 
     async def telemetry(self, request: web.Request) -> web.StreamResponse:
         name = self._name(request, "Device")
@@ -453,6 +484,130 @@ class OperatorApi:
                 self.hub.watchers.remove(queue)
         return stream.response
 
+    # --- Artifacts ---------------------------------------------------------------------------
+
+    def _artifact_store(self) -> ArtifactStore:
+        if self.hub.artifacts is None:
+            raise web.HTTPNotFound(reason="this hub keeps no artifacts")
+        return self.hub.artifacts
+
+    def _artifact_view(self, info: ArtifactInfo) -> dict[str, Any]:
+        return {
+            "digest": info.digest,
+            "size": info.size,
+            "received": info.size,
+            "created": iso_time(info.created),
+            "complete": info.complete,
+            "apps": self.hub.ops.apps_using(info.digest),
+        }
+
+    async def artifacts_list(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        items = [self._artifact_view(info) for info in store.list()]
+        return web.json_response({"items": items, "bytes": store.usage(), "quota": store.quota})
+
+    async def artifact_get(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        try:
+            info = store.info(request.match_info["digest"])
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message)
+        if info is None:
+            return _error(404, f"no artifact {request.match_info['digest'][:12]}")
+        return web.json_response(self._artifact_view(info))
+
+    async def artifact_put(self, request: web.Request) -> web.Response:
+        """One piece of an upload: ``?offset=N&size=S`` (S the whole artifact's size); the
+        last piece makes the artifact (verified against its name)."""
+        store = self._artifact_store()
+        offset = self._int_query(request, "offset", 0)
+        size = self._int_query(request, "size", -1)
+        if size < 0:
+            return _error(400, "size (the whole artifact's bytes) is required")
+        data = await self._read(request)
+        try:
+            info = store.write(request.match_info["digest"], offset, data, size)
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message, **exc.details)
+        status = 201 if info.complete else 200
+        return web.json_response(
+            {"digest": info.digest, "received": info.size, "complete": info.complete},
+            status=status,
+        )
+
+    async def artifact_delete(self, request: web.Request) -> web.Response:
+        store = self._artifact_store()
+        digest = request.match_info["digest"]
+        users = self.hub.ops.apps_using(digest)
+        if users:
+            return _error(409, f"artifact {digest[:12]} is used by App {', '.join(users)}")
+        try:
+            found = store.delete(digest)
+        except ArtifactStoreError as exc:
+            return _error(exc.status, exc.message)
+        if not found:
+            return _error(404, f"no artifact {digest[:12]}")
+        return web.json_response({"digest": digest, "deleted": True})
+
+    # --- App logs ----------------------------------------------------------------------------
+
+    async def app_logs(self, request: web.Request) -> web.StreamResponse:
+        """An App's log from one node, fetched over its link: ``?node=N&tail=100&follow=1``."""
+        name = request.match_info["name"]
+        node = request.query.get("node", "")
+        tail = min(self._int_query(request, "tail", DEFAULT_LOG_TAIL), MAX_LOG_TAIL)
+        follow = request.query.get("follow", "") in ("1", "true")
+        app = self.hub.cache.get("App", name)
+        if app is None:
+            return _error(404, f"App {name!r} not found")
+        if not node:
+            return _error(400, "node is required (the App's log is kept on each node)")
+        if node not in self.hub.cache.targeted_nodes(app.body):
+            return _error(404, f"App {name!r} does not run on node {node!r}")
+        try:
+            stream = self.hub.logs.open(node, name, tail, follow)
+        except (NodeNotConnected, LogsUnsupported) as exc:
+            return _error(409, str(exc))
+        except ValueError as exc:
+            return _error(429, str(exc))
+        try:
+            async with self._stream(request, content_type="text/plain", lazy=True) as out:
+                while True:
+                    try:
+                        piece = await asyncio.wait_for(stream.queue.get(), LOG_POLL_SECONDS)
+                    except TimeoutError:
+                        if out.gone():
+                            break
+                        continue
+                    if piece is None:
+                        break
+                    await out.write(piece)
+                if not out.gone():
+                    if not out.response.prepared and stream.code:
+                        status = stream.code if 400 <= stream.code < 600 else 502
+                        return _error(status, stream.message or "the node ended the request")
+                    if stream.code:
+                        await out.write(f"\n[edgehub: {stream.message}]\n".encode())
+                    await out.start()
+                    await out.response.write_eof()
+            return out.response if out.response.prepared else web.Response(status=499)
+        finally:
+            self.hub.logs.close(stream)
+
+    async def rollout_undo(self, request: web.Request) -> web.Response:
+        """Back to ``?toRevision=N`` (default: the previous good revision), at once."""
+        name = request.match_info["name"]
+        target = self._int_query(request, "toRevision", 0) or None
+        try:
+            result = self.hub.rollouts.undo(name, target)
+        except KeyError:
+            return _error(404, f"App {name!r} not found")
+        except ValueError as exc:
+            return _error(422, str(exc))
+        except ResourceError as exc:
+            return _error(422, str(exc), field=exc.field)
+        return web.json_response(result)
+
 
 def _keepalive(transport: asyncio.BaseTransport | None) -> None:
     """Shorter TCP keep-alive on a stream's connection (``STREAM_KEEPALIVE_*``)."""
@@ -471,14 +626,25 @@ def _keepalive(transport: asyncio.BaseTransport | None) -> None:
 
 
 class _Stream:
-    """One open NDJSON stream: counted in ``edgehub_open_streams`` while open; ends (the
-    ``async with`` block is left) when its client goes away or stops reading."""
+    """One open stream: counted in ``edgehub_open_streams`` while open; ends (the ``async
+    with`` block is left) when its client goes away or stops reading. NDJSON streams start
+    at once; a lazy one (an App's log) only at its first write, so that it can still
+    answer with an error status until then."""
 
-    def __init__(self, request: web.Request, write_timeout: float, metrics: HubMetrics) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        write_timeout: float,
+        metrics: HubMetrics,
+        *,
+        content_type: str = "application/x-ndjson",
+        lazy: bool = False,
+    ) -> None:
         self.request = request
-        self.response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        self.response = web.StreamResponse(headers={"Content-Type": content_type})
         self.write_timeout = write_timeout
         self.metrics = metrics
+        self.lazy = lazy
 
     def _count(self, change: int) -> None:
         self.metrics.open_streams_count += change
@@ -486,12 +652,12 @@ class _Stream:
 
     async def __aenter__(self) -> _Stream:
         self._count(+1)  # before the first await: the bound holds under concurrency
-        try:
-            await self.response.prepare(self.request)
-        except BaseException:
-            self._count(-1)
-            raise
-        _keepalive(self.request.transport)
+        if not self.lazy:
+            try:
+                await self.start()
+            except BaseException:
+                self._count(-1)
+                raise
         return self
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
@@ -500,12 +666,23 @@ class _Stream:
         # end of a stream, not an error.
         return isinstance(exc, ConnectionError | TimeoutError)
 
+    async def start(self) -> None:
+        """Send the response head (once)."""
+        if not self.response.prepared:
+            await self.response.prepare(self.request)
+            _keepalive(self.request.transport)
+
     def gone(self) -> bool:
         """Has the client closed its end? (aiohttp drops the transport then.)"""
         transport = self.request.transport
         return transport is None or transport.is_closing()
 
-    async def send(self, item: Any) -> None:
-        """Write one line; TimeoutError when the client does not take it in time."""
+    async def write(self, data: bytes) -> None:
+        """Write; TimeoutError when the client does not take it in time."""
+        await self.start()
         async with asyncio.timeout(self.write_timeout):
-            await self.response.write((json.dumps(item) + "\n").encode())
+            await self.response.write(data)
+
+    async def send(self, item: Any) -> None:
+        """Write one NDJSON line."""
+        await self.write((json.dumps(item) + "\n").encode())

@@ -19,10 +19,15 @@ from aiohttp import web
 from websockets.asyncio.server import serve
 
 from edgehub.api import DEFAULT_API_TIMEOUT, OperatorApi
+from edgehub.artifacts import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_MAX_BYTES
+from edgehub.artifacts import DEFAULT_QUOTA as DEFAULT_ARTIFACTS_QUOTA
+from edgehub.artifacts import ArtifactStore
+from edgehub.feed import STATUS_POLL_SECONDS
 from edgehub.hub import Hub, HubSettings
 from edgehub.link import LinkServer
 from edgehub.metrics import HubMetrics
 from edgehub.ratelog import RateLimitedLog
+from edgehub.rollouts import ROLLOUT_PERIOD
 from edgehub.store import SqliteHubStore
 from edgenode.files import ensure_dir
 
@@ -31,6 +36,7 @@ DEFAULT_API_LISTEN = "127.0.0.1:8080"
 HOUSEKEEPING_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin.token"
 DB_FILE = "hub.db"
+ARTIFACTS_DIR = "artifacts"
 GC_YOUNG_THRESHOLD = 20_000
 """Net allocations between young garbage collections (CPython's default: 700). With
 thousands of node links the heap holds millions of objects, and at the default every tenth
@@ -90,7 +96,8 @@ async def serve_hub(args: argparse.Namespace) -> None:
         telemetry_max_age=args.telemetry_max_age,
     )
     store = SqliteHubStore(data / DB_FILE)
-    hub = Hub(store, settings, HubMetrics())
+    artifacts = ArtifactStore(data / ARTIFACTS_DIR, args.artifact_max_bytes, args.artifacts_quota)
+    hub = Hub(store, settings, HubMetrics(), artifacts=artifacts)
     links = LinkServer(hub, max_pending=args.max_pending_links)
     tune_gc()
     ssl_context = None
@@ -131,8 +138,11 @@ async def serve_hub(args: argparse.Namespace) -> None:
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
+            asyncio.create_task(_every(ROLLOUT_PERIOD, hub.rollouts.step)),
+            asyncio.create_task(_every(STATUS_POLL_SECONDS, hub.feed.poll_status)),
         ]
         await stop.wait()
+        hub.feed.end_all()
         for task in tasks:
             task.cancel()
         hub.persist_acks()
@@ -202,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--telemetry-max-bytes", type=int, default=256 * 1024 * 1024)
     s.add_argument("--telemetry-max-age", type=float, default=7 * 24 * 3600.0)
+    s.add_argument(
+        "--artifact-max-bytes",
+        type=int,
+        default=DEFAULT_ARTIFACT_MAX_BYTES,
+        help="largest artifact accepted by edgectl artifact push, bytes",
+    )
+    s.add_argument(
+        "--artifacts-quota",
+        type=int,
+        default=DEFAULT_ARTIFACTS_QUOTA,
+        help="all artifacts together (and uploads in progress), bytes",
+    )
     s.add_argument(
         "--housekeeping",
         type=float,

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from edgehub import ctl_apps
 from edgehub.kinds import REGISTRY
 from edgehub.resources import resolve_kind
 
@@ -123,6 +124,19 @@ def table(rows: list[list[str]]) -> str:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> None:
+    if args.kind.lower() in ("artifact", "artifacts"):
+        listing = client.request("GET", "/v1/artifacts")
+        items = listing["items"]
+        if args.name:
+            items = [i for i in items if i["digest"].startswith(args.name)]
+        if args.output in ("json", "yaml"):
+            dump = json.dumps({"items": items}, indent=2)
+            print(dump if args.output == "json" else yaml.safe_dump({"items": items}), end="\n")
+        elif not items:
+            print("No artifacts found.", file=sys.stderr)
+        else:
+            print(table(ctl_apps.artifacts_table(items, time.time())))
+        return
     kind = _kind(args.kind)
     plural = REGISTRY.get(kind).plural
     if args.name:
@@ -163,9 +177,24 @@ def cmd_apply(client: Client, args: argparse.Namespace) -> None:
     except CtlError as exc:
         raise CtlError(f"{source}: {exc}") from None
     for item in result["results"]:
-        print(f"{item['kind'].lower()}/{item['name']} {item['action']}")
+        print(apply_line(item))
         for warning in item.get("warnings", ()):
             print(f"Warning: {item['kind'].lower()}/{item['name']}: {warning}", file=sys.stderr)
+
+
+def apply_line(item: dict[str, Any]) -> str:
+    """One line of ``apply``'s output: ``device/x created``, and what a KubeEdge manifest
+    became (its ID, what of it edgenode ignores) or why a document was skipped."""
+    line = f"{item['kind'].lower()}/{item['name']} {item['action']}"
+    if item.get("reason"):
+        line += f": {item['reason']}"
+    if item.get("kubeedge"):
+        line += f" (KubeEdge device {item['kubeedge']}"
+        ignored = item.get("ignored") or []
+        if ignored:
+            line += f"; ignored: {', '.join(str(path) for path in ignored)}"
+        line += ")"
+    return line
 
 
 def _parse_labels(pairs: list[str]) -> dict[str, str]:
@@ -250,6 +279,20 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
         after = items[-1]["id"]
 
 
+def cmd_artifact(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_artifact(client, args, CtlError)
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> None:
+    ctl_apps.cmd_logs(client, args, CtlError)
+
+
+def cmd_rollout(client: Client, args: argparse.Namespace) -> None:
+    code = ctl_apps.cmd_rollout(client, args, CtlError)
+    if code:
+        raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgectl", description="operate an edgenode hub")
     parser.add_argument("--hub", help=f"operator API URL (default: $EDGECTL_HUB, {DEFAULT_HUB})")
@@ -289,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("telemetry", help="a device's telemetry")
     p.add_argument("device")
     p.add_argument("--follow", "-f", action="store_true")
+    ctl_apps.add_parsers(sub)
     return parser
 
 
@@ -301,6 +345,9 @@ COMMANDS = {
     "twin": cmd_twin,
     "watch": cmd_watch,
     "telemetry": cmd_telemetry,
+    "artifact": cmd_artifact,
+    "logs": cmd_logs,
+    "rollout": cmd_rollout,
 }
 
 

@@ -97,6 +97,18 @@ class LiveChange:
         self._now = target_of(entry.body)
         self._was = target_of(entry.prev)
 
+    def nodes(self) -> frozenset[str] | None:
+        """The only nodes this change can concern, when both versions are aimed at nodes by
+        name (a Device); None when a selector is involved (any node may match)."""
+        named: set[str] = set()
+        for target in (self._now, self._was):
+            if target is None:
+                continue
+            if target.node is None:
+                return None
+            named.add(target.node)
+        return frozenset(named)
+
     def for_node(self, node: str, labels: Mapping[str, str]) -> Change | None:
         entry = self._entry
         if self._now is not None and self._now.matches(node, labels) and entry.body is not None:

@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgehub.admission import Admission
+from edgehub.artifacts import ArtifactStore, ArtifactStoreError
 from edgehub.cache import ResourceCache
+from edgehub.feed import ChangeFeed
 from edgehub.ingest import UplinkIngest
 from edgehub.kinds import REGISTRY, Registry
-from edgehub.kinds.base import iso_time
+from edgehub.kinds.base import iso_time, ready_condition
+from edgehub.logstreams import LogRequests
 from edgehub.metrics import HubMetrics
 from edgehub.operations import Operations, hash_token
+from edgehub.rollouts import RolloutController
 from edgehub.sessions import NodeLive, Session, Sessions
 from edgehub.store import HubStore, LogEntry, StoredResource
 from edgenode.protocol import (
@@ -38,6 +42,7 @@ from edgenode.protocol import (
     RevisionAcked,
     UplinkReceived,
 )
+from edgenode.protocol.events import ArtifactRequested, LogEnded, LogReceived
 
 MAX_WATCH_QUEUE = 10_000
 """Events queued for one watch stream. A watcher this far behind gets an ERROR event
@@ -92,8 +97,10 @@ class Hub:
         settings: HubSettings,
         metrics: HubMetrics,
         registry: Registry = REGISTRY,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self.store = store
+        self.artifacts = artifacts
         self.settings = settings
         self.metrics = metrics
         self.registry = registry
@@ -106,8 +113,11 @@ class Hub:
             store, self.cache, self.admission, metrics, settings.snapshot_after
         )
         self.ingest = UplinkIngest(self, metrics, registry)
+        self.logs = LogRequests(self.sessions)
         self.ops = Operations(self)
+        self.rollouts = RolloutController(self)
         self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
+        self.feed = ChangeFeed(self.revision, self._status_of)
         self.metrics.revision.set(self.revision)
         self.metrics.acks_pending.set_function(lambda: float(self.sessions.acks_pending()))
 
@@ -116,7 +126,16 @@ class Hub:
     def committed(self, entry: LogEntry) -> None:
         """A change is durable: update the cache, tell watchers and connected nodes."""
         stored = None if entry.body is None else self.store.get(entry.kind, entry.name)
+        before = self.cache.get(entry.kind, entry.name)
         self.cache.committed(entry, stored)
+        self.feed.spec_changed(
+            entry.revision,
+            entry.kind,
+            entry.name,
+            entry.body if entry.body is not None else (entry.prev or {}),
+            created=before.created if before is not None else None,
+            deleted=entry.body is None,
+        )
         self.revision = entry.revision
         self.metrics.revision.set(self.revision)
         self.sessions.committed(entry)
@@ -132,6 +151,13 @@ class Hub:
                 queue.put_nowait(event)
             elif queue.qsize() == MAX_WATCH_QUEUE:
                 queue.put_nowait(WATCH_OVERFLOW)  # the last it gets: its stream ends
+
+    def _status_of(self, kind: str) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        """Each resource of ``kind`` with its status view (the change feed compares them)."""
+        return {
+            stored.name: (stored.body, self.ops.render(stored).get("status"))
+            for stored in self.cache.of_kind(kind)
+        }
 
     # --- What kinds may read and write (ViewContext, IngestContext) -----------------------------
 
@@ -153,10 +179,15 @@ class Hub:
             "arch": live.arch,
             "outbox": live.outbox,
             "metrics": live.metrics,
+            "conditions": [ready_condition(live.ready, live.ready_since)],
         }
 
     def node_reported(self, node: str, record: dict[str, Any]) -> None:
         self.sessions.reported(node, record)
+
+    def artifact_exists(self, digest: str) -> bool:
+        info = None if self.artifacts is None else self.artifacts.info(digest)
+        return info is not None and info.complete
 
     # --- Link events ------------------------------------------------------------------------
 
@@ -170,7 +201,10 @@ class Hub:
         return self.sessions.start(node, proto, hello, self.revision)
 
     def close_session(self, session: Session) -> None:
+        current = self.is_current(session)
         self.sessions.end(session)
+        if current:
+            self.logs.link_ended(session.node)
 
     def take_outgoing(self, session: Session) -> None:
         self.sessions.take_outgoing(session)
@@ -194,6 +228,27 @@ class Hub:
                 )
             elif isinstance(event, PeerTimedOut):
                 self.metrics.rejected_connections.labels("timeout").inc()
+            elif isinstance(event, ArtifactRequested):
+                self._send_artifact(session, event)
+            elif isinstance(event, LogReceived):
+                self.logs.received(session, event)
+            elif isinstance(event, LogEnded):
+                self.logs.ended(session, event)
+
+    def _send_artifact(self, session: Session, event: ArtifactRequested) -> None:
+        """A chunk of an artifact for a node (read from disk: at most a frame's worth)."""
+        proto = session.proto
+        if self.artifacts is None:
+            proto.refuse_artifact(event.digest, 404, "this hub keeps no artifacts")
+            return
+        length = min(event.max_bytes, proto.max_artifact_chunk)
+        try:
+            size, data = self.artifacts.read(event.digest, event.offset, length)
+        except ArtifactStoreError as exc:
+            proto.refuse_artifact(event.digest, exc.status, exc.message)
+            return
+        proto.send_artifact(event.digest, event.offset, size, data)
+        self.metrics.artifact_bytes_sent.inc(len(data))
 
     # --- Housekeeping -----------------------------------------------------------------------
 

@@ -80,6 +80,11 @@ class HubMetrics:
         )
         self.open_streams_count = 0
         self.revision = Gauge("edgehub_revision", "Current store revision", registry=r)
+        self.artifact_bytes_sent = Counter(
+            "edgehub_artifact_bytes_sent",
+            "Artifact bytes sent to nodes over their links",
+            registry=r,
+        )
         self.telemetry_dropped = Counter(
             "edgehub_telemetry_dropped", "Telemetry records dropped by retention", registry=r
         )

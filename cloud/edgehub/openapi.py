@@ -54,6 +54,12 @@ def _kind_param(registry: Registry) -> dict[str, Any]:
 
 
 _NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_DIGEST_PARAM = {
+    "name": "digest",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
 _ERROR = {
     "description": "error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -177,6 +183,76 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
             },
             "/v1/watch/{kind}": {
                 "get": _op("stream of changes (NDJSON)", [kind_param], ("401", "404", "503"))
+            },
+            "/v1/artifacts": {
+                "get": _op("artifacts with size, age and the Apps that use them", [], ("401",))
+            },
+            "/v1/artifacts/{digest}": {
+                "get": _op("one artifact (or its upload in progress)", [_DIGEST_PARAM]),
+                "put": _op(
+                    "upload a piece of an artifact: ?offset=N&size=S; the last piece verifies it",
+                    [
+                        _DIGEST_PARAM,
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "size",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    ("400", "401", "404", "408", "409", "413", "422"),
+                    {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                ),
+                "delete": _op(
+                    "delete an artifact no App uses", [_DIGEST_PARAM], ("400", "401", "404", "409")
+                ),
+            },
+            "/v1/apps/{name}/rollout/undo": {
+                "post": _op(
+                    "go back to a revision of the App's history, on every node at once",
+                    [
+                        _NAME_PARAM,
+                        {
+                            "name": "toRevision",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    ("400", "401", "404", "422"),
+                )
+            },
+            "/v1/apps/{name}/logs": {
+                "get": _op(
+                    "an App's log from one node, over its link (text)",
+                    [
+                        _NAME_PARAM,
+                        {
+                            "name": "node",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {"name": "follow", "in": "query", "schema": {"type": "boolean"}},
+                    ],
+                    ("400", "401", "404", "409", "429", "503"),
+                )
             },
         },
     }

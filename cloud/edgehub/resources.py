@@ -10,7 +10,8 @@ rules (``edgehub.kinds``). Every error names the document index and the field.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 import yaml
 
@@ -64,11 +65,39 @@ def resolve_kind(text: str, registry: Registry = REGISTRY) -> str:
     return registry.resolve(text).name
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases (an alias bomb would expand without bound),
-    nested at most ``MAX_DEPTH`` levels (PyYAML composes recursively: deeper input would
-    hit Python's recursion limit) and with integer literals measured before they are
-    converted (``limits.MAX_INTEGER_DIGITS``)."""
+class _BoundedConstructor:
+    """What both loaders build values with: a scalar PyYAML cannot build (``2024-13-45``
+    read as a date, ``!!int abc``, ``!!bool maybe``) is reported as malformed input at
+    its line, not raised as an error of the hub; integers go through
+    :func:`_construct_bounded_int`."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except yaml.YAMLError:
+            raise
+        except (ValueError, ArithmeticError, LookupError, AttributeError, TypeError) as exc:
+            shown = repr(node.value)[:80] if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {node.tag}: {exc}", node.start_mark
+            ) from None
+
+
+def _construct_bounded_int(loader: Any, node: yaml.ScalarNode) -> Any:
+    """An integer literal measured before it is converted (``limits.MAX_INTEGER_DIGITS``:
+    Python 3.11 refuses more than 4300 digits, and YAML's hex and base-60 integers cost
+    quadratic time)."""
+    try:
+        check_integer_literal(str(node.value))
+    except InputError as exc:
+        raise yaml.constructor.ConstructorError(None, None, exc.message, node.start_mark) from None
+    return loader.construct_yaml_int(node)
+
+
+class _NoAliasLoader(_BoundedConstructor, yaml.SafeLoader):
+    """The pure loader: SafeLoader without anchors/aliases (an alias bomb would expand
+    without bound), nested at most ``MAX_DEPTH`` levels (PyYAML composes recursively:
+    deeper input would hit Python's recursion limit)."""
 
     _depth = 0
 
@@ -97,51 +126,84 @@ class _NoAliasLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """A scalar PyYAML cannot build (``2024-13-45`` read as a date, ``!!int abc``,
-        ``!!bool maybe``) is malformed input at its line, not an error of the hub."""
-        try:
-            return super().construct_object(node, deep)
-        except yaml.YAMLError:
-            raise
-        except (ValueError, ArithmeticError, LookupError, AttributeError, TypeError) as exc:
-            shown = repr(node.value)[:80] if isinstance(node, yaml.ScalarNode) else node.tag
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {shown} as {node.tag}: {exc}", node.start_mark
-            ) from None
 
-    def construct_bounded_int(self, node: yaml.ScalarNode) -> Any:
-        try:
-            check_integer_literal(str(node.value))
-        except InputError as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, exc.message, node.start_mark
-            ) from None
-        return self.construct_yaml_int(node)
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+
+if yaml.__with_libyaml__:
+
+    class _FastBoundedLoader(_BoundedConstructor, yaml.CSafeLoader):
+        """libyaml's loader with the same constructors; its aliases and nesting are
+        refused by :func:`iter_documents`' scan of the events before it composes."""
+
+    _FastBoundedLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
 
 
-_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _NoAliasLoader.construct_bounded_int)
+PARSE_PROGRESS: Final = object()
+"""Yielded by :func:`iter_documents` between documents and within long stretches of
+parsing, so that a caller on an event loop can let other work run (``api.py``)."""
+PROGRESS_EVENTS = 250
+"""YAML events scanned between two ``PARSE_PROGRESS`` marks."""
+_FAST_LOADER: Final = _FastBoundedLoader if yaml.__with_libyaml__ else None
+"""libyaml's loader (ten times faster than PyYAML's pure one) when PyYAML was built with
+it, as its wheels are; the pure ``_NoAliasLoader`` otherwise."""
 
 
-def parse_documents(text: str) -> list[Any]:
-    """Parse multi-document YAML (JSON is YAML too); a JSON list or ``{"items": [...]}``
-    is flattened. Empty documents are skipped. ResourceError on syntax errors."""
-    docs: list[Any] = []
+def iter_documents(text: str) -> Iterator[Any]:
+    """The documents of multi-document YAML (JSON is YAML too), with ``PARSE_PROGRESS``
+    marks in between; a JSON list or ``{"items": [...]}`` is flattened and empty documents
+    are skipped. ResourceError on syntax errors, aliases and too many documents."""
+    count = 0
     try:
-        for doc in yaml.load_all(text, Loader=_NoAliasLoader):
+        if _FAST_LOADER is not None:
+            # libyaml composes in C, where no hook can refuse an alias or deep nesting:
+            # scan the events first (an alias bomb or 1000 levels are refused before
+            # anything is built).
+            depth = 0
+            for number, event in enumerate(yaml.parse(text, Loader=_FAST_LOADER)):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise ResourceError(
+                            count, "", f"malformed YAML/JSON: {too_deep()}{_at(event)}"
+                        )
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                elif isinstance(event, yaml.DocumentEndEvent):
+                    count += 1  # where a syntax error of the scan is reported
+                elif isinstance(event, yaml.AliasEvent):
+                    raise ResourceError(count, "", f"YAML aliases are not accepted{_at(event)}")
+                if number % PROGRESS_EVENTS == 0:
+                    yield PARSE_PROGRESS
+        count = 0
+        loader = _NoAliasLoader if _FAST_LOADER is None else _FAST_LOADER
+        for doc in yaml.load_all(text, Loader=loader):
+            yield PARSE_PROGRESS
             if doc is None:
                 continue
             if isinstance(doc, list):
-                docs.extend(doc)
+                items = doc
             elif isinstance(doc, dict) and set(doc) == {"items"} and isinstance(doc["items"], list):
-                docs.extend(doc["items"])
+                items = doc["items"]
             else:
-                docs.append(doc)
-            if len(docs) > MAX_DOCUMENTS:
+                items = [doc]
+            count += len(items)
+            if count > MAX_DOCUMENTS:
                 raise ResourceError(None, "", f"more than {MAX_DOCUMENTS} documents")
+            yield from items
     except yaml.YAMLError as exc:
-        raise ResourceError(len(docs), "", f"malformed YAML/JSON: {exc}") from None
-    return docs
+        if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000) came first
+            raise ResourceError(count, "", f"malformed YAML/JSON: {too_deep()}") from None
+        raise ResourceError(count, "", f"malformed YAML/JSON: {exc}") from None
+
+
+def _at(event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+
+
+def parse_documents(text: str) -> list[Any]:
+    """:func:`iter_documents` as a list (no progress marks)."""
+    return [doc for doc in iter_documents(text) if doc is not PARSE_PROGRESS]
 
 
 def _string_map(value: object, index: int, field: str, *, labels: bool = False) -> dict[str, str]:
@@ -191,7 +253,7 @@ def validate_document(doc: object, index: int, registry: Registry = REGISTRY) ->
     for field in metadata:
         if field not in _METADATA_FIELDS:
             raise ResourceError(index, f"metadata.{field}", "unknown field")
-    name = check_name(metadata.get("name"), index)
+    name = check_name(metadata.get("name"), index, rule=kind.name_rule)
     if metadata.get("namespace", NAMESPACE) != NAMESPACE:
         raise ResourceError(index, "metadata.namespace", f"only {NAMESPACE!r} exists")
     labels = _string_map(metadata.get("labels", {}), index, "metadata.labels", labels=True)

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,6 @@ class Session:
     pending_revision: int = 0
     snapshot: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    flush_scheduled: bool = False
     synced: bool = False
     initial_revision: int = 0
     initial_acked: bool = False
@@ -55,6 +55,8 @@ class Session:
     """Messages the reader took from the protocol for the writer to send first."""
     protocol_version: int = 1
     """The protocol version negotiated with this node (what it may be sent)."""
+    connected_at: float = field(default_factory=time.time)
+    """When the link was accepted (wall clock, for rollout deadlines)."""
 
     def kick(self) -> None:
         self.wake.set()
@@ -66,6 +68,8 @@ class NodeLive:
     the Node's status on changes of readiness)."""
 
     ready: bool = False
+    ready_since: float | None = None
+    """When ``ready`` last changed (None: not since the hub started)."""
     last_seen: float | None = None
     acked: int = 0
     version: str = ""
@@ -117,6 +121,9 @@ class Sessions:
             self.live.setdefault(name, NodeLive()).acked = revision
         self._acks_dirty: set[str] = set()
         self._status_dirty: set[str] = set()
+        self.revision = store.revision()
+        """The hub's revision as of the last committed change."""
+        self._flush_scheduled = False
 
     def acked(self, node: str) -> int:
         live = self.live.get(node)
@@ -128,34 +135,54 @@ class Sessions:
     # --- Fan-out ----------------------------------------------------------------------------
 
     def committed(self, entry: LogEntry) -> None:
-        """Queue a durable change to every synced session it concerns."""
+        """Queue a durable change to the synced sessions it concerns. The others only fall
+        behind by a revision: one timer per hub (not per session and change) advances
+        them within ``IDLE_FLUSH_SECONDS``, so the cost of a change is the nodes it
+        targets, not the whole fleet."""
+        self.revision = entry.revision
         now = time.monotonic()
         relabelled = entry.name if fanout.labels_changed(entry) else None
         # Who the new and the old version are for: worked out once, matched per node.
         live_change = fanout.LiveChange(entry)
-        for session in self.open.values():
+        named = live_change.nodes()
+        if named is None:
+            concerned: Iterable[Session] = list(self.open.values())
+        else:
+            concerned = [self.open[node] for node in named if node in self.open]
+        for session in concerned:
             if not session.synced:
                 continue
             if session.node == relabelled:
                 session.snapshot = True
                 session.pending.clear()
-                session.pending_revision = entry.revision
                 session.sent_times.append((entry.revision, now))
                 session.kick()
                 continue
             change = live_change.for_node(session.node, self.cache.labels(session.node))
-            session.pending_revision = entry.revision
             if change is not None:
                 session.pending.append(change)
                 session.sent_times.append((entry.revision, now))
                 session.kick()
-            elif not session.flush_scheduled:
-                session.flush_scheduled = True
-                asyncio.get_running_loop().call_later(IDLE_FLUSH_SECONDS, session.kick)
+        self._schedule_idle_flush()
+
+    def _schedule_idle_flush(self) -> None:
+        if self.open and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(IDLE_FLUSH_SECONDS, self._flush_idle)
+
+    def _flush_idle(self) -> None:
+        """Advance every synced session that is behind the hub's revision (changes for
+        other nodes): its writer sends an empty ``c`` frame up to the current revision."""
+        self._flush_scheduled = False
+        for session in self.open.values():
+            if session.synced and session.proto.sent_revision < self.revision:
+                session.kick()
 
     def take_outgoing(self, session: Session) -> None:
-        """Move what is pending for a session into its protocol object."""
-        session.flush_scheduled = False
+        """Move what is pending for a session into its protocol object, complete up to the
+        hub's current revision: every change up to it that concerns the node is queued
+        (``committed`` queues without a suspension point)."""
+        session.pending_revision = max(session.pending_revision, self.revision)
         if session.snapshot:
             session.snapshot = False
             labels = labels_of(self.cache.node_body(session.node))
@@ -209,6 +236,8 @@ class Sessions:
         session.synced = True
         self.open[node] = session
         live = self.live.setdefault(node, NodeLive())
+        if not live.ready:
+            live.ready_since = time.time()
         live.ready = True
         live.last_seen = time.time()
         live.version = hello.software_version
@@ -249,6 +278,7 @@ class Sessions:
             del self.open[session.node]
             live = self.live.setdefault(session.node, NodeLive())
             live.ready = False
+            live.ready_since = time.time()
             self.status_changed(session.node)
             self.metrics.connected_nodes.set(len(self.open))
             log.info("node %s disconnected", session.node)

@@ -64,9 +64,11 @@ MAX_MQTT_KEEPALIVE: Final = 65535
 """MQTT's keep-alive field is 16 bits."""
 MAX_DEVICES: Final = 10_000
 MAX_ROUTES: Final = 1_000
-DEVICE_KEYS: Final = ("name", "desired")
+DEVICE_KEYS: Final = ("name", "desired", "kubeedge")
 ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
 CONFIG_KEYS: Final = ("name", "data")
+MIN_LOG_BYTES: Final = 4096
+CONTAINER_RUNTIMES: Final = ("auto", "docker", "podman", "none")
 MAX_CONFIGS: Final = 1_000
 MAX_CONFIG_ENTRIES: Final = 4096
 CONFIG_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -126,6 +128,8 @@ class MqttSection:
     """PEM CA bundle for ``tls``; empty: the system trust store."""
     keepalive: int = 30
     """Seconds between MQTT pings: how fast a dead broker connection is noticed."""
+    kubeedge: bool = True
+    """Also serve KubeEdge's device twin API (``$hw/events/...``, docs/kubeedge.md)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,18 @@ class OutboxSection:
     """Disk quota of the outbox (sum of payload bytes); see docs/store.md for the policy."""
     default_ttl: float = 0.0
     """Seconds an uplink record may wait; 0 means no expiry."""
+
+
+@dataclass(frozen=True)
+class AppsSection:
+    enabled: bool = True
+    """Run the Apps the hub targets at this node (false: report them Failed, run nothing)."""
+    artifacts_max_bytes: int = 1024 * 1024 * 1024
+    """Disk quota of the artifact cache (``data_dir/artifacts``), bytes."""
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Each App's stdout/stderr log file is rotated at this size (one old file kept)."""
+    container_runtime: str = "auto"
+    """``auto`` (docker, then podman, if found), ``docker``, ``podman`` or ``none``."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ class Config:
     hub: HubSection = field(default_factory=HubSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
+    apps: AppsSection = field(default_factory=AppsSection)
     status: StatusSection = field(default_factory=StatusSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
@@ -197,6 +214,7 @@ class Config:
             client_id=client_id,
             ca_file=m.ca_file,
             keepalive=m.keepalive,
+            kubeedge=m.kubeedge,
         )
 
     @property
@@ -228,6 +246,7 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "hub": HubSection,
     "mqtt": MqttSection,
     "outbox": OutboxSection,
+    "apps": AppsSection,
     "status": StatusSection,
     "metrics": MetricsSection,
     "log": LogSection,
@@ -272,10 +291,18 @@ enabled = true                    # false: never run the device layer
 client_id = ""                    # empty: "edgenode-<node name>" (keep it fixed)
 ca_file = ""                      # PEM CA bundle that signed the broker's certificate
 keepalive = 30                    # seconds between MQTT pings
+kubeedge = true                   # also serve KubeEdge's device API ($hw/events/...)
 
 [outbox]
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
 default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
+
+[apps]
+# Apps (workloads) the hub targets at this node (docs/apps.md).
+enabled = true                    # false: run no Apps (they are reported Failed)
+artifacts_max_bytes = 1073741824  # disk quota of the artifact cache, bytes (1 GiB)
+log_max_bytes = 10485760          # each App's log is rotated at this size (one old kept)
+container_runtime = "auto"        # auto (docker, then podman), docker, podman or none
 
 [status]
 interval = 30.0                   # seconds between node status reports
@@ -290,6 +317,8 @@ level = "info"                    # debug, info, warning or error
 # [[device]]
 # name = "lamp"                   # 1..128 of A-Z a-z 0-9 . _ - (one topic level)
 # desired = { power = "on" }      # optional; replaces the twin's desired at start
+# kubeedge = { namespace = "line-a", name = "lamp", types = { power = "string" } }
+#                                 # optional; its KubeEdge ID and types (docs/kubeedge.md)
 #
 # Configs of this node, with or without a hub (a hub Config of the same name wins); each
 # is written to data_dir/config/NAME.json and published retained at $edge/config/NAME:
@@ -437,6 +466,11 @@ def _parse_devices(value: Any, source: str) -> tuple[DeviceSpec, ...]:
             raise ConfigError(
                 f"{where}.desired: expected a table, got {type(desired).__name__} {desired!r}"
             )
+        kubeedge = entry.get("kubeedge")
+        if kubeedge is not None and not isinstance(kubeedge, dict):
+            raise ConfigError(
+                f"{where}.kubeedge: expected a table, got {type(kubeedge).__name__} {kubeedge!r}"
+            )
         if name in seen:
             raise ConfigError(f"{where}.name: device {name!r} is configured twice")
         seen.add(name)
@@ -444,8 +478,13 @@ def _parse_devices(value: Any, source: str) -> tuple[DeviceSpec, ...]:
             validate_device_name(name)
         except ConfigError as exc:
             raise ConfigError(f"{where}.name: {exc}") from None
+        if kubeedge is not None:
+            try:
+                DeviceSpec(name, kubeedge=kubeedge)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.kubeedge: {exc}") from None
         try:
-            specs.append(DeviceSpec(name, desired))
+            specs.append(DeviceSpec(name, desired, kubeedge=kubeedge))
         except ConfigError as exc:
             raise ConfigError(f"{where}.desired: {exc}") from None
         except (TypeError, ValueError) as exc:  # e.g. a TOML date in desired
@@ -594,6 +633,14 @@ def _validate(config: Config, base: Path) -> Config:
         raise ConfigError(f"{src}: [outbox] max_bytes: must be at least 1")
     if config.outbox.default_ttl < 0:
         raise ConfigError(f"{src}: [outbox] default_ttl: must not be negative")
+    if config.apps.artifacts_max_bytes < 1:
+        raise ConfigError(f"{src}: [apps] artifacts_max_bytes: must be at least 1")
+    if config.apps.log_max_bytes < MIN_LOG_BYTES:
+        raise ConfigError(f"{src}: [apps] log_max_bytes: must be at least {MIN_LOG_BYTES}")
+    if config.apps.container_runtime not in CONTAINER_RUNTIMES:
+        raise ConfigError(
+            f"{src}: [apps] container_runtime: must be one of {', '.join(CONTAINER_RUNTIMES)}"
+        )
     if not config.status.interval >= MIN_STATUS_INTERVAL:
         raise ConfigError(f"{src}: [status] interval: must be at least {MIN_STATUS_INTERVAL}")
     if config.metrics.listen:

@@ -24,18 +24,26 @@ DEVICES_FILE: Final = "devices.json"
 """The device layer's served devices and broker state (written by devices/service.py)."""
 CONFIGS_FILE: Final = "configs.json"
 """The Configs the node applied, with their generations (written by the Config service)."""
+ARTIFACTS_DIR: Final = "artifacts"
+"""``DATA_DIR/artifacts``: the Apps' artifacts, verified (``sha256/``) and partial."""
+APPS_DIR: Final = "apps"
+"""``DATA_DIR/apps/NAME/``: each App's work dir, logs and state."""
 CONFIG_DIR: Final = "config"
 """``DATA_DIR/config/NAME.json``: one file per Config, its data map."""
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700 if it does not exist yet, whatever the umask
-    (a folder that exists is left as its owner made it)."""
-    try:
-        path.mkdir(mode=DIR_MODE, parents=True)
-    except FileExistsError:
-        return
-    os.chmod(path, DIR_MODE)  # mkdir's mode is masked by the umask; this is not
+    """Create ``path`` and its missing parents as 0700 whatever the umask (``mkdir -p``
+    would give the parents the umask's mode); folders that exist are left as their owner
+    made them."""
+    missing = [path, *path.parents]
+    missing = list(reversed([p for p in missing if not p.exists()]))
+    for folder in missing:
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile (another process)
+        os.chmod(folder, DIR_MODE)  # mkdir's mode is masked by the umask; this is not
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

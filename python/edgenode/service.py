@@ -20,11 +20,12 @@ depend on this contract, not on the daemon.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from edgenode.apps.artifacts import ArtifactSource
     from edgenode.config import Config
     from edgenode.node.metrics import Metrics
     from edgenode.store import Store
@@ -155,6 +156,15 @@ class RetainedMessages:
         self._listeners.append(listener)
 
 
+class LogSource(Protocol):
+    """Answers the hub's requests for an App's log (``edgectl logs app NAME --node N``)."""
+
+    def app_log(self, app: str, tail: int, follow: bool) -> AsyncIterator[bytes] | None:
+        """The last ``tail`` lines of ``app``'s log (0: all that is kept), then, with
+        ``follow``, what it writes until the iterator is closed; None: no such App here."""
+        ...
+
+
 class NodeHost(Protocol):
     """What a service may use (the daemon implements it)."""
 
@@ -172,6 +182,15 @@ class NodeHost(Protocol):
 
     @property
     def hub_connected(self) -> bool: ...
+
+    @property
+    def artifacts(self) -> ArtifactSource:
+        """Artifacts for Apps: cached under ``DATA_DIR/artifacts``, fetched over the link."""
+        ...
+
+    def serve_logs(self, source: LogSource) -> None:
+        """Answer the hub's log requests with ``source`` (the App service registers)."""
+        ...
 
     def commit(
         self, twins: Sequence[TwinWrite], records: Sequence[OutRecord]

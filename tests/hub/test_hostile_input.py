@@ -122,7 +122,6 @@ def test_values_json_cannot_carry_are_refused_naming_the_field(hub):
         assert fragment in body["error"], body
     for text, field, fragment in [
         (DEVICE.replace("power: 'on'", "power: .inf"), "spec.desired.power", "finite"),
-        (DEVICE.replace("power: 'on'", 'power: "\\ud800"'), "spec.desired.power", "surrogate"),
         (DEVICE.replace("power: 'on'", "when: 2024-01-01"), "spec.desired.when", "date"),
         (DEVICE.replace("power: 'on'", "1: on"), "spec.desired", "keys must be strings"),
         (DEVICE.replace("power: 'on'", "blob: !!binary aGVsbG8="), "spec.desired.blob", "bytes"),
@@ -131,6 +130,11 @@ def test_values_json_cannot_carry_are_refused_naming_the_field(hub):
         assert status == 422, (text, body)
         assert body["field"] == field, body
         assert fragment in body["error"], body
+    # A lone surrogate: libyaml refuses the escape itself; PyYAML's pure loader builds it
+    # and the hub refuses the value, naming the field.
+    status, body = hub.apply(DEVICE.replace("power: 'on'", 'power: "\\ud800"'))
+    assert status == 422, body
+    assert "surrogate" in body["error"] or "invalid Unicode" in body["error"], body
     assert_no_traceback_and_no_5xx(hub)
 
 

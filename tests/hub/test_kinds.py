@@ -41,7 +41,7 @@ def test_every_builtin_kind_resolves_by_name_plural_singular_and_short_name():
         ("routes", "Route"),
     ]:
         assert registry.resolve(text).name == kind
-    assert registry.names() == ["Node", "Device", "Config", "Route"]
+    assert registry.names() == ["Node", "Device", "Config", "Route", "App", "AppAssignment"]
     with pytest.raises(ValueError, match="unknown kind 'pods'"):
         registry.resolve("pods")
 
@@ -276,5 +276,37 @@ def test_a_devices_desired_version_moves_only_when_desired_does(tmp_path):
         }
         hub.ops.apply([forged])
         assert versions()[0] == hub.revision
+    finally:
+        store.close()
+
+
+def test_a_large_apply_in_chunks_stores_everything_or_nothing(tmp_path):
+    """``apply_async`` (the API's path) commits in chunks between which the loop runs
+    other work; validation still covers every document before anything is stored."""
+    store = SqliteHubStore(tmp_path / "hub.db")
+    hub = Hub(store, HubSettings(), HubMetrics())
+
+    def device(i: int, node: str = "n1") -> dict[str, Any]:
+        return {
+            "apiVersion": "edgenode.io/v1",
+            "kind": "Device",
+            "metadata": {"name": f"d{i}"},
+            "spec": {"node": node, "desired": {"i": i}},
+        }
+
+    async def scenario() -> None:
+        bad = [device(i) for i in range(600)] + [device(600, node="Not A Name")]
+        with pytest.raises(ResourceError, match=r"document 600: spec\.node"):
+            await hub.ops.apply_async(bad)
+        assert store.revision() == 0
+        results = await hub.ops.apply_async([device(i) for i in range(600)])
+        assert [r["action"] for r in results] == ["created"] * 600
+        assert [r["revision"] for r in results] == list(range(1, 601))
+        again = await hub.ops.apply_async([device(i) for i in range(600)])
+        assert {r["action"] for r in again} == {"unchanged"}
+
+    try:
+        asyncio.run(scenario())
+        assert len(hub.ops.list_views("Device", None)) == 600
     finally:
         store.close()

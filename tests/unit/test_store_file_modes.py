@@ -66,3 +66,15 @@ def test_a_store_in_a_missing_folder_still_fails_as_before(core, tmp_path):
 
     with pytest.raises(StoreError, match="unable to open"):
         core.Store(str(tmp_path / "missing" / "node.db"))
+
+
+def test_ensure_dir_makes_every_missing_level_0700_under_umask_022(tmp_path, umask_022):
+    from edgenode.files import ensure_dir
+
+    (tmp_path / "kept").mkdir(mode=0o755)
+    os.chmod(tmp_path / "kept", 0o755)
+    ensure_dir(tmp_path / "kept" / "a" / "b")
+    assert mode(tmp_path / "kept") == 0o755  # what exists is left as its owner made it
+    assert mode(tmp_path / "kept" / "a") == 0o700
+    assert mode(tmp_path / "kept" / "a" / "b") == 0o700
+    ensure_dir(tmp_path / "kept" / "a" / "b")  # again: nothing to do

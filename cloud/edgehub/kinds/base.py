@@ -59,21 +59,43 @@ class ResourceError(ValueError):
         super().__init__(": ".join([*where, message]))
 
 
+class ResourceConflict(ResourceError):
+    """A valid document that clashes with a stored resource (409, naming it)."""
+
+
 def resource_key(kind: str, name: str) -> str:
     """The protocol key of a resource: ``Kind/namespace/name``."""
     return f"{kind}/{NAMESPACE}/{name}"
 
 
-def check_name(name: object, index: int | None = None, field: str = "metadata.name") -> str:
-    """``name`` if it is a valid resource name (a DNS subdomain), else ResourceError."""
+@dataclass(frozen=True)
+class NameRule:
+    """What names of a kind look like (the kind's ``name_rule``)."""
+
+    pattern: re.Pattern[str] = _NAME_RE
+    max_length: int = MAX_NAME_LENGTH
+    words: str = "lowercase alphanumerics, '-' and '.'"
+
+
+DNS_NAMES = NameRule()
+"""Resource names are DNS subdomains unless a kind says otherwise."""
+
+
+def check_name(
+    name: object,
+    index: int | None = None,
+    field: str = "metadata.name",
+    rule: NameRule = DNS_NAMES,
+) -> str:
+    """``name`` if it is a valid resource name (by default a DNS subdomain), else
+    ResourceError."""
     if not isinstance(name, str) or not name:
         raise ResourceError(index, field, "required, a non-empty string")
-    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name):
+    if len(name) > rule.max_length or not rule.pattern.fullmatch(name):
         raise ResourceError(
             index,
             field,
-            f"invalid name {name!r}: lowercase alphanumerics, '-' and '.', "
-            f"at most {MAX_NAME_LENGTH} characters",
+            f"invalid name {name!r}: {rule.words}, at most {rule.max_length} characters",
         )
     return name
 
@@ -160,11 +182,27 @@ class Kind:
     """Uplink record kinds this kind's ``ingest`` applies (``status``, ``twin``, ...)."""
     columns: ClassVar[tuple[Column, ...]] = ()
     """The columns after NAME (and before AGE, which every kind has)."""
+    name_rule: ClassVar[NameRule] = DNS_NAMES
 
     # --- Admission -------------------------------------------------------------------------
 
     def validate(self, spec: dict[str, Any], index: int | None) -> None:
         """Rules beyond the schema; raise ``ResourceError`` naming the field."""
+
+    def admit(
+        self, ctx: Any, body: dict[str, Any], index: int, batch: set[tuple[str, str]]
+    ) -> None:
+        """Checks that need the hub (other resources, the artifact store): ResourceError
+        naming the field. ``batch`` holds the (kind, name) of every document of the same
+        apply (a resource may name another applied with it)."""
+
+    def admit_all(
+        self, ctx: Any, bodies: list[tuple[int, dict[str, Any]]], batch: set[tuple[str, str]]
+    ) -> None:
+        """:meth:`admit` for every document of this kind in one apply (``(index, body)``
+        in order); a kind whose checks compare documents with each other overrides it."""
+        for index, body in bodies:
+            self.admit(ctx, body, index, batch)
 
     def stamp(self, prev: dict[str, Any] | None, body: dict[str, Any], revision: int) -> None:
         """Set server-managed values in ``body`` (being stored at ``revision``; ``prev`` is
@@ -217,6 +255,29 @@ class Kind:
     @property
     def list_kind(self) -> str:
         return f"{self.name}List"
+
+
+def condition(
+    kind: str, ok: bool, reason: str, message: str, since: float | None = None
+) -> dict[str, Any]:
+    """A Kubernetes condition (``kubectl wait --for=condition=Ready`` reads them);
+    ``since``: when it last changed, if known."""
+    entry: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+    }
+    if since is not None:
+        entry["lastTransitionTime"] = iso_time(since)
+    return entry
+
+
+def ready_condition(ready: bool, since: float | None) -> dict[str, Any]:
+    """A Node's Ready condition: True while its link is up."""
+    if ready:
+        return condition("Ready", True, "LinkUp", "the node is connected", since)
+    return condition("Ready", False, "LinkDown", "the node is not connected", since)
 
 
 def iso_time(ts: float) -> str:

@@ -16,6 +16,7 @@ number go backwards.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +25,8 @@ from edgehub.kinds.base import (
     Column,
     IngestContext,
     Kind,
+    NameRule,
+    ResourceConflict,
     ResourceError,
     ViewContext,
     check_name,
@@ -36,6 +39,9 @@ from edgehub.kinds.base import (
 )
 from edgehub.kinds.schema import PRESERVE, Schema
 from edgehub.targeting import Target
+from edgenode.devices.config import DEVICE_NAME_PATTERN
+from edgenode.devices.kubeedge import DeviceId, KubeEdgeSpecError, id_conflict, kubeedge_spec
+from edgenode.devices.kubeedge.values import type_problems
 from edgenode.errors import TwinError
 from edgenode.twin import check_limits, delta, merge_patch
 
@@ -43,12 +49,30 @@ if TYPE_CHECKING:
     from edgehub.store import StoredResource
 
 DESIRED_VERSION = "edgenode.io/desired-version"
+DEVICE_NAMES = NameRule(
+    re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?"),
+    128,
+    "lowercase alphanumerics, '-', '.' and '_'",
+)
+"""Device names: DNS subdomains plus ``_`` (KubeEdge devices outside the default namespace
+are ``<namespace>_<name>``, docs/kubeedge.md), at most 128 characters as a node serves
+(``edgenode.devices.config.DEVICE_NAME_PATTERN``: one MQTT topic level)."""
+assert DEVICE_NAME_PATTERN.pattern.endswith("{0,127}$")  # the node's limit, kept in step
 
 
 def desired_version(body: dict[str, Any]) -> int | None:
     """The desired version stamped on a Device body (None before it was stamped)."""
     value = server_annotations(body).get(DESIRED_VERSION)
     return int(value) if value is not None and value.isdigit() else None
+
+
+def _kubeedge_key(name: str, spec: Mapping[str, Any]) -> tuple[str, DeviceId]:
+    """(node, KubeEdge ID) of a Device (a stored spec is valid: checked when applied)."""
+    try:
+        device = kubeedge_spec(name, spec).device
+    except KubeEdgeSpecError:  # stored before the field was checked: as the node serves it
+        device = kubeedge_spec(name, None).device
+    return str(spec.get("node")), device
 
 
 def _count_cell(field: str) -> Any:
@@ -77,9 +101,30 @@ class DeviceKind(Kind):
             },
             "description": {"type": "string", "description": "Free text for operators."},
             "model": {"type": "string", "description": "Free text: the device's model."},
+            "kubeedge": {
+                "type": "object",
+                "description": "How KubeEdge devices and mappers see it (docs/kubeedge.md).",
+                "properties": {
+                    "namespace": {
+                        "type": "string",
+                        "description": "Its KubeEdge namespace (default: default).",
+                    },
+                    "name": {
+                        "type": "string",
+                        "description": "Its KubeEdge name (default: metadata.name).",
+                    },
+                    "types": {
+                        "type": "object",
+                        "description": "Property types: string, int, integer, float, boolean.",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+                "additionalProperties": False,
+            },
         },
         "additionalProperties": False,
     }
+    name_rule = DEVICE_NAMES
     uplink_kinds = frozenset({"twin", "device-state", "telemetry"})
     columns = (
         Column("NODE", spec_cell("node")),
@@ -97,10 +142,38 @@ class DeviceKind(Kind):
 
     def validate(self, spec: dict[str, Any], index: int | None) -> None:
         check_name(spec.get("node"), index, "spec.node")
+        desired = spec.get("desired", {})
         try:
-            check_limits(spec.get("desired", {}))
+            check_limits(desired)
         except TwinError as exc:
             raise ResourceError(index, "spec.desired", str(exc)) from None
+        try:
+            # The name only fills in a default: any valid one checks the rest.
+            types = kubeedge_spec("device", spec).types
+        except KubeEdgeSpecError as exc:
+            raise ResourceError(index, exc.field, exc.message) from None
+        problems = type_problems(desired, types)
+        if problems:
+            # A device reads the property with its declared type: it could never report
+            # such a value back, and it would stay in the delta for ever.
+            raise ResourceError(index, "spec.desired", problems[0])
+
+    def admit_all(
+        self, ctx: Any, bodies: list[tuple[int, dict[str, Any]]], batch: set[tuple[str, str]]
+    ) -> None:
+        """Two Devices of one node cannot have one KubeEdge ID (409 naming the other)."""
+        applied = {body["metadata"]["name"] for _index, body in bodies}
+        served: dict[tuple[str, DeviceId], str] = {}
+        for stored in ctx.cache.of_kind(self.name):
+            if stored.name not in applied:
+                served[_kubeedge_key(stored.name, stored.body["spec"])] = stored.name
+        for index, body in bodies:
+            name = body["metadata"]["name"]
+            key = _kubeedge_key(name, body["spec"])
+            other = served.setdefault(key, name)
+            problem = id_conflict(name, key[1], [(other, key[1])])
+            if problem is not None:
+                raise ResourceConflict(index, "spec.kubeedge", problem)
 
     def stamp(self, prev: dict[str, Any] | None, body: dict[str, Any], revision: int) -> None:
         before = None if prev is None else desired_version(prev)

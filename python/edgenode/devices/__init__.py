@@ -8,9 +8,10 @@
 
 from typing import TYPE_CHECKING, Any
 
+from edgenode.devices.actions import Publish, Uplink
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteDecision, RouteTable, Upstream
-from edgenode.devices.twins import Publish, TwinService, Uplink
+from edgenode.devices.twins import TwinService
 
 if TYPE_CHECKING:
     from edgenode.devices.bus import DeviceLayer

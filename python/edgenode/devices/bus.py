@@ -50,16 +50,10 @@ from typing import Any, Final
 import aiomqtt
 
 from edgenode.backoff import Backoff
+from edgenode.devices.actions import Action, Publish, Uplink
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteTable
-from edgenode.devices.twins import (
-    SUBSCRIPTIONS,
-    TOPIC_ROOT,
-    Action,
-    Publish,
-    TwinService,
-    Uplink,
-)
+from edgenode.devices.twins import TOPIC_ROOT, TwinService
 from edgenode.errors import StoreError
 from edgenode.service import CommitPort, OutRecord, RetainedMessages, TwinWrite
 from edgenode.store import Store
@@ -77,6 +71,13 @@ RETAINED_QOS: Final = 1
 OWNED_RETAINED_FILTERS: Final = ("$edge/config/+",)
 """Retained topics the node owns besides the twin deltas (subscribed to so that stale
 ones left at the broker are seen, and cleared)."""
+BROKER_DROPPED_TOPIC: Final = "$SYS/broker/publish/messages/dropped"
+"""Mosquitto's count of messages it dropped (queue or in-flight limits) since it started,
+published every ``sys_interval`` seconds. A QoS 1 message the broker drops was already
+acknowledged to its publisher: the node cannot get it back, but it must never be lost
+silently — the node watches this counter and reports what it sees rise."""
+DROP_WARNING_INTERVAL: Final = 60.0
+"""Seconds between warnings about broker drops (the counter keeps counting)."""
 
 NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 """Send the node's small packets (PUBACKs, replies) at once, without Nagle's delay."""
@@ -168,7 +169,9 @@ class DeviceLayer:
         *,
         retained: RetainedMessages | None = None,
         clock: Callable[[], float] = time.time,
+        node: str = "",
     ) -> None:
+        # node: the node's name, for KubeEdge's membership topics (with settings.kubeedge).
         self.settings = settings
         self._clock = clock
         self._port: CommitPort = port if port is not None else StoreCommit(store)
@@ -180,6 +183,7 @@ class DeviceLayer:
             (),
             RouteTable(routes),
             now=clock(),
+            kubeedge_node=node if settings.kubeedge and node else None,
         )
         self.counters: Counter[str] = Counter()
         # The constructor's devices are committed like any later change (their desired
@@ -188,6 +192,11 @@ class DeviceLayer:
         self._apply(lambda: self._set_devices(list(devices)))
         self.connected = asyncio.Event()
         """Set while connected and subscribed (tests and status wait on it)."""
+        self.broker_dropped_total: int | None = None
+        """The broker's own count of dropped messages, as last published (None: the broker
+        publishes no ``$SYS`` counters, or nothing was heard yet)."""
+        self._dropped_base: int | None = None
+        self._drop_warned = float("-inf")
         self._client: aiomqtt.Client | None = None
         self._subscribed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -218,15 +227,7 @@ class DeviceLayer:
         self._submit(lambda: self._set_devices(specs))
 
     def _set_devices(self, specs: list[DeviceSpec]) -> list[Action]:
-        wanted = {spec.name for spec in specs}
-        actions: list[Action] = []
-        for name in self.service.devices():
-            if name not in wanted:
-                actions += self.service.remove_device(name)
-        now = self._clock()
-        for spec in specs:
-            actions += self.service.add_device(spec, now)
-        return actions
+        return self.service.serve(specs, self._clock())
 
     def set_routes(self, routes: Iterable[RouteSpec]) -> None:
         """Replace the routes (ConfigError for a looping set); subscriptions follow."""
@@ -300,8 +301,10 @@ class DeviceLayer:
         async with self._client_for() as client:
             self.counters["connects"] += 1
             self._client = client
+            self._dropped_base = None  # the counter restarts with the broker
             await self._sync_subscriptions(client)
-            await self._publish(client, [*self.service.resync(), *self._retained_publishes()])
+            resync = self.service.resync(self._clock())
+            await self._publish(client, [*resync, *self._retained_publishes()])
             self.connected.set()
             self._backoff.reset()
             log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
@@ -317,6 +320,8 @@ class DeviceLayer:
     async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
         """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
         messages = [(m.topic.value, _payload_bytes(m.payload)) for m in batch]
+        if any(name == BROKER_DROPPED_TOPIC for name, _ in messages):
+            messages = self._broker_counters(messages)
         publishes = self._apply(lambda: self.service.handle_many(messages, self._clock()))
         publishes += self._stale_retained(batch)
         await self._publish(client, publishes)
@@ -328,7 +333,14 @@ class DeviceLayer:
 
     async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
         wanted = list(
-            dict.fromkeys([*SUBSCRIPTIONS, *OWNED_RETAINED_FILTERS, *self.service.routes.filters()])
+            dict.fromkeys(
+                [
+                    *self.service.subscriptions(),
+                    *OWNED_RETAINED_FILTERS,
+                    BROKER_DROPPED_TOPIC,
+                    *self.service.routes.filters(),
+                ]
+            )
         )
         stale = [f for f in self._subscribed if f not in wanted]
         if stale:
@@ -380,6 +392,39 @@ class DeviceLayer:
             self.counters["uplinks"] += len(uplinks) - len(refused)
         self._twin_writes.committed()
         return publishes
+
+    # ---------------------------------------------------------- broker drops ----
+
+    def _broker_counters(self, messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        """Take the broker's drop counter out of a batch; count what it rose by."""
+        rest: list[tuple[str, bytes]] = []
+        for name, payload in messages:
+            if name != BROKER_DROPPED_TOPIC:
+                rest.append((name, payload))
+                continue
+            try:
+                total = int(payload.strip())
+            except ValueError:
+                continue
+            self.broker_dropped_total = total
+            if self._dropped_base is None or total < self._dropped_base:
+                self._dropped_base = total  # first value of this connection
+                continue
+            risen = total - self._dropped_base
+            self._dropped_base = total
+            if risen > 0:
+                self.counters["broker_dropped"] += risen
+                now = time.monotonic()
+                if now - self._drop_warned >= DROP_WARNING_INTERVAL:
+                    self._drop_warned = now
+                    log.warning(
+                        "the MQTT broker dropped %d messages (%d since the node connected): "
+                        "its queue limits are too small for this load (docs/device-api.md, "
+                        '"Delivery")',
+                        risen,
+                        self.counters["broker_dropped"],
+                    )
+        return rest
 
     # ------------------------------------------------------- retained messages ----
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from edgenode.devices.kubeedge.ids import SPEC_FIELD, KubeEdgeSpecError, kubeedge_spec
 from edgenode.errors import ConfigError, TopicError, TwinError
 from edgenode.router import validate_filter, validate_topic
 from edgenode.twin import check_limits
@@ -47,14 +48,22 @@ class DeviceSpec:
     ``desired`` (a JSON object) replaces the twin's desired document when given; ``None``
     leaves whatever desired document the twin already has (e.g. set by the hub).
     ``desired_version`` is the hub's number for that document (None for a local one).
+    ``kubeedge`` is how KubeEdge clients see it (``namespace``, ``name``, ``types``;
+    docs/kubeedge.md, "Device IDs"); None: as ``default/<name>``.
     """
 
     name: str
     desired: dict[str, Any] | None = None
     desired_version: int | None = None
+    kubeedge: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validate_device_name(self.name)
+        if self.kubeedge is not None:
+            try:
+                kubeedge_spec(self.name, {SPEC_FIELD: self.kubeedge})
+            except KubeEdgeSpecError as exc:
+                raise ConfigError(f"device {self.name!r}: {exc}") from None
         version = self.desired_version
         if version is not None and (type(version) is not int or version < 1):
             raise ConfigError(f"device {self.name!r}: desired version must be a positive int")
@@ -137,6 +146,8 @@ class MqttSettings:
     """First reconnect delay bound (seconds), doubled per failure, full jitter."""
     backoff_cap: float = 30.0
     """Largest reconnect delay bound (seconds)."""
+    kubeedge: bool = True
+    """Serve KubeEdge's device API (``$hw/events/...``) beside edgenode's own."""
 
     def __post_init__(self) -> None:
         if not self.host:

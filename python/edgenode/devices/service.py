@@ -62,7 +62,10 @@ def device_from_resource(node: str, resource: DesiredResource) -> DeviceSpec | N
         raise ValueError("spec.desired is not a map")
     version_text = resource.annotation(DESIRED_VERSION_ANNOTATION)
     version = int(version_text) if version_text and version_text.isdigit() else None
-    return DeviceSpec(resource.name, desired, version if version else None)
+    kubeedge = spec.get("kubeedge")
+    if kubeedge is not None and not isinstance(kubeedge, dict):
+        raise ValueError("spec.kubeedge is not a map")
+    return DeviceSpec(resource.name, desired, version if version else None, kubeedge)
 
 
 def route_from_resource(resource: DesiredResource) -> RouteSpec:
@@ -183,6 +186,7 @@ class DeviceService:
             routes,
             host,
             retained=host.retained,
+            node=self.config.node.name,
         )
         self._routes_in_use = len(routes)
         self.layer = layer
@@ -255,6 +259,8 @@ class DeviceService:
             "routes": self._routes_in_use,
             "broker": f"{s.host}:{s.port}",
             "broker_connected": connected,
+            "broker_dropped": layer.stats().get("broker_dropped", 0),
+            "broker_dropped_total": layer.broker_dropped_total,
             "pid": os.getpid(),  # status trusts broker_connected only from the live daemon
         }
         if state == self._written:

@@ -40,16 +40,17 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from edgenode import twin as engine
 from edgenode._pure.devtwin import read_payload, read_token
+from edgenode.devices.actions import Action, Applied, Publish, Uplink
 from edgenode.devices.config import DeviceSpec
+from edgenode.devices.kubeedge.front import PREFIX as KUBEEDGE_PREFIX
+from edgenode.devices.kubeedge.front import KubeEdgeFront
 from edgenode.devices.routes import RouteDecision, RouteTable
 from edgenode.devtwin import DeviceTwin
 from edgenode.errors import StoreError, TopicError
-from edgenode.service import OutRecord
 from edgenode.uplink import MAX_BODY_BYTES
 
 log = logging.getLogger("edgenode.devices")
@@ -65,7 +66,6 @@ MAX_TELEMETRY_BYTES: Final = 192 * 1024
 uplink records stay below 256 KiB)."""
 TWIN_UPLINK_PRIORITY: Final = 3
 STATE_UPLINK_PRIORITY: Final = 3
-REPLY_QOS: Final = 1
 LOG_BURST: Final = 20
 """Bad-input warnings logged per LOG_WINDOW; the rest are only counted
 (``log_suppressed``), so a misbehaving device cannot flood the node's log."""
@@ -81,37 +81,6 @@ TOO_LARGE: Final = 413
 INTERNAL: Final = 500
 
 GET_FIELDS: Final = frozenset({"clientToken"})
-
-
-# ------------------------------------------------------------------ actions ----
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Publish ``payload`` on the local broker (an empty retained payload clears)."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-    qos: int = REPLY_QOS
-
-
-@dataclass(frozen=True, slots=True)
-class Uplink:
-    """Append an uplink record to the outbox: ``kind`` and ``body`` (compact JSON object
-    bytes) go into the node's envelope (``edgenode.uplink``) when committed."""
-
-    kind: str
-    body: bytes
-    priority: int
-    ttl: float | None
-    coalesce_key: str | None
-
-    def record(self) -> OutRecord:
-        return OutRecord(self.kind, self.body, self.priority, self.ttl, self.coalesce_key)
-
-
-Action = Publish | Uplink
 
 
 class TwinStore(Protocol):
@@ -191,27 +160,46 @@ class TwinService:
         *,
         now: float = 0.0,
         device_twin: Callable[..., DeviceTwin] = DeviceTwin,
+        kubeedge_node: str | None = None,
     ) -> None:
         # device_twin: the DeviceTwin class (of the chosen backend unless a test pins one).
+        # kubeedge_node: also serve KubeEdge's device API, for the node of that name.
         self._device_twin = device_twin
         self.store = store
         self.routes = routes if routes is not None else RouteTable()
         self.counters: Counter[str] = Counter()
-        self._known: set[str] = set()
+        self._specs: dict[str, DeviceSpec] = {}
         self._twins: dict[str, DeviceTwin] = {}
-        self._startup_actions: list[Action] = []
         self._log_window_start = float("-inf")
         self._logged_in_window = 0
-        for spec in devices:
-            self._startup_actions += self.add_device(spec, now)
+        self.kubeedge = (
+            None
+            if kubeedge_node is None
+            else KubeEdgeFront(kubeedge_node, self.counters, self._warn)
+        )
+        self._startup_actions: list[Action] = self.serve(devices, now)
 
     # ------------------------------------------------------------ devices ----
 
     def devices(self) -> list[str]:
-        return sorted(self._known)
+        return sorted(self._specs)
 
     def is_known(self, device: str) -> bool:
-        return device in self._known
+        return device in self._specs
+
+    def serve(self, specs: Iterable[DeviceSpec], now: float) -> list[Action]:
+        """Serve exactly these devices: the others are removed (their twins stay in the
+        store), these added or updated as :meth:`add_device` does; KubeEdge clients are
+        told once what changed."""
+        wanted = list(specs)
+        names = {spec.name for spec in wanted}
+        actions: list[Action] = []
+        for name in sorted(self._specs):
+            if name not in names:
+                actions += self._remove(name, forget=False)
+        for spec in wanted:
+            actions += self._add(spec, now)
+        return actions + self._kubeedge_serve(now)
 
     def add_device(self, spec: DeviceSpec, now: float) -> list[Action]:
         """Serve ``spec.name``; its desired document becomes ``spec.desired`` if given.
@@ -219,22 +207,43 @@ class TwinService:
         Twin state already in the store (from before a restart) is kept. Returns the
         delta message to publish if the desired document changed it.
         """
-        self._known.add(spec.name)
+        return self._add(spec, now) + self._kubeedge_serve(now)
+
+    def remove_device(self, device: str, *, forget: bool = False) -> list[Action]:
+        """Stop serving ``device`` (its retained delta is cleared); ``forget`` also
+        deletes its twin from the store."""
+        if device not in self._specs:
+            return []
+        return self._remove(device, forget=forget) + self._kubeedge_serve(0.0)
+
+    def _add(self, spec: DeviceSpec, now: float) -> list[Action]:
+        self._specs[spec.name] = spec
         self._twin(spec.name)
         if spec.desired is None:
             return []
         return self.set_desired(spec.name, spec.desired, now, version=spec.desired_version)
 
-    def remove_device(self, device: str, *, forget: bool = False) -> list[Action]:
-        """Stop serving ``device`` (its retained delta is cleared); ``forget`` also
-        deletes its twin from the store."""
-        if device not in self._known:
-            return []
-        self._known.discard(device)
+    def _remove(self, device: str, *, forget: bool) -> list[Action]:
+        del self._specs[device]
         self._twins.pop(device, None)
         if forget:
             self.store.delete_twin(device)
         return [Publish(topic(device, "twin", "delta"), b"", retain=True)]
+
+    def _kubeedge_serve(self, now: float) -> list[Action]:
+        if self.kubeedge is None:
+            return []
+        specs = {
+            name: None if spec.kubeedge is None else {"kubeedge": spec.kubeedge}
+            for name, spec in self._specs.items()
+        }
+        return self.kubeedge.serve(specs, self, now)
+
+    def subscriptions(self) -> tuple[str, ...]:
+        """The filters the device APIs need (route filters come on top)."""
+        if self.kubeedge is None:
+            return SUBSCRIPTIONS
+        return (*SUBSCRIPTIONS, *self.kubeedge.subscriptions())
 
     def startup_actions(self) -> list[Action]:
         """Actions produced while adding the constructor's devices (taken once)."""
@@ -243,10 +252,16 @@ class TwinService:
 
     def twin(self, device: str) -> dict[str, Any]:
         """The full twin of a known device (KeyError otherwise), as ``get`` answers."""
-        if device not in self._known:
+        if device not in self._specs:
             raise KeyError(f"unknown device {device!r}")
         view: dict[str, Any] = json.loads(self._twin(device).view(0.0))
         return view
+
+    def view(self, device: str, now: float) -> bytes | None:
+        """The twin view of a served device as ``twin/get`` answers it (None: unknown)."""
+        if device not in self._specs:
+            return None
+        return self._twin(device).view(now)
 
     def forget_cached(self) -> None:
         """Drop the twins held in memory: the next use of each reads the store again
@@ -276,29 +291,6 @@ class TwinService:
         self.store.put_twin(device, document)
         twin.commit()
 
-    def _save_or_reject(
-        self,
-        device: str,
-        twin: DeviceTwin,
-        document: bytes,
-        rejected: str,
-        token: str | None,
-        what: str,
-        now: float,
-    ) -> list[Action]:
-        """Persist a prepared change; the 500 reply if the store refused it (else [])."""
-        try:
-            self._save(device, twin, document)
-        except StoreError as exc:
-            return self._reject(
-                device,
-                rejected,
-                token,
-                Rejection(INTERNAL, f"{what} could not be stored: {exc}"),
-                now,
-            )
-        return []
-
     # ------------------------------------------------------------ desired ----
 
     def set_desired(
@@ -317,7 +309,7 @@ class TwinService:
         TwinError/TwinLimitError for a bad document, StoreError if it cannot be stored.
         Returns the delta message to publish if the delta changed.
         """
-        if device not in self._known:
+        if device not in self._specs:
             raise KeyError(f"unknown device {device!r}")
         twin = self._twin(device)
         # Checked as a merge patch (the engine's errors), then handed over as bytes.
@@ -327,17 +319,22 @@ class TwinService:
             return []
         self._save(device, twin, outcome.document)
         self.counters["desired_changes"] += 1
-        return self._delta_actions(device, outcome.delta)
+        actions = self._delta_actions(device, outcome.delta)
+        if self.kubeedge is not None:
+            actions += self.kubeedge.desired_changed(device, twin.view(now), now)
+        return actions
 
-    def resync(self) -> list[Publish]:
+    def resync(self, now: float = 0.0) -> list[Publish]:
         """What to publish after (re)connecting to the broker: every known device's
         retained delta, or an empty retained message clearing a stale one (a restarted
-        broker may have lost or kept retained messages)."""
+        broker may have lost or kept retained messages); KubeEdge deltas pending."""
         actions: list[Publish] = []
-        for device in sorted(self._known):
+        for device in sorted(self._specs):
             message = self._twin(device).delta_message()
             payload = b"" if message is None else message
             actions.append(Publish(topic(device, "twin", "delta"), payload, retain=True))
+        if self.kubeedge is not None:
+            actions += self.kubeedge.resync(self, now)
         return actions
 
     def _delta_actions(self, device: str, delta: bytes | None) -> list[Action]:
@@ -361,7 +358,7 @@ class TwinService:
         topics = [message[0] for message in messages]
         parsed = [self._parse_topic(name) for name in topics]
         telemetry_of_known = [
-            p is not None and p[1] == "telemetry" and p[0] in self._known for p in parsed
+            p is not None and p[1] == "telemetry" and p[0] in self._specs for p in parsed
         ]
         try:
             decisions = self.routes.decide_many(topics, telemetry_of_known)
@@ -412,6 +409,8 @@ class TwinService:
     ) -> list[Action]:
         actions = self._route(name, payload, where, decision, now)
         if where is None:
+            if self.kubeedge is not None and name.startswith(KUBEEDGE_PREFIX):
+                actions += self.kubeedge.handle(name, payload, self, now)
             return actions
         device, operation, _ = where
         if operation == "own":
@@ -482,33 +481,41 @@ class TwinService:
 
     def _update(self, device: str, payload: bytes, now: float) -> list[Action]:
         rejected = topic(device, "twin", "update", "rejected")
-        if device not in self._known:
+        if device not in self._specs:
             # Parse errors first, then the token, then the device (as for a known one).
             _, token, problem = _read_request(payload)
             if problem is None:
                 problem = Rejection(NOT_FOUND, f"unknown device {device!r}")
             return self._reject(device, rejected, token, problem, now)
+        applied = self.apply_report(device, payload, now)
+        if applied.code:
+            return self._reject(
+                device, rejected, applied.token, Rejection(applied.code, applied.message), now
+            )
+        accepted = Publish(topic(device, "twin", "update", "accepted"), applied.reply)
+        return [accepted, *applied.actions]
+
+    def apply_report(self, device: str, payload: bytes, now: float) -> Applied:
+        """Apply a report (a ``twin/update`` payload) to a served device's twin and store
+        it: the retained delta and uplink records to carry out, or the refusal."""
         twin = self._twin(device)
         outcome = twin.apply_report(payload, now)
         token = outcome.token
         if outcome.code:
-            return self._reject(
-                device, rejected, token, Rejection(outcome.code, outcome.message), now
-            )
+            return Applied(code=outcome.code, message=outcome.message, token=token)
         if outcome.document is not None:
-            failed = self._save_or_reject(
-                device, twin, outcome.document, rejected, token, "the twin", now
-            )
-            if failed:
-                return failed
-        actions: list[Action] = [
-            Publish(topic(device, "twin", "update", "accepted"), outcome.reply)
-        ]
+            try:
+                self._save(device, twin, outcome.document)
+            except StoreError as exc:
+                return Applied(
+                    code=INTERNAL, message=f"the twin could not be stored: {exc}", token=token
+                )
         self.counters["updates_accepted"] += 1
         if outcome.changed:
             self.counters["reports_changed"] += 1
         else:
             self.counters["reports_unchanged"] += 1
+        actions: list[Action] = []
         if outcome.twin_uplink is not None:
             actions += self._delta_actions(device, outcome.delta)
             actions.append(
@@ -527,7 +534,7 @@ class TwinService:
                     f"device-ack/{device}",
                 )
             )
-        return actions
+        return Applied(actions, token=token, reply=outcome.reply)
 
     # ---------------------------------------------------------------- get ----
 
@@ -542,7 +549,7 @@ class TwinService:
                     problem = Rejection(BAD_REQUEST, f"unknown field {unknown[0]!r}")
             if problem is not None:
                 return self._reject(device, rejected, token, problem, now)
-        if device not in self._known:
+        if device not in self._specs:
             return self._reject(
                 device, rejected, token, Rejection(NOT_FOUND, f"unknown device {device!r}"), now
             )
@@ -564,28 +571,37 @@ class TwinService:
                 Rejection(BAD_REQUEST, f'state must be "online" or "offline", not {shown!r}'),
                 now,
             )
-        if device not in self._known:
+        if device not in self._specs:
             return self._reject(
                 device, rejected, None, Rejection(NOT_FOUND, f"unknown device {device!r}"), now
             )
-        state = value.decode()
+        applied = self.store_state(device, value.decode(), now)
+        if applied.code:
+            return self._reject(
+                device, rejected, None, Rejection(applied.code, applied.message), now
+            )
+        return applied.actions
+
+    def store_state(self, device: str, state: str, now: float) -> Applied:
+        """Keep ``state`` as a served device's state: stored, and sent upstream when it
+        changed (the device-state record)."""
         twin = self._twin(device)
         document = twin.set_state(state, now)
         if document is None:
-            return []
-        failed = self._save_or_reject(device, twin, document, rejected, None, "state", now)
-        if failed:
-            return failed
+            return Applied()
+        try:
+            self._save(device, twin, document)
+        except StoreError as exc:
+            return Applied(code=INTERNAL, message=f"state could not be stored: {exc}")
         self.counters[f"state_{state}"] += 1
-        return [
-            self._uplink(
-                "device-state",
-                {"device": device, "state": state, "timestamp": now},
-                STATE_UPLINK_PRIORITY,
-                None,
-                f"device-state/{device}",
-            )
-        ]
+        record = self._uplink(
+            "device-state",
+            {"device": device, "state": state, "timestamp": now},
+            STATE_UPLINK_PRIORITY,
+            None,
+            f"device-state/{device}",
+        )
+        return Applied([record])
 
     # ---------------------------------------------------------- telemetry ----
 
@@ -593,7 +609,7 @@ class TwinService:
         self, device: str, payload: bytes, decision: RouteDecision, now: float
     ) -> list[Action]:
         """Errors for telemetry that cannot go where it should (routing already done)."""
-        if device in self._known:
+        if device in self._specs:
             self.counters["telemetry"] += 1
             if len(payload) > MAX_TELEMETRY_BYTES:
                 return self._reject(

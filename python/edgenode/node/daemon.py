@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import edgenode
+from edgenode.apps.artifacts import ArtifactCache, ArtifactSource
 from edgenode.config import Config, parse_listen
 from edgenode.errors import StoreCorruptError, StoreError
-from edgenode.files import LOCK_FILE, ensure_dir
+from edgenode.files import ARTIFACTS_DIR, LOCK_FILE, ensure_dir
 from edgenode.node.link import CloudLink
 from edgenode.node.metrics import Metrics
 from edgenode.node.notify import Notifier
@@ -49,9 +50,11 @@ from edgenode.node.status import (
     STATUS_PRIORITY,
     collect_status,
 )
+from edgenode.node.transfers import ArtifactDownloads, LogStreams
 from edgenode.service import (
     DesiredResource,
     DesiredRow,
+    LogSource,
     NodeService,
     OutRecord,
     RetainedMessages,
@@ -92,6 +95,13 @@ class Daemon:
         self._link: CloudLink | None = None
         self._services = list(services)
         self._retained = RetainedMessages()
+        self._downloads = ArtifactDownloads(
+            ArtifactCache(
+                Path(config.node.data_dir) / ARTIFACTS_DIR, config.apps.artifacts_max_bytes
+            ),
+            self._wake_transfers,
+        )
+        self._logs = LogStreams()
         self._lock: IO[str] | None = None
         self._stop = asyncio.Event()
         self._started = time.monotonic()
@@ -109,6 +119,17 @@ class Daemon:
     @property
     def retained(self) -> RetainedMessages:
         return self._retained
+
+    @property
+    def artifacts(self) -> ArtifactSource:
+        return self._downloads
+
+    def serve_logs(self, source: LogSource) -> None:
+        self._logs.source = source
+
+    def _wake_transfers(self) -> None:
+        if self._link is not None:
+            self._link.wake_transfers()
 
     @property
     def services(self) -> list[NodeService]:
@@ -273,7 +294,12 @@ class Daemon:
             self._write_state(LinkState(state=STANDALONE))
         else:
             self._link = CloudLink(
-                self.config, self._store, self.metrics, on_desired=self._desired_changed
+                self.config,
+                self._store,
+                self.metrics,
+                on_desired=self._desired_changed,
+                downloads=self._downloads,
+                logs=self._logs,
             )
 
     def _lock_data_dir(self, data_dir: Path) -> None:

@@ -37,6 +37,7 @@ from edgenode.config import Config
 from edgenode.errors import ConfigError, StoreError
 from edgenode.node.metrics import Metrics
 from edgenode.node.state import CONNECTED, CONNECTING, DISCONNECTED, LinkState, write_link_state
+from edgenode.node.transfers import ArtifactDownloads, LogStreams
 from edgenode.protocol import (
     PROTOCOL_VERSION,
     ChangeErrorCode,
@@ -55,6 +56,12 @@ from edgenode.protocol import (
     UplinkAcked,
     UplinkRecord,
     Welcomed,
+)
+from edgenode.protocol.events import (
+    ArtifactReceived,
+    ArtifactRefused,
+    LogCancelled,
+    LogRequested,
 )
 from edgenode.protocol.frames import Body
 from edgenode.store import Store
@@ -115,8 +122,15 @@ class CloudLink:
         on_desired: ChangeListener | None = None,
         on_state: Callable[[str], None] | None = None,
         random: Callable[[], float] | None = None,
+        downloads: ArtifactDownloads | None = None,
+        logs: LogStreams | None = None,
     ) -> None:
         self._config = config
+        self._downloads = downloads
+        self._logs = logs
+        self._transfers = asyncio.Event()
+        """Set when downloads want something sent (log tasks wait for flushes instead)."""
+        self._flush_waiters: list[asyncio.Future[None]] = []
         self._store = store
         self._metrics = metrics
         self._on_desired = on_desired
@@ -142,6 +156,17 @@ class CloudLink:
     @property
     def connected(self) -> bool:
         return self.state.state == CONNECTED
+
+    def wake_transfers(self) -> None:
+        """An artifact download wants a fetch sent."""
+        self._transfers.set()
+
+    def _next_flush(self) -> asyncio.Future[None]:
+        """Resolves after the link's next flush (log streams pace themselves on it)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(future)
+        self._transfers.set()
+        return future
 
     def outbox_changed(self, priority: int) -> None:
         """Records were appended: wake the uplink (and rewind for a more urgent one)."""
@@ -269,6 +294,9 @@ class CloudLink:
                     return
                 if proto.state is State.OPEN:
                     more = self._pump_uplink(proto)
+                    self._transfers.clear()
+                    if self._downloads is not None and "artifacts" in proto.features:
+                        self._downloads.issue(proto)
                     await self._flush(ws, proto)
                 if recv is None:
                     recv = asyncio.ensure_future(ws.recv())
@@ -277,6 +305,10 @@ class CloudLink:
                 if proto.state is State.OPEN and proto.can_send() and not more:
                     wake = asyncio.ensure_future(self._outbox_changed.wait())
                     waiters.add(wake)  # type: ignore[arg-type]
+                transfer: asyncio.Task[bool] | None = None
+                if proto.state is State.OPEN:
+                    transfer = asyncio.ensure_future(self._transfers.wait())
+                    waiters.add(transfer)  # type: ignore[arg-type]
                 deadline = proto.next_deadline()
                 timeout: float | None = None
                 if more:
@@ -288,6 +320,8 @@ class CloudLink:
                 )
                 if wake is not None:
                     wake.cancel()
+                if transfer is not None:
+                    transfer.cancel()
                 if recv in done:
                     task, recv = recv, None
                     try:
@@ -300,6 +334,11 @@ class CloudLink:
                 else:
                     proto.tick(loop.time())
         finally:
+            if self._downloads is not None:
+                self._downloads.disconnected()
+            if self._logs is not None:
+                self._logs.cancel_all()
+            self._flushed()
             if recv is not None:
                 recv.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
@@ -312,6 +351,13 @@ class CloudLink:
             for message in proto.data_to_send():
                 await ws.send(message)
                 self._metrics.frames_out.inc()
+        self._flushed()
+
+    def _flushed(self) -> None:
+        waiters, self._flush_waiters = self._flush_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --- Events ---------------------------------------------------------------------------
 
@@ -323,6 +369,8 @@ class CloudLink:
                     outcome.welcomed_at = time.monotonic()
                     self.state.hub_revision = event.hub_revision
                     self._clock_check(event.hub_time)
+                    if self._downloads is not None:
+                        self._downloads.heartbeat = event.heartbeat_interval
                     log.info(
                         "connected to hub %s (hub revision %d, node revision %d)",
                         self._config.hub.url,
@@ -349,6 +397,23 @@ class CloudLink:
                         outcome.long = True
                 case PeerTimedOut():
                     outcome.error = f"hub silent for {event.silence:.1f} s (heartbeat deadline)"
+                case ArtifactReceived():
+                    if self._downloads is not None:
+                        self._downloads.received(event)
+                case ArtifactRefused():
+                    if self._downloads is not None:
+                        self._downloads.refused(event)
+                case LogRequested():
+                    if self._logs is None:
+                        proto.end_log(event.request, 404, "this node runs no Apps")
+                    else:
+                        self._logs.start(
+                            proto, event.request, event.app, event.tail, event.follow,
+                            self._next_flush,
+                        )  # fmt: skip
+                case LogCancelled():
+                    if self._logs is not None:
+                        self._logs.cancel(event.request)
                 case ProtocolViolation():
                     outcome.error = f"hub sent an invalid message ({_code_name(event.code)}): " + (
                         event.message

@@ -246,7 +246,11 @@ def _served(layer: dict[str, Any] | None) -> str:
     if count > MAX_SHOWN_DEVICES:
         shown += f", ... ({count - MAX_SHOWN_DEVICES} more)"
     broker = "connected" if layer.get("broker_connected") else "not connected"
-    return f"; {count} served ({shown or 'none'}), broker {layer.get('broker')} {broker}"
+    text = f"; {count} served ({shown or 'none'}), broker {layer.get('broker')} {broker}"
+    dropped = layer.get("broker_dropped") or 0
+    if dropped:
+        text += f"; THE BROKER DROPPED {dropped} messages (queue limits too small)"
+    return text
 
 
 def _configs_text(configs: dict[str, Any]) -> str:

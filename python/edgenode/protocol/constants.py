@@ -19,11 +19,27 @@ SUPPORTED_VERSIONS: Final = frozenset({1, 2})
 """Versions this code speaks on either side. A hub accepts every version since 1: ships
 come back after months on old software."""
 
-FEATURES: Final[frozenset[str]] = frozenset()
+FEATURES: Final[frozenset[str]] = frozenset({"artifacts", "logs"})
 """Optional capabilities this code speaks beyond its version's frames, negotiated in
 hello/welcome (version 2 on): a frame that belongs to a feature may only be sent when both
 ends listed it. Later additions to the link (artifacts, logs, ...) are features, so a node
 and a hub of different releases use exactly what both understand."""
+
+MAX_ARTIFACT_SIZE: Final = 2**50
+"""Largest artifact size a frame may name (1 PiB: far beyond any hub's own limit)."""
+
+MAX_REQUEST_ID: Final = 2**53
+"""Log request ids are counters below this (exact in a float64 too)."""
+
+MAX_LOG_TAIL: Final = 1_000_000
+"""Most log lines one request may ask for from the end."""
+
+MAX_ARTIFACT_REQUESTS: Final = 8
+"""Artifact fetches a node may have outstanding on a connection; more is a violation (a
+hub reads what it is asked for from disk: a node must not make it read without bound)."""
+
+MAX_LOG_REQUESTS: Final = 16
+"""Log requests a hub may have open on a connection; more is a violation."""
 
 MAX_FEATURES: Final = 64
 """Feature names one hello or welcome may list."""

@@ -67,6 +67,43 @@ class RetryAfter:
     message: str
 
 
+@dataclass(frozen=True)
+class ArtifactReceived:
+    """Bytes of an artifact the node asked for (feature ``artifacts``)."""
+
+    digest: str
+    offset: int
+    size: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ArtifactRefused:
+    """The hub cannot send artifact ``digest`` (404 unknown, 413 too large, 500)."""
+
+    digest: str
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class LogRequested:
+    """The hub asks for an App's log (feature ``logs``): answer with ``send_log`` and
+    ``end_log``."""
+
+    request: int
+    app: str
+    tail: int
+    follow: bool
+
+
+@dataclass(frozen=True)
+class LogCancelled:
+    """The hub no longer wants request ``request`` (its reader went away)."""
+
+    request: int
+
+
 # --- Hub side -----------------------------------------------------------------------------
 
 
@@ -112,6 +149,33 @@ class UplinkReceived:
     records: tuple[UplinkRecord, ...]
 
 
+@dataclass(frozen=True)
+class ArtifactRequested:
+    """The node asks for up to ``max_bytes`` of artifact ``digest`` from ``offset``:
+    answer with ``send_artifact`` or ``refuse_artifact``."""
+
+    digest: str
+    offset: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class LogReceived:
+    """A piece of log request ``request``."""
+
+    request: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LogEnded:
+    """Log request ``request`` is over (``code`` 0: ended; 404: no such App; 500)."""
+
+    request: int
+    code: int
+    message: str
+
+
 # --- Both sides ---------------------------------------------------------------------------
 
 
@@ -152,4 +216,11 @@ Event: TypeAlias = (
     | ErrorReceived
     | PeerTimedOut
     | ProtocolViolation
+    | ArtifactReceived
+    | ArtifactRefused
+    | LogRequested
+    | LogCancelled
+    | ArtifactRequested
+    | LogReceived
+    | LogEnded
 )

@@ -26,6 +26,7 @@ import cbor2
 from edgenode.errors import ProtocolError
 from edgenode.protocol.constants import (
     MAX_ACK_RANGES_PER_FRAME,
+    MAX_ARTIFACT_SIZE,
     MAX_BODY_DEPTH,
     MAX_CBOR_DEPTH,
     MAX_CODE,
@@ -33,10 +34,12 @@ from edgenode.protocol.constants import (
     MAX_FEATURES,
     MAX_HEARTBEAT_INTERVAL,
     MAX_KEY_LENGTH,
+    MAX_LOG_TAIL,
     MAX_MAX_FRAME_SIZE,
     MAX_MESSAGE_LENGTH,
     MAX_NODE_NAME_LENGTH,
     MAX_PRIORITY,
+    MAX_REQUEST_ID,
     MAX_RETRY_AFTER,
     MAX_REVISION,
     MAX_SEQUENCE,
@@ -259,6 +262,79 @@ class PingFrame:
     """``p``, either way: liveness when nothing else was sent for an interval."""
 
 
+# --- Feature "artifacts": a node fetches the files of its Apps over its link -------------
+
+
+@dataclass(frozen=True)
+class ArtifactFetchFrame:
+    """``af``, node → hub: send me up to ``max_bytes`` of artifact ``digest`` from
+    ``offset`` (a download resumes where its partial file ends)."""
+
+    digest: str
+    offset: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class ArtifactDataFrame:
+    """``ad``, hub → node: ``data`` of artifact ``digest`` at ``offset``; the whole
+    artifact is ``size`` bytes (``data`` is empty only when ``offset`` is ``size``)."""
+
+    digest: str
+    offset: int
+    size: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ArtifactErrorFrame:
+    """``ax``, hub → node: artifact ``digest`` cannot be sent (``code``: 404 unknown,
+    413 over a limit, 500 the hub failed to read it)."""
+
+    digest: str
+    code: int
+    message: str
+
+
+# --- Feature "logs": the hub asks a node for an App's log ---------------------------------
+
+
+@dataclass(frozen=True)
+class LogQueryFrame:
+    """``lq``, hub → node: request ``request`` for the last ``tail`` lines of ``app``'s
+    log (0: all kept), then, with ``follow``, what it writes until cancelled."""
+
+    request: int
+    app: str
+    tail: int
+    follow: bool
+
+
+@dataclass(frozen=True)
+class LogDataFrame:
+    """``ld``, node → hub: a piece of request ``request``'s log."""
+
+    request: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LogEndFrame:
+    """``le``, node → hub: request ``request`` is over (``code`` 0: the log ended or the
+    request was cancelled; 404: no such App on the node; 500: it could not be read)."""
+
+    request: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class LogCancelFrame:
+    """``lc``, hub → node: stop sending request ``request`` (its reader went away)."""
+
+    request: int
+
+
 Frame: TypeAlias = (
     HelloFrame
     | WelcomeFrame
@@ -274,6 +350,13 @@ Frame: TypeAlias = (
     | UplinkFrame
     | UplinkAckFrame
     | PingFrame
+    | ArtifactFetchFrame
+    | ArtifactDataFrame
+    | ArtifactErrorFrame
+    | LogQueryFrame
+    | LogDataFrame
+    | LogEndFrame
+    | LogCancelFrame
 )
 
 FRAME_TYPES: Final[dict[type[Any], str]] = {
@@ -291,8 +374,27 @@ FRAME_TYPES: Final[dict[type[Any], str]] = {
     UplinkFrame: "u",
     UplinkAckFrame: "ua",
     PingFrame: "p",
+    ArtifactFetchFrame: "af",
+    ArtifactDataFrame: "ad",
+    ArtifactErrorFrame: "ax",
+    LogQueryFrame: "lq",
+    LogDataFrame: "ld",
+    LogEndFrame: "le",
+    LogCancelFrame: "lc",
 }
 """The ``t`` value of each frame class."""
+
+FEATURE_OF: Final[dict[type[Any], str]] = {
+    ArtifactFetchFrame: "artifacts",
+    ArtifactDataFrame: "artifacts",
+    ArtifactErrorFrame: "artifacts",
+    LogQueryFrame: "logs",
+    LogDataFrame: "logs",
+    LogEndFrame: "logs",
+    LogCancelFrame: "logs",
+}
+"""Frames that belong to a feature: sent and accepted only on a connection whose welcome
+listed it."""
 
 
 # --- Encoding -----------------------------------------------------------------------------
@@ -421,6 +523,26 @@ def encode_frame(frame: Frame) -> bytes:
             return cbor2.dumps({"t": "ua", "a": [[lo, hi] for lo, hi in frame.ranges]})
         case PingFrame():
             return cbor2.dumps({"t": "p"})
+        case ArtifactFetchFrame():
+            return cbor2.dumps(
+                {"t": "af", "d": frame.digest, "o": frame.offset, "n": frame.max_bytes}
+            )
+        case ArtifactDataFrame():
+            return cbor2.dumps(
+                {"t": "ad", "d": frame.digest, "o": frame.offset, "s": frame.size, "x": frame.data}
+            )
+        case ArtifactErrorFrame():
+            return cbor2.dumps({"t": "ax", "d": frame.digest, "c": frame.code, "m": frame.message})
+        case LogQueryFrame():
+            return cbor2.dumps(
+                {"t": "lq", "i": frame.request, "a": frame.app, "n": frame.tail, "f": frame.follow}
+            )
+        case LogDataFrame():
+            return cbor2.dumps({"t": "ld", "i": frame.request, "x": frame.data})
+        case LogEndFrame():
+            return cbor2.dumps({"t": "le", "i": frame.request, "c": frame.code, "m": frame.message})
+        case LogCancelFrame():
+            return cbor2.dumps({"t": "lc", "i": frame.request})
     raise TypeError(f"not a frame: {type(frame).__name__}")
 
 
@@ -705,6 +827,20 @@ def _range_from(value: Any) -> tuple[int, int]:
     return value[0], value[1]
 
 
+def check_digest(value: object) -> str:
+    """``value`` if it is a SHA-256 digest (64 lowercase hex digits), else ValueError."""
+    if type(value) is not str or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise ValueError("must be a SHA-256 digest (64 lowercase hex digits)")
+    return value
+
+
+def _digest(obj: Mapping[Any, Any], kind: str) -> str:
+    try:
+        return check_digest(obj["d"])
+    except ValueError as exc:
+        raise _fail(f"{kind}.d {exc}") from None
+
+
 def _hello_from(obj: dict[Any, Any]) -> HelloFrame:
     # The version is checked before the other fields: a hello of a future version may
     # carry fields this code does not know, and deserves "unsupported version", not
@@ -848,6 +984,52 @@ def frame_from_object(obj: Any) -> Frame:
         case "p":
             _check_keys(obj, "p", frozenset({"t"}))
             return PingFrame()
+        case "af":
+            _check_keys(obj, "af", frozenset({"t", "d", "o", "n"}))
+            return ArtifactFetchFrame(
+                _digest(obj, "af"),
+                _int(obj, "o", "af", 0, MAX_ARTIFACT_SIZE),
+                _int(obj, "n", "af", 1, MAX_MAX_FRAME_SIZE),
+            )
+        case "ad":
+            _check_keys(obj, "ad", frozenset({"t", "d", "o", "s", "x"}))
+            size = _int(obj, "s", "ad", 0, MAX_ARTIFACT_SIZE)
+            offset = _int(obj, "o", "ad", 0, size)
+            data = _bytes(obj, "x", "ad")
+            if offset + len(data) > size or (not data and offset != size):
+                raise _fail("ad.x must be non-empty and end within ad.s (empty only at the end)")
+            return ArtifactDataFrame(_digest(obj, "ad"), offset, size, data)
+        case "ax":
+            _check_keys(obj, "ax", frozenset({"t", "d", "c", "m"}))
+            return ArtifactErrorFrame(
+                _digest(obj, "ax"),
+                _int(obj, "c", "ax", 0, MAX_CODE),
+                _str(obj, "m", "ax", MAX_MESSAGE_LENGTH, empty=True),
+            )
+        case "lq":
+            _check_keys(obj, "lq", frozenset({"t", "i", "a", "n", "f"}))
+            follow = obj["f"]
+            if type(follow) is not bool:
+                raise _fail("lq.f must be a boolean")
+            return LogQueryFrame(
+                _int(obj, "i", "lq", 0, MAX_REQUEST_ID),
+                _str(obj, "a", "lq", MAX_NODE_NAME_LENGTH, empty=False),
+                _int(obj, "n", "lq", 0, MAX_LOG_TAIL),
+                follow,
+            )
+        case "ld":
+            _check_keys(obj, "ld", frozenset({"t", "i", "x"}))
+            return LogDataFrame(_int(obj, "i", "ld", 0, MAX_REQUEST_ID), _bytes(obj, "x", "ld"))
+        case "le":
+            _check_keys(obj, "le", frozenset({"t", "i", "c", "m"}))
+            return LogEndFrame(
+                _int(obj, "i", "le", 0, MAX_REQUEST_ID),
+                _int(obj, "c", "le", 0, MAX_CODE),
+                _str(obj, "m", "le", MAX_MESSAGE_LENGTH, empty=True),
+            )
+        case "lc":
+            _check_keys(obj, "lc", frozenset({"t", "i"}))
+            return LogCancelFrame(_int(obj, "i", "lc", 0, MAX_REQUEST_ID))
     raise violation(ErrorCode.UNKNOWN_FRAME_TYPE, f"unknown frame type {kind[:32]!r}")
 
 

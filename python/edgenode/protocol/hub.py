@@ -29,9 +29,16 @@ from edgenode.protocol.constants import (
     FEATURES,
     HEARTBEAT_DEADLINE_FACTOR,
     MAX_ACK_RANGES_PER_FRAME,
+    MAX_ARTIFACT_REQUESTS,
+    MAX_ARTIFACT_SIZE,
+    MAX_CODE,
     MAX_HEARTBEAT_INTERVAL,
     MAX_KEY_LENGTH,
+    MAX_LOG_REQUESTS,
+    MAX_LOG_TAIL,
     MAX_MAX_FRAME_SIZE,
+    MAX_NODE_NAME_LENGTH,
+    MAX_REQUEST_ID,
     MAX_RETRY_AFTER,
     MAX_REVISION,
     MIN_HEARTBEAT_INTERVAL,
@@ -41,13 +48,20 @@ from edgenode.protocol.constants import (
     ErrorCode,
 )
 from edgenode.protocol.events import (
+    ArtifactRequested,
     ChangeRejected,
+    LogEnded,
+    LogReceived,
     NodeHello,
     RevisionAcked,
     UplinkReceived,
 )
 from edgenode.protocol.frames import (
+    FEATURE_OF,
     AckFrame,
+    ArtifactDataFrame,
+    ArtifactErrorFrame,
+    ArtifactFetchFrame,
     Body,
     Change,
     ChangeErrorFrame,
@@ -56,6 +70,10 @@ from edgenode.protocol.frames import (
     ErrorFrame,
     Frame,
     HelloFrame,
+    LogCancelFrame,
+    LogDataFrame,
+    LogEndFrame,
+    LogQueryFrame,
     PingFrame,
     Resource,
     RetryAfterFrame,
@@ -152,6 +170,9 @@ class HubProtocol(_Connection):
         self._ackable = 0
         self._in_flight: dict[int, int] = {}
         self._in_flight_bytes = 0
+        self._fetches = 0
+        """Artifact fetches of the node not answered yet."""
+        self._log_requests: set[int] = set()
 
     # --- Read-only state ------------------------------------------------------------------
 
@@ -335,9 +356,85 @@ class HubProtocol(_Connection):
         for start in range(0, len(ranges), per_frame):
             self._send_bytes(cbor2.dumps({"t": "ua", "a": ranges[start : start + per_frame]}))
 
+    # --- Feature "artifacts" --------------------------------------------------------------
+
+    @property
+    def max_artifact_chunk(self) -> int:
+        """The most bytes of an artifact one frame to this node can carry."""
+        empty = ArtifactDataFrame("0" * 64, MAX_ARTIFACT_SIZE, MAX_ARTIFACT_SIZE, b"")
+        return self._send_limit - len(encode_frame(empty)) - _HEAD_MAX
+
+    def send_artifact(self, digest: str, offset: int, size: int, data: bytes) -> None:
+        """Answer one fetch: ``data`` (at most ``max_artifact_chunk`` bytes) of the
+        ``size``-byte artifact ``digest`` at ``offset``."""
+        if len(data) > self.max_artifact_chunk:
+            raise ValueError(f"artifact chunk of {len(data)} bytes is over the frame limit")
+        if not 0 <= offset <= size or offset + len(data) > size or (not data and offset != size):
+            raise ValueError("artifact data must lie within its size (empty only at the end)")
+        self._answer_fetch("send an artifact")
+        if self._state is State.CLOSED:
+            return
+        self._send(ArtifactDataFrame(digest, offset, size, data))
+
+    def refuse_artifact(self, digest: str, code: int, message: str) -> None:
+        """Answer one fetch with an error (404 unknown, 413 too large, 500 unreadable)."""
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= MAX_CODE:
+            raise ValueError(f"code must be an integer in [0, {MAX_CODE}]")
+        self._answer_fetch("refuse an artifact")
+        if self._state is State.CLOSED:
+            return
+        self._send(ArtifactErrorFrame(digest, code, truncate_message(message)))
+
+    def _answer_fetch(self, action: str) -> None:
+        self._require_feature("artifacts")
+        if self._state is State.OPEN:
+            if self._fetches <= 0:
+                raise RuntimeError(f"cannot {action}: no fetch is waiting")
+            self._fetches -= 1
+
+    # --- Feature "logs" -------------------------------------------------------------------
+
+    def request_log(self, request: int, app: str, tail: int, follow: bool) -> None:
+        """Ask the node for App ``app``'s log as request ``request`` (a fresh id)."""
+        self._require_feature("logs")
+        _check_revision(request, "request")
+        if not 0 <= request <= MAX_REQUEST_ID or request in self._log_requests:
+            raise ValueError(f"request id {request} is in use or out of range")
+        if not isinstance(app, str) or not 1 <= len(app) <= MAX_NODE_NAME_LENGTH:
+            raise ValueError("app must be a name")
+        if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail <= MAX_LOG_TAIL:
+            raise ValueError(f"tail must be in [0, {MAX_LOG_TAIL}]")
+        if len(self._log_requests) >= MAX_LOG_REQUESTS:
+            raise ValueError(f"at most {MAX_LOG_REQUESTS} log requests at a time")
+        if not self._require_open("request a log"):
+            return
+        self._log_requests.add(request)
+        self._send(LogQueryFrame(request, app, tail, bool(follow)))
+
+    def cancel_log(self, request: int) -> None:
+        """Stop request ``request`` (its reader went away); nothing if it is over."""
+        if request not in self._log_requests or self._state is not State.OPEN:
+            return
+        self._log_requests.discard(request)
+        self._send(LogCancelFrame(request))
+
+    @property
+    def log_requests(self) -> frozenset[int]:
+        return frozenset(self._log_requests)
+
+    def _require_feature(self, feature: str) -> None:
+        if self._state is not State.CONNECTING and feature not in self.features:
+            raise RuntimeError(f"the connection does not use the {feature!r} feature")
+
     # --- Frame handling -------------------------------------------------------------------
 
     def _handle(self, frame: Frame, size: int, now: float) -> None:
+        feature = FEATURE_OF.get(type(frame))
+        if feature is not None and (self._state is not State.OPEN or feature not in self.features):
+            raise violation(
+                ErrorCode.UNEXPECTED_FRAME,
+                f"{type(frame).__name__} without the {feature!r} feature",
+            )
         match frame:
             case ErrorFrame():
                 self._error_received(frame)
@@ -365,6 +462,21 @@ class HubProtocol(_Connection):
                 )
             case UplinkFrame():
                 self._receive_uplink(frame)
+            case ArtifactFetchFrame():
+                if self._fetches >= MAX_ARTIFACT_REQUESTS:
+                    raise violation(
+                        ErrorCode.LIMIT_EXCEEDED,
+                        f"more than {MAX_ARTIFACT_REQUESTS} artifact fetches at a time",
+                    )
+                self._fetches += 1
+                self._events.append(ArtifactRequested(frame.digest, frame.offset, frame.max_bytes))
+            case LogDataFrame():
+                if frame.request in self._log_requests:
+                    self._events.append(LogReceived(frame.request, frame.data))
+            case LogEndFrame():
+                if frame.request in self._log_requests:
+                    self._log_requests.discard(frame.request)
+                    self._events.append(LogEnded(frame.request, frame.code, frame.message))
             case _:
                 raise violation(
                     ErrorCode.UNEXPECTED_FRAME, f"{type(frame).__name__} is not sent to hubs"

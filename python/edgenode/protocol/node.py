@@ -25,13 +25,17 @@ from edgenode.protocol.constants import (
     DEFAULT_MAX_SNAPSHOT_BYTES,
     DEFAULT_MAX_SNAPSHOT_RESOURCES,
     FEATURES,
+    MAX_ARTIFACT_REQUESTS,
+    MAX_ARTIFACT_SIZE,
     MAX_BODY_DEPTH,
     MAX_CHUNKS_PER_CHANGE,
     MAX_CODE,
     MAX_KEY_LENGTH,
+    MAX_LOG_REQUESTS,
     MAX_MAX_FRAME_SIZE,
     MAX_NODE_NAME_LENGTH,
     MAX_PRIORITY,
+    MAX_REQUEST_ID,
     MAX_REVISION,
     MAX_SEQUENCE,
     MAX_SOFTWARE_VERSION_LENGTH,
@@ -43,20 +47,32 @@ from edgenode.protocol.constants import (
     ErrorCode,
 )
 from edgenode.protocol.events import (
+    ArtifactReceived,
+    ArtifactRefused,
     ChangesReceived,
+    LogCancelled,
+    LogRequested,
     RetryAfter,
     SnapshotReceived,
     UplinkAcked,
     Welcomed,
 )
 from edgenode.protocol.frames import (
+    FEATURE_OF,
     AckFrame,
+    ArtifactDataFrame,
+    ArtifactErrorFrame,
+    ArtifactFetchFrame,
     ChangeErrorFrame,
     ChangesFrame,
     ChunkFrame,
     ErrorFrame,
     Frame,
     HelloFrame,
+    LogCancelFrame,
+    LogDataFrame,
+    LogEndFrame,
+    LogQueryFrame,
     PingFrame,
     Resource,
     RetryAfterFrame,
@@ -69,7 +85,9 @@ from edgenode.protocol.frames import (
     WelcomeFrame,
     assemble_list_frame,
     check_body,
+    check_digest,
     decode_cbor,
+    encode_frame,
     encode_record,
     violation,
 )
@@ -202,6 +220,10 @@ class NodeProtocol(_Connection):
         self._in_flight_bytes = 0
         self._window_records = config.max_in_flight_records
         self._window_bytes = config.max_in_flight_bytes
+        self._fetches: dict[str, int] = {}
+        """Artifact fetches sent and not answered, per digest."""
+        self._log_requests: set[int] = set()
+        """Log requests of the hub that are open."""
         self._version = config.version
         self._features: frozenset[str] = frozenset()
         self._send(
@@ -343,9 +365,68 @@ class NodeProtocol(_Connection):
             self._send_bytes(message)
         return accepted
 
+    # --- Feature "artifacts" --------------------------------------------------------------
+
+    @property
+    def max_artifact_chunk(self) -> int:
+        """The most bytes one ``ad`` frame can carry to this node (its frame limit less the
+        frame's own fields): ask for at most this much at a time."""
+        empty = ArtifactDataFrame("0" * 64, MAX_ARTIFACT_SIZE, MAX_ARTIFACT_SIZE, b"")
+        return self._receive_limit - len(encode_frame(empty)) - _ARRAY_HEAD_MAX
+
+    @property
+    def artifact_fetches(self) -> int:
+        """Artifact fetches sent and not yet answered on this connection."""
+        return sum(self._fetches.values())
+
+    def fetch_artifact(self, digest: str, offset: int, max_bytes: int) -> None:
+        """Ask the hub for up to ``max_bytes`` (at most ``max_artifact_chunk``) of
+        artifact ``digest`` from ``offset``. RuntimeError unless the connection uses the
+        ``artifacts`` feature; ValueError beyond ``MAX_ARTIFACT_REQUESTS`` outstanding."""
+        self._require_feature("artifacts")
+        _check_int(offset, "offset", 0, MAX_ARTIFACT_SIZE)
+        _check_int(max_bytes, "max_bytes", 1, self.max_artifact_chunk)
+        if not self._require_open("fetch an artifact"):
+            return
+        if self.artifact_fetches >= MAX_ARTIFACT_REQUESTS:
+            raise ValueError(f"at most {MAX_ARTIFACT_REQUESTS} artifact fetches at a time")
+        check_digest(digest)
+        self._fetches[digest] = self._fetches.get(digest, 0) + 1
+        self._send(ArtifactFetchFrame(digest, offset, max_bytes))
+
+    # --- Feature "logs" -------------------------------------------------------------------
+
+    def send_log(self, request: int, data: bytes) -> None:
+        """A piece of an open log request's answer (split to fit the frame limit)."""
+        self._require_feature("logs")
+        if not self._require_open("send a log") or request not in self._log_requests:
+            return  # cancelled meanwhile: dropped
+        piece = self._send_limit - len(encode_frame(LogDataFrame(MAX_REQUEST_ID, b""))) - 16
+        for start in range(0, len(data), piece):
+            self._send(LogDataFrame(request, data[start : start + piece]))
+
+    def end_log(self, request: int, code: int = 0, message: str = "") -> None:
+        """Close log request ``request`` (``code`` 0: done; 404: no such App; 500)."""
+        self._require_feature("logs")
+        _check_int(code, "code", 0, MAX_CODE)
+        if not self._require_open("end a log") or request not in self._log_requests:
+            return
+        self._log_requests.discard(request)
+        self._send(LogEndFrame(request, code, truncate_message(message)))
+
+    def _require_feature(self, feature: str) -> None:
+        if self._hub_revision is not None and feature not in self._features:
+            raise RuntimeError(f"the connection does not use the {feature!r} feature")
+
     # --- Frame handling -------------------------------------------------------------------
 
     def _handle(self, frame: Frame, size: int, now: float) -> None:
+        feature = FEATURE_OF.get(type(frame))
+        if feature is not None and feature not in self._features:
+            raise violation(
+                ErrorCode.UNEXPECTED_FRAME,
+                f"{type(frame).__name__} without the {feature!r} feature",
+            )
         match frame:
             case ErrorFrame():
                 self._error_received(frame)
@@ -374,10 +455,42 @@ class NodeProtocol(_Connection):
                 self._snapshot_end()
             case UplinkAckFrame():
                 self._uplink_ack(frame)
+            case ArtifactDataFrame():
+                self._artifact_answered(frame.digest)
+                self._events.append(
+                    ArtifactReceived(frame.digest, frame.offset, frame.size, frame.data)
+                )
+            case ArtifactErrorFrame():
+                self._artifact_answered(frame.digest)
+                self._events.append(ArtifactRefused(frame.digest, frame.code, frame.message))
+            case LogQueryFrame():
+                if frame.request in self._log_requests:
+                    raise violation(ErrorCode.INVALID_SEQUENCE, "log request id reused")
+                if len(self._log_requests) >= MAX_LOG_REQUESTS:
+                    raise violation(
+                        ErrorCode.LIMIT_EXCEEDED, f"more than {MAX_LOG_REQUESTS} log requests"
+                    )
+                self._log_requests.add(frame.request)
+                self._events.append(
+                    LogRequested(frame.request, frame.app, frame.tail, frame.follow)
+                )
+            case LogCancelFrame():
+                if frame.request in self._log_requests:
+                    self._log_requests.discard(frame.request)
+                    self._events.append(LogCancelled(frame.request))
             case _:
                 raise violation(
                     ErrorCode.UNEXPECTED_FRAME, f"{type(frame).__name__} is not sent to nodes"
                 )
+
+    def _artifact_answered(self, digest: str) -> None:
+        count = self._fetches.get(digest, 0)
+        if not count:
+            raise violation(ErrorCode.UNEXPECTED_FRAME, f"artifact {digest[:12]} never asked for")
+        if count == 1:
+            del self._fetches[digest]
+        else:
+            self._fetches[digest] = count - 1
 
     def _welcome(self, frame: WelcomeFrame, now: float) -> None:
         if frame.version > self._config.version:

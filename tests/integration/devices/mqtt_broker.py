@@ -19,6 +19,8 @@ from typing import Any
 import aiomqtt
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SHIPPED_SETTINGS = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "edgenode.conf"
+"""The broker settings the node needs, as users install them (docs/device-api.md)."""
 START_TIMEOUT = 5.0
 WAIT = 5.0
 """Seconds any single wait for an MQTT message may take before the test fails."""
@@ -41,7 +43,10 @@ class Broker:
     tls_port: int | None = None
     """A second listener with TLS (certificate for 127.0.0.1 in ``directory``)."""
     extra: list[str] = field(default_factory=list)
-    """More lines for mosquitto.conf (e.g. ``max_queued_messages 0``)."""
+    """More lines for mosquitto.conf, after the shipped settings (so they override them,
+    e.g. ``max_queued_messages 10``)."""
+    shipped: bool = True
+    """Include deploy/mosquitto/edgenode.conf, as a user's broker would."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,6 +94,8 @@ class Broker:
             lines += ["log_type all"]  # ACL denials are logged at debug level
         else:
             lines.append("allow_anonymous true")
+        if self.shipped:
+            lines += SHIPPED_SETTINGS.read_text().splitlines()
         lines += self.extra
         config = self.directory / "mosquitto.conf"
         config.write_text("\n".join(lines) + "\n")

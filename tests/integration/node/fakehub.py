@@ -280,6 +280,10 @@ class Proxy:
     target_port: int
     port: int = 0
     blackholed: bool = False
+    rate: float | None = None
+    """Bytes per second each direction may carry (None: as fast as it goes)."""
+    forwarded: int = 0
+    """Bytes forwarded so far, both directions."""
     connections: int = 0
     _server: asyncio.Server | None = None
     _pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=list)
@@ -333,11 +337,14 @@ class Proxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while data := await reader.read(65536):
+            while data := await reader.read(4096 if self.rate else 65536):
                 if self.blackholed:
                     continue  # swallowed: neither side learns anything
                 writer.write(data)
+                self.forwarded += len(data)
                 await writer.drain()
+                if self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
         finally:
             writer.close()
 

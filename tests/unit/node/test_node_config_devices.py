@@ -166,5 +166,6 @@ def test_the_commented_device_and_route_examples_are_valid_once_uncommented(tmp_
     path = tmp_path / "node.toml"
     path.write_text("\n".join(lines) + "\n")
     config = load_config(path, env={})
-    assert config.devices == (DeviceSpec("lamp", {"power": "on"}),)
+    kubeedge = {"namespace": "line-a", "name": "lamp", "types": {"power": "string"}}
+    assert config.devices == (DeviceSpec("lamp", {"power": "on"}, kubeedge=kubeedge),)
     assert config.routes == (RouteSpec("$edge/devices/+/telemetry/alarm", "upstream", 0, 3600),)

@@ -32,7 +32,7 @@ from edgenode.protocol import (
     Upsert,
     Welcomed,
 )
-from edgenode.protocol.constants import PROTOCOL_VERSION
+from edgenode.protocol.constants import FEATURES, PROTOCOL_VERSION
 from edgenode.protocol.frames import ChunkFrame, SnapshotItemsFrame
 
 from .helpers import Link, frames_of
@@ -43,7 +43,7 @@ SMALL = 4096
 def test_connect_and_resume_from_the_persisted_revision() -> None:
     link = Link.connect(last_revision=120, hub_revision=130, accept=False)
     assert link.take_hub_events() == [
-        NodeHello("ship-7", "edgenode 0.1", 120, PROTOCOL_VERSION, 1048576)
+        NodeHello("ship-7", "edgenode 0.1", 120, PROTOCOL_VERSION, 1048576, None, FEATURES)
     ]
     link.hub.accept(130)
     link.pump()

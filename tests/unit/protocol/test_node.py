@@ -27,7 +27,7 @@ from edgenode.protocol import (
     Welcomed,
 )
 from edgenode.protocol import node as node_module
-from edgenode.protocol.constants import PROTOCOL_VERSION
+from edgenode.protocol.constants import FEATURES, PROTOCOL_VERSION
 from edgenode.protocol.frames import (
     AckFrame,
     ChangesFrame,
@@ -86,7 +86,9 @@ def assert_violation(node: NodeProtocol, code: ErrorCode, close: CloseCode) -> N
 def test_the_first_message_is_a_hello_with_name_version_and_last_revision() -> None:
     node = NodeProtocol("ship-7", "edgenode 0.1", 42, 0.0, NodeConfig(max_frame_size=8192))
     assert frames_of(node.data_to_send()) == [
-        HelloFrame(PROTOCOL_VERSION, "ship-7", "edgenode 0.1", 42, 8192)
+        HelloFrame(
+            PROTOCOL_VERSION, "ship-7", "edgenode 0.1", 42, 8192, None, tuple(sorted(FEATURES))
+        )
     ]
     assert node.state is State.CONNECTING
     assert node.next_deadline() == 30.0

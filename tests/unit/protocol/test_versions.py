@@ -16,7 +16,12 @@ from edgenode.protocol import (
     State,
     Welcomed,
 )
-from edgenode.protocol.constants import PROTOCOL_VERSION, SUPPORTED_VERSIONS, ErrorCode
+from edgenode.protocol.constants import (
+    FEATURES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    ErrorCode,
+)
 from edgenode.protocol.frames import HelloFrame, WelcomeFrame, decode_frame, encode_frame
 
 from .helpers import BIG, Link, frames_of
@@ -109,7 +114,11 @@ def test_a_hub_welcomes_a_version_2_hello_with_its_features_and_no_time_unless_g
     link.hub.accept(0)
     (welcome,) = frames_of(link.hub.data_to_send())
     assert isinstance(welcome, WelcomeFrame)
-    assert (welcome.version, welcome.features, welcome.hub_time_ms) == (PROTOCOL_VERSION, (), None)
+    assert (welcome.version, welcome.features, welcome.hub_time_ms) == (
+        PROTOCOL_VERSION,
+        tuple(sorted(FEATURES)),
+        None,
+    )
 
 
 def test_a_node_cannot_ask_for_a_version_this_code_does_not_speak():
