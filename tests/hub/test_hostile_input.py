@@ -213,3 +213,19 @@ def test_malformed_http_requests_write_no_traceback_and_their_logging_is_rate_li
     lines = [line for line in log.splitlines() if "Error handling request" in line]
     assert 0 < len(lines) <= LOG_BURST, lines
     assert hub.call("GET", "/healthz")[0] == 200
+
+
+def test_the_kubernetes_api_bounds_its_bodies_too(hub):
+    for raw, content_type in [
+        (nested_json(5000), "application/json"),
+        (
+            b'{"apiVersion": "edgenode.io/v1", "kind": "Device", "n": ' + b"1" * 5000 + b"}",
+            "application/json",
+        ),
+        (b"a: " + b"[" * 900 + b"]" * 900, "application/yaml"),
+    ]:
+        status, body = hub.call(
+            "POST", "/apis/edgenode.io/v1/devices", raw=raw, content_type=content_type
+        )
+        assert 400 <= status < 500, (raw[:40], status, body)
+    assert_no_traceback_and_no_5xx(hub)

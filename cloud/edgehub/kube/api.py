@@ -30,6 +30,7 @@ from edgehub.kube.errors import KubeError, status_object, success
 from edgehub.kube.objects import GROUP, GROUP_VERSION, VERSION, from_object, to_object
 from edgehub.kube.patches import PatchError, json_patch, merge_patch, server_side_apply
 from edgehub.kube.table import table, wants_table
+from edgehub.limits import InputError, check_value, load_json
 from edgehub.selectors import Selector, SelectorError, parse_selector
 from edgehub.targeting import labels_of
 
@@ -170,8 +171,11 @@ class KubeApi:
         media = request.content_type
         try:
             if media in (JSON_MEDIA, MERGE_PATCH, JSON_PATCH) or not yaml_ok:
-                return json.loads(text)
+                return load_json(raw)  # within the operator API's bounds (limits.py)
             documents = list(yaml.load_all(text, Loader=_loader()))
+            check_value(documents)
+        except InputError as exc:
+            raise KubeError(400, f"the body cannot be read: {str(exc)[:200]}") from None
         except (ValueError, yaml.YAMLError) as exc:
             raise KubeError(400, f"the body cannot be read: {str(exc)[:200]}") from None
         if len(documents) != 1:
