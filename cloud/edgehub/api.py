@@ -16,6 +16,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from edgehub.resources import (
     resolve_kind,
 )
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
+from edgenode.uplink import iso_timestamp
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body (apply of many documents); larger is 413."""
@@ -57,6 +59,9 @@ Prometheus scrapes never do): beyond, the oldest is closed (``guard.py``). Opera
 scrapers and load-balancer probes need a handful; a slow loris gets this many at most."""
 LISTEN_BACKLOG = 128
 MAX_TELEMETRY_PAGE = 1000
+MAX_SINCE_SECONDS = 100 * 365 * 86400
+"""``sinceSeconds`` beyond this (a century) means everything."""
+MAX_TAIL_LINES = 2**62
 DEFAULT_LOG_TAIL = 100
 MAX_LOG_TAIL = 100_000
 LOG_POLL_SECONDS = 1.0
@@ -78,6 +83,7 @@ laptop shut, a NAT that forgot the flow) is found dead after 60 s of silence and
 unanswered probes 10 s apart (2 minutes) instead of the kernel's 2 hours; the stream then
 ends like one whose client closed. Writes to a client that stops reading are bounded by
 ``--api-timeout``."""
+WATCH_ENDED = "the watch fell 10,000 changes behind or the hub is stopping; run the command again"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("edgehub.api")
@@ -102,21 +108,21 @@ class ApiError(Exception):
 
 
 class GuardedSite(web.BaseSite):
-    """aiohttp's ``TCPSite`` with every accepted connection counted in ``pending`` until it
-    authenticates (``guard.py``) and the TLS handshake bounded by ``timeout``."""
+    """aiohttp's ``SockSite`` (on a socket ``edgehub serve`` bound first) with every
+    accepted connection counted in ``pending`` until it authenticates (``guard.py``) and
+    the TLS handshake bounded by ``timeout``."""
 
     def __init__(
         self,
         runner: web.BaseRunner,
-        host: str,
-        port: int,
+        sock: socket.socket,
         *,
         ssl_context: ssl.SSLContext | None,
         pending: PendingConnections,
         timeout: float,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
-        self._host, self._port = host, port
+        self._sock = sock
         self._pending = pending
         self._timeout = timeout
         self.server: asyncio.Server | None = None
@@ -124,7 +130,8 @@ class GuardedSite(web.BaseSite):
     @property
     def name(self) -> str:
         scheme = "https" if self._ssl_context else "http"
-        return f"{scheme}://{self._host}:{self._port}"
+        host, port = self._sock.getsockname()[:2]
+        return f"{scheme}://{host}:{port}"
 
     async def start(self) -> None:
         await super().start()
@@ -133,12 +140,10 @@ class GuardedSite(web.BaseSite):
         pending = self._pending
         self.server = self._server = await asyncio.get_running_loop().create_server(
             lambda: GuardedProtocol(factory(), pending),
-            self._host,
-            self._port,
+            sock=self._sock,
             ssl=self._ssl_context,
             ssl_handshake_timeout=self._timeout if self._ssl_context else None,
             backlog=self._backlog,
-            reuse_address=True,
         )
 
 
@@ -175,13 +180,12 @@ class OperatorApi:
         }
 
     def site(
-        self, runner: web.BaseRunner, host: str, port: int, ssl_context: ssl.SSLContext | None
+        self, runner: web.BaseRunner, sock: socket.socket, ssl_context: ssl.SSLContext | None
     ) -> GuardedSite:
-        """The listening site of ``runner`` (set up from :meth:`app`)."""
+        """The listening site of ``runner`` (set up from :meth:`app`) on ``sock``."""
         return GuardedSite(
             runner,
-            host,
-            port,
+            sock,
             ssl_context=ssl_context,
             pending=self.pending,
             timeout=self.request_timeout,
@@ -421,9 +425,11 @@ class OperatorApi:
             return _error(422, str(exc), field=exc.field)
         return web.json_response(view)
 
-    def _int_query(self, request: web.Request, name: str, default: int) -> int:
+    def _int_query(
+        self, request: web.Request, name: str, default: int, cap: int | None = None
+    ) -> int:
         try:
-            return query_integer(request.query.get(name), name, default)
+            return query_integer(request.query.get(name), name, default, cap=cap)
         except InputError as exc:
             raise ApiError(400, exc.message, field=name) from None
 
@@ -438,14 +444,27 @@ class OperatorApi:
     async def telemetry(self, request: web.Request) -> web.StreamResponse:
         name = self._name(request, "Device")
         after = self._int_query(request, "after", 0)
-        limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
+        limit = self._int_query(request, "limit", 100, MAX_TELEMETRY_PAGE)
         follow = request.query.get("follow", "") in ("1", "true")
+        since = tail = None
+        if "sinceSeconds" in request.query:  # as Kubernetes' pod logs: the last N seconds
+            seconds = self._int_query(request, "sinceSeconds", 0, MAX_SINCE_SECONDS)
+            since = time.time() - seconds
+        if "tailLines" in request.query:  # the newest N records (then pages after them)
+            tail = self._int_query(request, "tailLines", 0, MAX_TAIL_LINES)
         if ("Device", name) not in self.hub.cache:
             return _error(404, f"Device {name!r} not found")
+        if since is not None or tail is not None:
+            after = self.hub.store.telemetry_start(name, after, since, tail)
 
         def page(after_id: int) -> list[dict[str, Any]]:
             return [
-                {"id": r.id, "node": r.node, "received": r.received, "record": r.body}
+                {
+                    "id": r.id,
+                    "node": r.node,
+                    "received": iso_timestamp(r.received),
+                    "record": r.body,
+                }
                 for r in self.hub.store.telemetry(name, after_id, limit)
             ]
 
@@ -462,26 +481,43 @@ class OperatorApi:
         return stream.response
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
+        """What exists (ADDED), then every change of the kind, spec and status (the change
+        feed, ``edgehub.feed``); an ERROR event and the end when the watcher fell too far
+        behind or the hub stops."""
         kind = self._kind(request)
         async with self._stream(request) as stream:
-            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-            self.hub.watchers.append(queue)
+            feed = self.hub.feed
+            subscriber = feed.follow(kind)
             try:
                 for view in self.hub.ops.list_views(kind, None):
                     await stream.send({"type": "ADDED", "kind": kind, "object": view})
                 while not stream.gone():
                     try:
                         async with asyncio.timeout(STREAM_CHECK_SECONDS):
-                            event = await queue.get()
+                            change = await subscriber.queue.get()
                     except TimeoutError:
                         continue
-                    if event["type"] == "ERROR":  # fell too far behind: events were lost
-                        await stream.send(event)
+                    if change is None:
+                        await stream.send({"type": "ERROR", "message": subscriber.why})
                         break
-                    if event["kind"] == kind:
-                        await stream.send(event)
+                    stored = (
+                        None if change.type == "DELETED" else self.hub.cache.get(kind, change.name)
+                    )
+                    if stored is None and change.type != "DELETED":
+                        continue  # deleted since: its DELETED follows
+                    view = change.body if stored is None else self.hub.ops.render(stored)
+                    await stream.send(
+                        {
+                            "type": change.type,
+                            "revision": change.position.revision,
+                            "resourceVersion": str(change.position),
+                            "kind": kind,
+                            "name": change.name,
+                            "object": view,
+                        }
+                    )
             finally:
-                self.hub.watchers.remove(queue)
+                feed.unsubscribe(subscriber)
         return stream.response
 
     # --- Artifacts ---------------------------------------------------------------------------
@@ -555,7 +591,7 @@ class OperatorApi:
         """An App's log from one node, fetched over its link: ``?node=N&tail=100&follow=1``."""
         name = request.match_info["name"]
         node = request.query.get("node", "")
-        tail = min(self._int_query(request, "tail", DEFAULT_LOG_TAIL), MAX_LOG_TAIL)
+        tail = self._int_query(request, "tail", DEFAULT_LOG_TAIL, MAX_LOG_TAIL)
         follow = request.query.get("follow", "") in ("1", "true")
         app = self.hub.cache.get("App", name)
         if app is None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
 import resource
 import secrets
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from websockets.asyncio.server import serve
@@ -36,6 +39,10 @@ DEFAULT_API_LISTEN = "127.0.0.1:8080"
 HOUSEKEEPING_SECONDS = 60.0
 ADMIN_TOKEN_FILE = "admin.token"
 DB_FILE = "hub.db"
+STREAM_SHUTDOWN_SECONDS = 2.0
+"""At a stop, open operator streams (``edgectl watch``, ``telemetry --follow``) get this
+long to end before they are cut (aiohttp's default would hold the stop for 60 s); the
+client sees the connection close and says so."""
 ARTIFACTS_DIR = "artifacts"
 GC_YOUNG_THRESHOLD = 20_000
 """Net allocations between young garbage collections (CPython's default: 700). With
@@ -60,11 +67,38 @@ def raise_open_file_limit() -> int:
     return hard
 
 
+class ServeError(Exception):
+    """``edgehub serve`` cannot start; the message (one line) says why and what to change."""
+
+
 def split_host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def bind(address: tuple[str, int], flag: str) -> socket.socket:
+    """A listening TCP socket on ``address`` (``flag`` names the option it came from), or
+    ServeError naming the address and the flag to change."""
+    host, port = address
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ][0]
+    except socket.gaierror as exc:
+        raise ServeError(
+            f"cannot listen on {where} ({flag}): unknown host: {exc.strerror}"
+        ) from None
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        advice = f"choose another address with {flag}"
+        if exc.errno == errno.EADDRINUSE:
+            advice = f"another program (another edgehub?) listens there: stop it or {advice}"
+        raise ServeError(f"cannot listen on {where} ({flag}): {reason}; {advice}") from None
 
 
 def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
@@ -81,6 +115,24 @@ def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
 
 
 async def serve_hub(args: argparse.Namespace) -> None:
+    open_files = raise_open_file_limit()  # before the listeners: the pending bound uses it
+    # The ports first: a hub that cannot listen writes nothing (no data folder, no token).
+    link_socket = bind(args.listen, "--listen")
+    try:
+        api_socket = bind(args.api_listen, "--api-listen")
+    except ServeError:
+        link_socket.close()
+        raise
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ServeError(
+                f"cannot load --tls-cert {args.tls_cert} / --tls-key {args.tls_key}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
     data = Path(args.data)
     ensure_dir(data)  # 0700: hub.db and admin.token hold the fleet's secrets
     token, token_path, created = ensure_admin_token(data)
@@ -100,41 +152,42 @@ async def serve_hub(args: argparse.Namespace) -> None:
     hub = Hub(store, settings, HubMetrics(), artifacts=artifacts)
     links = LinkServer(hub, max_pending=args.max_pending_links)
     tune_gc()
-    ssl_context = None
-    if args.tls_cert:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    host, port = split_host_port(args.listen)
     listening = False
     api = OperatorApi(hub, token, lambda: listening, request_timeout=args.api_timeout)
-    runner = web.AppRunner(api.app(), **api.runner_options())
+    runner = web.AppRunner(
+        api.app(), shutdown_timeout=STREAM_SHUTDOWN_SECONDS, **api.runner_options()
+    )
     await runner.setup()
-    api_host, api_port = split_host_port(args.api_listen)
-    site = api.site(runner, api_host, api_port, ssl_context)
+    site = api.site(runner, api_socket, ssl_context)
     await site.start()
     stop = asyncio.Event()
+    stopped_by: list[str] = []
+
+    def stop_on(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_on, sig)
     async with serve(
         links.handler,
-        host,
-        port,
+        sock=link_socket,
         process_request=links.process_request,
         ssl=ssl_context,
         **links.server_options(),
     ) as server:
         listening = True
         bound = [s.getsockname() for s in server.sockets]
-        assert site.server is not None
-        api_bound = [s.getsockname() for s in site.server.sockets]
+        api_bound = api_socket.getsockname()
         scheme = "wss" if ssl_context else "ws"
-        print(f"node links on {scheme}://{bound[0][0]}:{bound[0][1]}/v1/connect", flush=True)
+        print(f"node links on {scheme}://{_url_host(bound[0])}/v1/connect", flush=True)
         http = "https" if ssl_context else "http"
-        print(f"operator API on {http}://{api_bound[0][0]}:{api_bound[0][1]}", flush=True)
+        print(f"operator API on {http}://{_url_host(api_bound)}", flush=True)
         # Each listener names the other to clients that came to the wrong one.
         api.link_listener = (scheme, (bound[0][0], bound[0][1]))
-        links.api_listener = (http, (api_bound[0][0], api_bound[0][1]))
+        links.api_listener = (http, (api_bound[0], api_bound[1]))
+        log.info("started at revision %d (open-file limit %d)", hub.revision, open_files)
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
@@ -142,6 +195,11 @@ async def serve_hub(args: argparse.Namespace) -> None:
             asyncio.create_task(_every(STATUS_POLL_SECONDS, hub.feed.poll_status)),
         ]
         await stop.wait()
+        log.info(
+            "stopping (%s): closing %d node links and the operator API",
+            stopped_by[0] if stopped_by else "stop requested",
+            len(hub.sessions.open),
+        )
         hub.feed.end_all()
         for task in tasks:
             task.cancel()
@@ -149,6 +207,13 @@ async def serve_hub(args: argparse.Namespace) -> None:
         server.close()
     await runner.cleanup()
     store.close()
+    log.info("stopped")
+
+
+def _url_host(address: tuple[Any, ...]) -> str:
+    """``host:port`` of a bound socket's address, IPv6 hosts in brackets."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _every(period: float, action: object) -> None:
@@ -176,8 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the hub")
     s.add_argument("--data", required=True, help="data directory (SQLite, admin token)")
-    s.add_argument("--listen", default=DEFAULT_LISTEN, help="node links HOST:PORT")
-    s.add_argument("--api-listen", default=DEFAULT_API_LISTEN, help="operator API HOST:PORT")
+    s.add_argument(
+        "--listen", type=split_host_port, default=DEFAULT_LISTEN, help="node links HOST:PORT"
+    )
+    s.add_argument(
+        "--api-listen",
+        type=split_host_port,
+        default=DEFAULT_API_LISTEN,
+        help="operator API HOST:PORT",
+    )
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval, seconds")
@@ -242,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     # websockets logs every connection opened and refused at INFO: a line per node per
     # reconnect (a tenth of the hub's CPU in a fleet reconnect). Counted in /metrics instead.
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    log.info("open-file limit %d", raise_open_file_limit())
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_hub(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_hub(args))
+    except ServeError as exc:
+        print(f"edgehub: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

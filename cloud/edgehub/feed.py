@@ -89,18 +89,21 @@ class Subscriber:
     kind: str
     queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
     gone: bool = False
+    why: str = ""
+    """Why it ended (``gone``): said to the client in the stream's last event."""
 
     def offer(self, change: Change) -> None:
         if self.gone:
             return
         if self.queue.qsize() >= MAX_SUBSCRIBER_EVENTS:
-            self.end()
+            self.end(f"the watch fell {MAX_SUBSCRIBER_EVENTS:,} changes behind")
             return
         self.queue.put_nowait(change)
 
-    def end(self) -> None:
+    def end(self, why: str) -> None:
         if not self.gone:
             self.gone = True
+            self.why = why
             self.queue.put_nowait(None)
 
 
@@ -231,18 +234,22 @@ class ChangeFeed:
                 del self._interest[kind]
         return {s.kind for s in self._subscribers} | set(self._interest)
 
-    def subscribe(self, kind: str, since: Position | None = None) -> Subscriber | None:
-        """A subscriber of ``kind``'s changes after ``since`` (None: from now on); None if
-        the feed cannot give every change after ``since`` (410 Gone: list again)."""
+    def follow(self, kind: str) -> Subscriber:
+        """A subscriber of ``kind``'s changes from now on."""
         subscriber = Subscriber(kind)
-        if since is not None:
-            missed = self.changes_after(kind, since)
-            if missed is None:
-                return None
-            for change in missed:
-                subscriber.offer(change)
         self.look(kind)
         self._subscribers.append(subscriber)
+        return subscriber
+
+    def resume(self, kind: str, since: Position) -> Subscriber | None:
+        """A subscriber of ``kind``'s changes after ``since``; None if the feed cannot give
+        every one of them (410 Gone: list again)."""
+        missed = self.changes_after(kind, since)
+        if missed is None:
+            return None
+        subscriber = self.follow(kind)
+        for change in missed:
+            subscriber.offer(change)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -268,4 +275,4 @@ class ChangeFeed:
     def end_all(self) -> None:
         """End every subscriber (the hub is stopping): their streams end."""
         for subscriber in self._subscribers:
-            subscriber.end()
+            subscriber.end("the hub is stopping")

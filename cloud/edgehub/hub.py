@@ -14,7 +14,6 @@ between (no node can miss a change between its resume and its registration).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,16 +42,6 @@ from edgenode.protocol import (
     UplinkReceived,
 )
 from edgenode.protocol.events import ArtifactRequested, LogEnded, LogReceived
-
-MAX_WATCH_QUEUE = 10_000
-"""Events queued for one watch stream. A watcher this far behind gets an ERROR event
-(``WATCH_OVERFLOW``) after them and its stream ends: events are never dropped silently;
-the client watches again from a fresh list."""
-WATCH_OVERFLOW: dict[str, Any] = {
-    "type": "ERROR",
-    "kind": "Status",
-    "message": f"the watch fell {MAX_WATCH_QUEUE} events behind and was closed; watch again",
-}
 
 __all__ = ["Hub", "HubSettings", "NodeLive", "Session", "hash_token"]
 
@@ -116,7 +105,6 @@ class Hub:
         self.logs = LogRequests(self.sessions)
         self.ops = Operations(self)
         self.rollouts = RolloutController(self)
-        self.watchers: list[asyncio.Queue[dict[str, Any]]] = []
         self.feed = ChangeFeed(self.revision, self._status_of)
         self.metrics.revision.set(self.revision)
         self.metrics.acks_pending.set_function(lambda: float(self.sessions.acks_pending()))
@@ -139,18 +127,6 @@ class Hub:
         self.revision = entry.revision
         self.metrics.revision.set(self.revision)
         self.sessions.committed(entry)
-        event = {
-            "type": "DELETED" if entry.body is None else "MODIFIED",
-            "revision": entry.revision,
-            "kind": entry.kind,
-            "name": entry.name,
-            "object": entry.body if entry.body is not None else entry.prev,
-        }
-        for queue in self.watchers:
-            if queue.qsize() < MAX_WATCH_QUEUE:
-                queue.put_nowait(event)
-            elif queue.qsize() == MAX_WATCH_QUEUE:
-                queue.put_nowait(WATCH_OVERFLOW)  # the last it gets: its stream ends
 
     def _status_of(self, kind: str) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
         """Each resource of ``kind`` with its status view (the change feed compares them)."""

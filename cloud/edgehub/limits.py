@@ -42,6 +42,7 @@ would overflow the store's binding (``OverflowError``)."""
 
 _INTEGER_LIMIT: Final = 10**MAX_INTEGER_DIGITS
 _QUERY_INTEGER_RE: Final = re.compile(r"[0-9]{1,19}")
+_QUERY_DIGITS_RE: Final = re.compile(rf"[0-9]{{1,{MAX_INTEGER_DIGITS}}}")
 """ASCII digits only: ``int()`` would also take spaces, underscores and other scripts'
 digits (a full-width one, U+FF11)."""
 
@@ -167,13 +168,23 @@ def load_json(raw: bytes, path: str = "") -> Any:
     return value
 
 
-def query_integer(text: str | None, name: str, default: int) -> int:
-    """A non-negative integer query parameter within SQLite's INTEGER."""
+def query_integer(text: str | None, name: str, default: int, *, cap: int | None = None) -> int:
+    """A non-negative integer query parameter within SQLite's INTEGER. With ``cap`` (a
+    parameter meaning "at most N": ``limit``, ``tailLines``, ``sinceSeconds``) a larger
+    value, however large, is ``cap``; without, it is refused (``after``, ``offset``:
+    positions). Either way at most ``MAX_INTEGER_DIGITS`` digits are read."""
     if text is None:
         return default
-    if _QUERY_INTEGER_RE.fullmatch(text) is None or int(text) > MAX_QUERY_INTEGER:
+    if text.startswith("-") and _QUERY_INTEGER_RE.fullmatch(text[1:]):
+        raise InputError(name, f"{name} must not be negative")
+    if not _QUERY_DIGITS_RE.fullmatch(text):
         raise InputError(name, f"{name} must be an integer in [0, {MAX_QUERY_INTEGER}]")
-    return int(text)
+    value = int(text)
+    if cap is not None:
+        return min(value, cap)
+    if value > MAX_QUERY_INTEGER:
+        raise InputError(name, f"{name} must be an integer in [0, {MAX_QUERY_INTEGER}]")
+    return value
 
 
 _TERMINAL_CONTROLS: Final = r"\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"

@@ -177,6 +177,18 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         },
+                        {
+                            "name": "sinceSeconds",
+                            "in": "query",
+                            "description": "only records received in the last N seconds",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "tailLines",
+                            "in": "query",
+                            "description": "only the newest N records (then page with after)",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
                     ],
                     ("400", "401", "404", "503"),
                 )

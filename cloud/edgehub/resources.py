@@ -163,9 +163,9 @@ def iter_documents(text: str) -> Iterator[Any]:
                 if isinstance(event, yaml.CollectionStartEvent):
                     depth += 1
                     if depth > MAX_DEPTH:
-                        raise ResourceError(
-                            count, "", f"malformed YAML/JSON: {too_deep()}{_at(event)}"
-                        )
+                        mark = event.start_mark
+                        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+                        raise ResourceError(count, "", f"malformed YAML/JSON: {where}{too_deep()}")
                 elif isinstance(event, yaml.CollectionEndEvent):
                     depth -= 1
                 elif isinstance(event, yaml.DocumentEndEvent):
@@ -193,7 +193,7 @@ def iter_documents(text: str) -> Iterator[Any]:
     except yaml.YAMLError as exc:
         if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000) came first
             raise ResourceError(count, "", f"malformed YAML/JSON: {too_deep()}") from None
-        raise ResourceError(count, "", f"malformed YAML/JSON: {exc}") from None
+        raise ResourceError(count, "", f"malformed YAML/JSON: {yaml_problem(exc)}") from None
 
 
 def _at(event: yaml.Event) -> str:
@@ -204,6 +204,23 @@ def _at(event: yaml.Event) -> str:
 def parse_documents(text: str) -> list[Any]:
     """:func:`iter_documents` as a list (no progress marks)."""
     return [doc for doc in iter_documents(text) if doc is not PARSE_PROGRESS]
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line, where in the text and what: ``line 3, column 7: mapping
+    values are not allowed here``. PyYAML's own text names the stream ("<unicode
+    string>"), which means nothing to whoever sent the file: the client names the file."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "invalid"
+        if exc.problem and exc.context:
+            what = f"{exc.problem} ({exc.context})"
+        if mark is None:
+            return what
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.position + 1}: {exc.reason}"
+    return " ".join(str(exc).replace('in "<unicode string>", ', "").split())
 
 
 def _string_map(value: object, index: int, field: str, *, labels: bool = False) -> dict[str, str]:

@@ -37,6 +37,12 @@ IDLE_FLUSH_SECONDS = 1.0
 log = logging.getLogger("edgehub.sessions")
 
 
+def shown_version(software: str) -> str:
+    """A node's version as VERSION shows it, the same from its hello (``edgenode 0.1.0``)
+    and from its status records (``0.1.0``): ``0.1.0``. Other software keeps its name."""
+    return software.removeprefix("edgenode ")
+
+
 @dataclass
 class Session:
     """One open node link: the protocol object and what waits to be sent."""
@@ -240,7 +246,7 @@ class Sessions:
             live.ready_since = time.time()
         live.ready = True
         live.last_seen = time.time()
-        live.version = hello.software_version
+        live.version = shown_version(hello.software_version)
         self.metrics.connected_nodes.set(len(self.open))
         self.status_changed(node)
         log.info(
@@ -310,7 +316,7 @@ class Sessions:
     def reported(self, node: str, record: dict[str, Any]) -> None:
         """A ``status`` uplink record of ``node``."""
         live = self.live.setdefault(node, NodeLive())
-        live.version = str(record.get("version", live.version))
+        live.version = shown_version(str(record.get("version", live.version)))
         live.arch = str(record.get("arch", live.arch))
         if "outbox" in record:
             live.outbox = record["outbox"]

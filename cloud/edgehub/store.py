@@ -173,6 +173,9 @@ class HubStore(Protocol):
     def forget_uplink_from(self, node: str, seq: int) -> int: ...
     def add_telemetry(self, node: str, device: str, body: dict[str, Any]) -> None: ...
     def telemetry(self, device: str, after_id: int, limit: int) -> list[TelemetryRecord]: ...
+    def telemetry_start(
+        self, device: str, after_id: int, since: float | None, tail: int | None
+    ) -> int: ...
     def prune(self, max_bytes: int, max_age: float, dedupe_age: float) -> int: ...
     def reject(self, node: str, key: str, revision: int, code: int, message: str) -> None: ...
     def rejections(self, key: str) -> list[Rejection]: ...
@@ -448,6 +451,41 @@ class SqliteHubStore:
             (device, after_id, limit),
         ).fetchall()
         return [TelemetryRecord(int(r[0]), r[1], r[2], float(r[3]), json.loads(r[4])) for r in rows]
+
+    def telemetry_start(
+        self, device: str, after_id: int, since: float | None, tail: int | None
+    ) -> int:
+        """Where a read of ``device``'s telemetry after ``after_id`` starts (the id to read
+        after) to show only records received at or after ``since`` (a Unix time) and, of
+        those, only the newest ``tail``."""
+        db = self._db
+        start = after_id
+        if since is not None:
+            first = db.execute(
+                "SELECT MIN(id) FROM telemetry WHERE device = ? AND id > ? AND received >= ?",
+                (device, start, since),
+            ).fetchone()[0]
+            if first is not None:
+                start = int(first) - 1
+            else:  # nothing that recent: start after the newest record
+                last = db.execute(
+                    "SELECT MAX(id) FROM telemetry WHERE device = ?", (device,)
+                ).fetchone()[0]
+                start = max(start, int(last or 0))
+        if tail is not None:
+            if tail == 0:
+                last = db.execute(
+                    "SELECT MAX(id) FROM telemetry WHERE device = ?", (device,)
+                ).fetchone()[0]
+                return max(start, int(last or 0))
+            row = db.execute(
+                "SELECT id FROM telemetry WHERE device = ? AND id > ? "
+                "ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (device, start, tail - 1),
+            ).fetchone()
+            if row is not None:
+                start = int(row[0]) - 1
+        return start
 
     def prune(self, max_bytes: int, max_age: float, dedupe_age: float) -> int:
         """Telemetry retention (oldest first past ``max_bytes``, anything older than

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import platform
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,37 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+"""A log line under journald, which stamps every line itself."""
+TIMESTAMPED_LOG_FORMAT = "%(asctime)s.%(msecs)03dZ " + LOG_FORMAT
+"""A log line anywhere else (a terminal, a file, a container): UTC time first."""
+LOG_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
+    """Is stderr the journal? systemd sets ``JOURNAL_STREAM=DEVICE:INODE`` of the stream it
+    connected the service to; a program started from that service inherits the variable
+    with another stderr, so the numbers must be stderr's (systemd.exec(5))."""
+    environ = os.environ if environ is None else environ
+    device, sep, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not sep:
+        return False
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def log_handler() -> logging.Handler:
+    """Logging to stderr, timestamped unless the journal stamps the lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    else:
+        formatter = logging.Formatter(TIMESTAMPED_LOG_FORMAT, LOG_TIME_FORMAT)
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    return handler
 
 
 def version_text() -> str:
@@ -76,7 +109,7 @@ def _run(path: str) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_CONFIG
-    logging.basicConfig(level=config.log.level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=config.log.level.upper(), handlers=[log_handler()])
     # websockets logs every failed handshake at its own level; the link reports them.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
     logging.getLogger("edgenode").info("%s starting, config %s", version_text(), config.source)
@@ -92,7 +125,9 @@ def _status(path: str, as_json: bool) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_CONFIG
-    status = read_status(Path(config.node.data_dir), config.node.name, config.hub.url)
+    status = read_status(
+        Path(config.node.data_dir), config.node.name, config.hub.url, config.mqtt.enabled
+    )
     if as_json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
@@ -109,6 +144,8 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     try:
         config = load_config(args.config)
+        if config.hub.url:
+            config.hub_token()  # a token_file must be readable (the daemon reads it later)
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_CONFIG

@@ -13,11 +13,17 @@ number. ``node`` is informative too: the link decides who wrote a record.
 
 The hub also reads a bare map (CBOR or JSON) with ``kind`` and the fields at the top
 level (:func:`read_record`), what simple clients and older tools send.
+
+As the hub reads it, a record has ONE time, ``timestamp``, in ISO 8601 (UTC, milliseconds:
+``2026-11-27T05:51:03.250Z``): the body's own ``timestamp`` (when the event happened on the
+node: a report, a telemetry message) or else the envelope's ``ts`` (when the record was
+made), the same for every record kind.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from typing import Any, Final
@@ -38,6 +44,22 @@ MAX_BODY_BYTES: Final = MAX_UPLINK_PAYLOAD - ENVELOPE_OVERHEAD
 """A body up to this size always fits in a record, whatever the node's name."""
 MAX_RECORD_DEPTH: Final = 64
 """Nesting a record read by the hub may have (a deeper one is refused, not parsed)."""
+MAX_TIMESTAMP: Final = 253402300799.0
+"""9999-12-31T23:59:59Z: the largest time ISO 8601's four-digit years can show."""
+
+
+def iso_timestamp(seconds: float) -> str:
+    """A Unix time as records show it: ISO 8601, UTC, milliseconds."""
+    whole = math.floor(seconds)
+    millis = min(999, round((seconds - whole) * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def _seconds(value: Any) -> float | None:
+    """``value`` as a Unix time a record can show, or None (not a number, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value <= MAX_TIMESTAMP else None
 
 
 def encode_uplink(kind: str, body: Any, node: str, ts: float | None = None) -> bytes:
@@ -121,6 +143,13 @@ def read_record(payload: bytes) -> dict[str, Any] | None:
     body = value.get("body")
     if isinstance(body, dict):
         value = {**body, "kind": value["kind"], "ts": value.get("ts")}
+    # One time field, "timestamp", in ISO 8601: the event's own time, else the record's.
+    envelope_time = value.pop("ts", None)
+    when = _seconds(value.get("timestamp"))
+    if when is None and "timestamp" not in value:
+        when = _seconds(envelope_time)
+    if when is not None:
+        value["timestamp"] = iso_timestamp(when)
     try:
         json.dumps(value)
     except (TypeError, ValueError, RecursionError):

@@ -67,9 +67,14 @@ def test_json_bodies_refuse_constants_and_deep_nesting():
 def test_query_integers_are_ascii_digits_within_sqlite_integer():
     assert query_integer(None, "after", 7) == 7
     assert query_integer("9223372036854775807", "after", 0) == 2**63 - 1
-    for text in ("9223372036854775808", "-1", " 1", "1_0", "\uff11", "", "1" * 5000):
+    for text in ("9223372036854775808", " 1", "1_0", "\uff11", "", "1" * 5000, "-x"):
         with pytest.raises(InputError, match="must be an integer"):
             query_integer(text, "after", 0)
+    with pytest.raises(InputError, match="must not be negative"):
+        query_integer("-1", "after", 0)
+    assert query_integer("9" * 30, "tailLines", 0, cap=2**62) == 2**62
+    with pytest.raises(InputError, match="must be an integer"):
+        query_integer("9" * 5000, "tailLines", 0, cap=2**62)
 
 
 def test_the_rate_limited_log_writes_a_burst_then_counts(caplog):

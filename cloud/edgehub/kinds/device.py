@@ -16,6 +16,7 @@ number go backwards.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from edgenode.devices.kubeedge import DeviceId, KubeEdgeSpecError, id_conflict, 
 from edgenode.devices.kubeedge.values import type_problems
 from edgenode.errors import TwinError
 from edgenode.twin import check_limits, delta, merge_patch
+from edgenode.uplink import MAX_TIMESTAMP, iso_timestamp
 
 if TYPE_CHECKING:
     from edgehub.store import StoredResource
@@ -75,10 +77,43 @@ def _kubeedge_key(name: str, spec: Mapping[str, Any]) -> tuple[str, DeviceId]:
     return str(spec.get("node")), device
 
 
-def _count_cell(field: str) -> Any:
+MAX_VALUES_CELL = 48
+"""Characters of a DESIRED/REPORTED/DELTA cell; longer ones end in "..." (the whole
+document: ``edgectl twin get``, ``-o yaml``)."""
+
+
+def values_text(document: Any, limit: int = MAX_VALUES_CELL) -> str:
+    """A twin document as a table shows it: ``fan.speed=3,power=on`` (nested keys dotted,
+    printable strings bare, other values as JSON, so control characters stay escaped),
+    ``<none>`` when empty, cut at ``limit``."""
+    if not isinstance(document, dict) or not document:
+        return "<none>"
+    pairs: list[str] = []
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:  # depth-first, keys in document order, without recursion
+        prefix, value = stack.pop()
+        if isinstance(value, dict) and (value or not prefix):
+            stack.extend(reversed([(f"{prefix}{_key(key)}.", item) for key, item in value.items()]))
+            continue
+        printable = isinstance(value, str) and value.isprintable()  # no escapes reach a terminal
+        text = value if printable else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        pairs.append(f"{prefix[:-1]}={text}")
+        if sum(len(pair) + 1 for pair in pairs) > limit:
+            break
+    text = ",".join(pairs)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key(key: str) -> str:
+    return key if key.isprintable() else json.dumps(key, ensure_ascii=False)
+
+
+def _values_cell(*path: str) -> Any:
     def cell(view: dict[str, Any], now: float) -> str:
-        value = (view.get("status") or {}).get(field)
-        return str(len(value)) if isinstance(value, dict) else "0"
+        value: Any = view
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return values_text(value)
 
     return cell
 
@@ -129,9 +164,27 @@ class DeviceKind(Kind):
     columns = (
         Column("NODE", spec_cell("node")),
         Column("STATE", status_cell("state")),
-        Column("DESIRED", status_cell("versions", "desired"), description="desired version"),
-        Column("REPORTED", status_cell("versions", "reported"), description="reported version"),
-        Column("DELTA", _count_cell("delta"), description="keys desired but not reported"),
+        Column("DESIRED", _values_cell("spec", "desired"), description="spec.desired, key=value"),
+        Column(
+            "REPORTED", _values_cell("status", "reported"), description="what the device reported"
+        ),
+        Column(
+            "DELTA", _values_cell("status", "delta"), description="desired values not yet reported"
+        ),
+        Column(
+            "DESIRED VERSION",
+            status_cell("versions", "desired"),
+            wide=True,
+            type="integer",
+            description="the desired document's version (the delta's)",
+        ),
+        Column(
+            "REPORTED VERSION",
+            status_cell("versions", "reported"),
+            wide=True,
+            type="integer",
+            description="the reported document's version",
+        ),
         Column("LAST SEEN", status_cell("lastSeen"), wide=True),
         Column("LABELS", labels_cell, wide=True),
     )
@@ -226,9 +279,18 @@ class DeviceKind(Kind):
             if "state" in record:
                 status["state"] = record["state"]
             if "ack" in record:
-                status["lastAck"] = record["ack"]
+                status["lastAck"] = _ack_view(record["ack"])
         ctx.store.set_status("Device", device, status)
         return None
+
+
+def _ack_view(ack: Any) -> Any:
+    """A device's ack as the status shows it: its time in ISO 8601, as every record time."""
+    if isinstance(ack, dict) and isinstance(ack.get("timestamp"), int | float):
+        seconds = ack["timestamp"]
+        if not isinstance(seconds, bool) and 0 <= seconds <= MAX_TIMESTAMP:
+            return {**ack, "timestamp": iso_timestamp(seconds)}
+    return ack
 
 
 def _apply_twin(status: dict[str, Any], record: dict[str, Any]) -> str | None:

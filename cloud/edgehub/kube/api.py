@@ -284,7 +284,7 @@ class KubeApi:
             except ValueError as exc:
                 raise KubeError(400, str(exc)) from None
         feed = self.hub.feed
-        subscriber = feed.subscribe(kind.name, since)
+        subscriber = feed.follow(kind.name) if since is None else feed.resume(kind.name, since)
         response = web.StreamResponse(headers={"Content-Type": JSON_MEDIA})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -341,7 +341,9 @@ class KubeApi:
                     last_sent = time.monotonic()
                 continue
             if change is None:
-                await self._send(response, "ERROR", _gone("", behind=True))
+                await self._send(
+                    response, "ERROR", status_object(410, f"{subscriber.why}: list again", "Gone")
+                )
                 return
             obj = self._change_object(change)
             if obj is None or not _matches(obj, change.name, selector, names):
@@ -403,7 +405,7 @@ class KubeApi:
             where = f"{exc.field}: " if exc.field else ""
             message = f'{kind.name} "{name}" is invalid: {where}{exc.message}'
             raise KubeError(
-                422, message, kind=kind.name, name=name, field=exc.field or None
+                422, message, kind=kind.name, name=name, field=exc.field or None, cause=exc.message
             ) from None
         return self._object(self._stored(kind, str(name)))
 
@@ -625,9 +627,5 @@ def _continue_from(token: str) -> str | None:
     return after
 
 
-def _gone(since: str, *, behind: bool = False) -> dict[str, Any]:
-    if behind:
-        message = "the watch fell too far behind: list again"
-    else:
-        message = f"too old resource version: {since[:40]} (list again)"
-    return status_object(410, message, "Expired" if not behind else "Gone")
+def _gone(since: str) -> dict[str, Any]:
+    return status_object(410, f"too old resource version: {since[:40]} (list again)", "Expired")

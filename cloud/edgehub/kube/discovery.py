@@ -34,7 +34,7 @@ def version() -> dict[str, Any]:
 
 def core_versions() -> dict[str, Any]:
     """``/api``: the core group exists (kubectl expects it) with nothing in it."""
-    return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    return {"kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": []}
 
 
 def core_resources() -> dict[str, Any]:

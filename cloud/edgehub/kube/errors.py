@@ -36,6 +36,7 @@ class KubeError(Exception):
         kind: str | None = None,
         name: str | None = None,
         field: str | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -44,10 +45,17 @@ class KubeError(Exception):
         self.kind = kind
         self.name = name
         self.field = field
+        self.cause = cause
 
     def status(self) -> dict[str, Any]:
         return status_object(
-            self.code, self.message, self.reason, kind=self.kind, name=self.name, field=self.field
+            self.code,
+            self.message,
+            self.reason,
+            kind=self.kind,
+            name=self.name,
+            field=self.field,
+            cause=self.cause,
         )
 
 
@@ -59,8 +67,10 @@ def status_object(
     kind: str | None = None,
     name: str | None = None,
     field: str | None = None,
+    cause: str | None = None,
 ) -> dict[str, Any]:
-    """A ``v1`` ``Status`` (``Failure``)."""
+    """A ``v1`` ``Status`` (``Failure``); ``field`` and ``cause``: what is wrong where
+    (kubectl prints ``The Device "x" is invalid: <field>: <cause>``)."""
     status: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -77,7 +87,9 @@ def status_object(
         details["group"] = "edgenode.io"
         details["kind"] = kind
     if field is not None:
-        details["causes"] = [{"reason": "FieldValueInvalid", "message": message, "field": field}]
+        details["causes"] = [
+            {"reason": "FieldValueInvalid", "message": cause or message, "field": field}
+        ]
     if details:
         status["details"] = details
     return status

@@ -92,7 +92,10 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
             "apiVersion": {"type": "string", "description": f"{GROUP_VERSION}"},
             "kind": {"type": "string", "description": kind.name},
             "metadata": {"allOf": [_ref(OBJECT_META)], "default": {}},
-            "spec": kind.spec_schema,
+            "spec": {
+                "description": f"What the {kind.name} should be (written by people).",
+                **kind.spec_schema,
+            },
             "status": {
                 **kind.status_schema,
                 "description": "Written by the hub and the nodes; read-only for people.",

@@ -254,21 +254,20 @@ class Daemon:
 
     def _open(self) -> None:
         data_dir = Path(self.config.node.data_dir)
+        key = f"{self.config.source}: [node] data_dir"  # errors name the file to fix
         try:
             ensure_dir(data_dir)
         except OSError as exc:
             raise DaemonError(
-                f"[node] data_dir {data_dir} cannot be created: {exc.strerror or exc}"
+                f"{key} {data_dir} cannot be created: {exc.strerror or exc}"
             ) from None
         if not data_dir.is_dir():
-            raise DaemonError(f"[node] data_dir {data_dir} is not a directory")
+            raise DaemonError(f"{key} {data_dir} is not a directory")
         self._lock_data_dir(data_dir)
         try:
             write_pid_file(data_dir)
         except OSError as exc:
-            raise DaemonError(
-                f"[node] data_dir {data_dir} is not writable: {exc.strerror or exc}"
-            ) from None
+            raise DaemonError(f"{key} {data_dir} is not writable: {exc.strerror or exc}") from None
         try:
             self._store = Store(
                 str(self.config.db_path), outbox_max_bytes=self.config.outbox.max_bytes
@@ -311,7 +310,8 @@ class Daemon:
             handle = open(path, "a+")  # noqa: SIM115 - held open for the daemon's life
         except OSError as exc:
             raise DaemonError(
-                f"[node] data_dir {data_dir} is not writable: {exc.strerror or exc}"
+                f"{self.config.source}: [node] data_dir {data_dir} is not writable: "
+                f"{exc.strerror or exc}"
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -368,7 +368,13 @@ class Daemon:
         try:
             address = self.metrics.serve(host, port)
         except OSError as exc:  # a busy port must not stop the node
-            log.error("metrics endpoint %s unavailable: %s", listen, exc.strerror or exc)
+            log.error(
+                "metrics endpoint %s unavailable: %s; change [metrics] listen in %s "
+                '(or set it to "" to turn the endpoint off)',
+                listen,
+                exc.strerror or exc,
+                self.config.source or "the config file",
+            )
             return
         log.info("metrics on http://%s/metrics", address)
         if self._link is not None:

@@ -219,7 +219,9 @@ class CloudLink:
                 ssl_context = ssl.create_default_context(cafile=hub.ca_file or None)
             except (OSError, ssl.SSLError) as exc:
                 outcome.long = True
-                outcome.error = f"cannot load [hub] ca_file {hub.ca_file}: {exc}"
+                outcome.error = (
+                    f"{self._config.source}: [hub] ca_file: cannot load {hub.ca_file}: {exc}"
+                )
                 return
         try:
             ws = await connect(

@@ -167,8 +167,12 @@ def store_summary(db_path: Path) -> dict[str, Any]:
     }
 
 
-def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
-    """Everything ``edgenode status`` shows; ``store_error`` is set if the store is unreadable."""
+def read_status(
+    data_dir: Path, node_name: str, hub_url: str, mqtt_enabled: bool = True
+) -> dict[str, Any]:
+    """Everything ``edgenode status`` shows; ``store_error`` is set if the store is unreadable.
+    With ``mqtt_enabled`` false (``[mqtt] enabled = false``) the device layer never runs:
+    what an earlier run recorded about the broker is not shown."""
     pid = daemon_pid(data_dir)
     link = read_link_state(data_dir) or {}
     state = link.get("state", STANDALONE if not hub_url else DISCONNECTED)
@@ -200,7 +204,8 @@ def read_status(data_dir: Path, node_name: str, hub_url: str) -> dict[str, Any]:
         status.update(store_summary(data_dir / DB_FILE))
     except StoreError as exc:
         status["store_error"] = str(exc)
-    status["device_layer"] = _device_layer(data_dir, pid)
+    status["mqtt_enabled"] = mqtt_enabled
+    status["device_layer"] = _device_layer(data_dir, pid) if mqtt_enabled else None
     status["configs"] = _configs(data_dir)
     return status
 
@@ -293,7 +298,12 @@ def format_status(status: dict[str, Any]) -> str:
         + (f" (hub at {hub['hub_revision']})" if hub.get("hub_revision") is not None else ""),
         f"resources: {len(status['resources'])}",
         *(f"  {r['key']} @{r['revision']}" for r in status["resources"][:50]),
-        f"devices:   {status['devices']} twins in the store" + _served(status.get("device_layer")),
+        f"devices:   {status['devices']} twins in the store"
+        + (
+            _served(status.get("device_layer"))
+            if status.get("mqtt_enabled", True)
+            else "; device layer off ([mqtt] enabled = false)"
+        ),
         "configs:   " + _configs_text(status.get("configs") or {}),
         f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
         f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
