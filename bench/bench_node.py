@@ -10,6 +10,9 @@ measured instead of asserted. Workloads (issue 3):
   (~1 KB each), after it settled;
 - RSS under load: the daemon with a service appending a steady 1,000 uplink records/s
   (``Daemon.enqueue_uplink``, what the device layer calls), drained to the hub;
+- RSS with Apps: ``edgenode run`` connected to the hub, supervising APPS running Apps
+  (small Python processes, each with an exec health check), after they settled: the
+  daemon's own RSS, not its Apps' (goal: 40 MB with 10 Apps);
 - uplink throughput: the outbox pre-filled with N records of ~200 B, then ``edgenode run``
   drains it to the hub: records/s, for N = 10,000 and N = 1,000,000 ("after a long
   outage"; the quota is raised to hold them).
@@ -49,6 +52,8 @@ LOAD_RATE = 1000
 LOAD_SECONDS = 10.0
 RECORD_BYTES = 200
 STARTS = 5
+APPS = 10
+APP_PROGRAM = "import time\nwhile True: time.sleep(1)"
 
 
 def rss_kib(pid: int) -> int:
@@ -141,6 +146,50 @@ def bench_idle_rss(background: Background, seconds: float) -> dict[str, Any]:
     return {"devices": DEVICES, "rss_kib": rss, "rss_mb": round(rss / 1024, 1)}
 
 
+def bench_apps_rss(background: Background, seconds: float, apps: int) -> dict[str, Any]:
+    hub = FakeHub(background, heartbeat=15.0)
+    hub.start()
+    check = {"exec": [sys.executable, "-c", "pass"], "periodSeconds": 2}
+    hub.publish(
+        [
+            (
+                f"App/default/app-{i:02d}",
+                {
+                    "apiVersion": "edgenode.io/v1",
+                    "kind": "App",
+                    "metadata": {"name": f"app-{i:02d}"},
+                    "spec": {
+                        "node": "bench-node",
+                        "command": [sys.executable, "-c", APP_PROGRAM],
+                        "healthCheck": check,
+                    },
+                },
+            )
+            for i in range(apps)
+        ]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), hub.url)
+        proc = run_node(config)
+
+        def all_ready() -> bool:
+            try:
+                summary = json.loads((Path(tmp) / "data" / "apps.json").read_text())
+            except (OSError, ValueError):
+                return False
+            states = summary.get("apps", {}).values()
+            return len(states) == apps and all(s.get("ready") for s in states)
+
+        try:
+            wait_for(all_ready, 60, f"{apps} Apps running and ready")
+            time.sleep(seconds)
+            rss = rss_kib(proc.pid)
+        finally:
+            stop(proc)
+    hub.stop()
+    return {"apps": apps, "rss_kib": rss, "rss_mb": round(rss / 1024, 1)}
+
+
 def bench_load_rss(background: Background, seconds: float) -> dict[str, Any]:
     hub = FakeHub(background, heartbeat=15.0)
     hub.start()
@@ -222,6 +271,9 @@ def main() -> int:
         print(f"start-up to READY        {results['startup']['median_seconds']:.3f} s (median)")
         results["idle"] = bench_idle_rss(background, SETTLE_SECONDS * scale)
         print(f"idle RSS, {DEVICES} devices      {results['idle']['rss_mb']} MB")
+        apps = max(1, round(APPS * min(1.0, scale * 10)))
+        results["apps"] = bench_apps_rss(background, max(1.0, SETTLE_SECONDS * scale), apps)
+        print(f"RSS, {apps} Apps running        {results['apps']['rss_mb']} MB")
         results["load"] = bench_load_rss(background, max(1.0, LOAD_SECONDS * scale))
         load = results["load"]
         print(

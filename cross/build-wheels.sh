@@ -44,8 +44,16 @@ export PATH="$TOOLS_VENV/bin:$PATH"
 # Debian's Rust 1.85 toolchain, with its own target dir (one per profile) so that it,
 # rustup's toolchain and the two profiles never invalidate each other's build caches.
 debian_rust() {
-    local target_dir="$ROOT/target/debian-rustc"
+    # EDGENODE_CROSS_TARGET_DIR: a build cache outside the clone (the test command's ARM
+    # step keeps it in ~/.cache, so a fresh clone compiles only the crate itself).
+    local target_dir="${EDGENODE_CROSS_TARGET_DIR:-$ROOT/target}/debian-rustc"
     if [ "$PROFILE" != release ]; then target_dir+="-$PROFILE"; fi
+    if [ -n "${EDGENODE_CROSS_TARGET_DIR:-}" ]; then
+        # Shared by clones: cargo would judge our crate by the mtimes of this clone's files
+        # against artifacts another clone built. Forget its fingerprints: the dependencies
+        # are reused, the crate itself is always compiled from these sources.
+        rm -rf "$target_dir"/*/release/.fingerprint/edgecore_fast-*
+    fi
     env CARGO="$DEBIAN_CARGO" RUSTC="$DEBIAN_RUSTC" RUSTDOC="$DEBIAN_RUSTDOC" \
         CARGO_TARGET_DIR="$target_dir" "$@"
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from types import ModuleType
 
 import pytest
@@ -44,3 +45,16 @@ def pure() -> ModuleType:
 @pytest.fixture
 def rust() -> ModuleType:
     return native_core()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say once, at the start of the run, whether the deploy and kubectl tests run here."""
+    from deploy.engine import header_line
+
+    kubectl = shutil.which("kubectl")
+    return [
+        header_line(),
+        f"kubectl: {kubectl} (tests/hub/test_kubectl.py drives the hub with it)"
+        if kubectl
+        else "kubectl: not on PATH, so tests/hub/test_kubectl.py is skipped",
+    ]

@@ -10,6 +10,7 @@ away (the message names the file, document index and field), 2 usage.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -667,6 +668,49 @@ def cmd_telemetry(client: Client, args: argparse.Namespace) -> None:
         query = f"after={after}&limit={TELEMETRY_PAGE}"
 
 
+def kubeconfig(
+    server: str, token: str, *, ca_pem: bytes | None, insecure: bool, name: str
+) -> dict[str, Any]:
+    """A kubeconfig for ``kubectl`` against the hub's Kubernetes API (docs/kubectl.md)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_pem is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    user = f"{name}-admin"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
+        "current-context": name,
+    }
+
+
+def cmd_kubeconfig(client: Client, args: argparse.Namespace) -> None:
+    server = hub_url(args.server, "--server") if args.server else client.hub
+    if not server.startswith("https://"):
+        raise UsageError(
+            f"{server} is not https: kubectl sends credentials only over TLS; serve the "
+            "operator API with --tls-cert and --tls-key (docs/kubectl.md), then give its "
+            "https:// URL with --hub or --server"
+        )
+    ca_file = args.ca_file or os.environ.get("SSL_CERT_FILE")
+    ca_pem = None
+    if ca_file:
+        try:
+            ca_pem = Path(ca_file).expanduser().read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--ca-file: cannot read {ca_file}: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise UsageError(f"--ca-file: {ca_file} holds no PEM certificate")
+    config = kubeconfig(
+        server, client.token, ca_pem=ca_pem, insecure=args.insecure_skip_tls_verify, name=args.name
+    )
+    sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+
+
 def cmd_artifact(client: Client, args: argparse.Namespace) -> None:
     ctl_apps.cmd_artifact(client, args, CtlError)
 
@@ -745,6 +789,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="only records received in the last 30s, 10m, 2h, 1d, ...",
     )
+    p = sub.add_parser(
+        "kubeconfig", help="print a kubeconfig for kubectl (KUBECONFIG=FILE kubectl get nodes)"
+    )
+    p.add_argument("--server", help="the hub's https URL as kubectl reaches it (default: --hub)")
+    p.add_argument("--ca-file", help="PEM CA that signed the hub's certificate (embedded)")
+    p.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="tell kubectl not to check the hub's certificate (tests only)",
+    )
+    p.add_argument("--name", default="edgehub", help="cluster, context and user name prefix")
     ctl_apps.add_parsers(sub)
     return parser
 
@@ -763,6 +818,7 @@ COMMANDS = {
     "artifact": cmd_artifact,
     "logs": cmd_logs,
     "rollout": cmd_rollout,
+    "kubeconfig": cmd_kubeconfig,
 }
 
 

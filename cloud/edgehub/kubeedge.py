@@ -32,10 +32,11 @@ class Incoming:
 
 
 def translate(
-    documents: Sequence[Any], cache: ResourceCache
+    documents: Sequence[Any], cache: ResourceCache, *, keep_last_applied: bool = False
 ) -> tuple[list[Incoming], list[tuple[int, dict[str, Any]]]]:
     """(the documents to validate, the results of the skipped ones by index).
-    ResourceError (or ResourceConflict) for a KubeEdge document that cannot apply."""
+    ResourceError (or ResourceConflict) for a KubeEdge document that cannot apply.
+    ``keep_last_applied``: keep kubectl's annotation (the Kubernetes API does)."""
     incoming: list[Incoming] = []
     skipped: list[tuple[int, dict[str, Any]]] = []
     for index, doc in enumerate(documents):
@@ -43,7 +44,7 @@ def translate(
             incoming.append(Incoming(index, doc))
             continue
         try:
-            translation = translate_crd(doc)
+            translation = translate_crd(doc, keep_last_applied=keep_last_applied)
         except CrdError as exc:
             raise ResourceError(index, exc.field, exc.message) from None
         if isinstance(translation, Skipped):

@@ -89,14 +89,18 @@ def _error(message: str) -> None:
 
 def node_services(config: Config) -> list[NodeService]:
     """The services of a node, assembled in this one place: the Config consumer always,
-    the device layer when ``Config.device_layer_enabled``."""
+    the device layer when ``Config.device_layer_enabled``, the App supervisor always (with
+    ``[apps] enabled = false`` it runs nothing and reports each App Failed)."""
+    from edgenode.apps.service import AppService
     from edgenode.node.configs import ConfigService
 
-    services: list[NodeService] = [ConfigService(config)]
+    configs = ConfigService(config)
+    services: list[NodeService] = [configs]
     if config.device_layer_enabled:
         from edgenode.devices.service import DeviceService
 
         services.append(DeviceService(config))
+    services.append(AppService(config, configs))
     return services
 
 

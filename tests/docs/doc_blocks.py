@@ -6,7 +6,10 @@ An HTML comment on the line right before the fence steers the doc test:
 
 - ``<!-- doc-test: skip — REASON -->``: the block cannot run here (the reason is required);
 - ``<!-- doc-test: file NAME -->``: the block is the content of file NAME, written into the
-  test's working directory before any command runs (a config the other blocks use).
+  test's working directory before any command runs (a config the other blocks use);
+- ``<!-- doc-test: engine — REASON -->``: the block needs a container engine: it runs, from
+  the repository's root, where one exists (``test_doc_commands.py``), and everything it
+  creates (containers, volumes, images it names) is removed afterwards.
 
 Expected output is compared line by line after collapsing runs of white space: every
 non-empty expected line must appear, in order, among the actual lines (other lines may
@@ -23,7 +26,7 @@ from typing import Final
 RUNNABLE: Final = ("sh", "console")
 FENCE: Final = re.compile(r"^```(\S*)\s*$")
 DIRECTIVE: Final = re.compile(r"^<!--\s*doc-test:\s*(\w+)\s*(.*?)\s*-->\s*$")
-DIRECTIVES: Final = ("skip", "file")
+DIRECTIVES: Final = ("skip", "file", "engine")
 REASON_SEPARATORS: Final = "\N{EM DASH}\N{EN DASH}-: "
 """What may separate ``skip`` from its reason."""
 PROMPT: Final = "$ "
@@ -54,7 +57,8 @@ class Block:
 
     @property
     def runnable(self) -> bool:
-        return self.lang in RUNNABLE and self.directive != "skip"
+        """Runs in the doc test's usual environment (engine blocks run on their own)."""
+        return self.lang in RUNNABLE and self.directive not in ("skip", "engine")
 
     def commands(self) -> list[Command]:
         """Console blocks: the ``$`` lines (a trailing ``\\`` continues a command) with

@@ -27,12 +27,16 @@ from edgehub.feed import ADDED, DELETED, Change, Position, Subscriber
 from edgehub.kinds.base import Kind, ResourceConflict, ResourceError
 from edgehub.kube import discovery, openapi
 from edgehub.kube.errors import KubeError, status_object, success
+from edgehub.kube.kubeedge_group import VERSION as KUBEEDGE_VERSION
+from edgehub.kube.kubeedge_group import KubeEdgeGroup
 from edgehub.kube.objects import GROUP, GROUP_VERSION, VERSION, from_object, to_object
 from edgehub.kube.patches import PatchError, json_patch, merge_patch, server_side_apply
 from edgehub.kube.table import table, wants_table
 from edgehub.limits import InputError, check_value, load_json
 from edgehub.selectors import Selector, SelectorError, parse_selector
 from edgehub.targeting import labels_of
+
+from edgenode.devices.kubeedge.crd import GROUP as KUBEEDGE_GROUP
 
 if TYPE_CHECKING:
     from edgehub.hub import Hub
@@ -90,22 +94,24 @@ class KubeApi:
             (PREFIX, self.resources),
             ("/openapi/v3", self.openapi_index),
             (f"/openapi/v3/apis/{GROUP_VERSION}", self.openapi_group),
+            (f"/openapi/v3/{openapi.KUBEEDGE_PATH}", self.openapi_kubeedge),
             (f"{PREFIX}/{{plural}}", self.list_or_watch),
             (f"{PREFIX}/{{plural}}/{{name}}", self.get),
             (f"{PREFIX}/{{plural}}/{{name}}/status", self.get),
         ):
-            r.add_get(path, self._guarded(handler))
-        r.add_post(f"{PREFIX}/{{plural}}", self._guarded(self.create))
-        r.add_put(f"{PREFIX}/{{plural}}/{{name}}", self._guarded(self.replace))
-        r.add_patch(f"{PREFIX}/{{plural}}/{{name}}", self._guarded(self.patch))
-        r.add_delete(f"{PREFIX}/{{plural}}/{{name}}", self._guarded(self.delete))
+            r.add_get(path, self.guarded(handler))
+        r.add_post(f"{PREFIX}/{{plural}}", self.guarded(self.create))
+        r.add_put(f"{PREFIX}/{{plural}}/{{name}}", self.guarded(self.replace))
+        r.add_patch(f"{PREFIX}/{{plural}}/{{name}}", self.guarded(self.patch))
+        r.add_delete(f"{PREFIX}/{{plural}}/{{name}}", self.guarded(self.delete))
         for method in ("PUT", "PATCH"):
             r.add_route(
-                method, f"{PREFIX}/{{plural}}/{{name}}/status", self._guarded(self.status_write)
+                method, f"{PREFIX}/{{plural}}/{{name}}/status", self.guarded(self.status_write)
             )
-        r.add_delete(f"{PREFIX}/{{plural}}", self._guarded(self.delete_collection))
-        r.add_route("*", "/apis/{tail:.*}", self._guarded(self.unknown))
-        r.add_route("*", "/api/{tail:.*}", self._guarded(self.unknown))
+        r.add_delete(f"{PREFIX}/{{plural}}", self.guarded(self.delete_collection))
+        KubeEdgeGroup(self).add_routes(app)
+        r.add_route("*", "/apis/{tail:.*}", self.guarded(self.unknown))
+        r.add_route("*", "/api/{tail:.*}", self.guarded(self.unknown))
 
     # --- Plumbing ---------------------------------------------------------------------------
 
@@ -115,7 +121,7 @@ class KubeApi:
 
         return run
 
-    def _guarded(self, handler: Handler) -> Handler:
+    def guarded(self, handler: Handler) -> Handler:
         """The admin token, then the handler; every failure becomes a Status."""
 
         async def run(request: web.Request) -> web.StreamResponse:
@@ -162,7 +168,7 @@ class KubeApi:
         position = self.hub.feed.object_position(stored.kind, stored.name, stored.revision)
         return to_object(self.hub.ops.render(stored), stored.created, position)
 
-    async def _body(self, request: web.Request, *, yaml_ok: bool = True) -> Any:
+    async def read_body(self, request: web.Request, *, yaml_ok: bool = True) -> Any:
         raw = await request.read()
         try:
             text = raw.decode("utf-8")
@@ -194,7 +200,7 @@ class KubeApi:
         return _json(discovery.core_resources())
 
     async def groups(self, request: web.Request) -> web.StreamResponse:
-        return _json(discovery.group_list([]))
+        return _json(discovery.group_list([(KUBEEDGE_GROUP, KUBEEDGE_VERSION)]))
 
     async def group(self, request: web.Request) -> web.StreamResponse:
         return _json(discovery.group(GROUP, VERSION))
@@ -203,10 +209,20 @@ class KubeApi:
         return _json(discovery.resource_list(self.hub.registry))
 
     async def openapi_index(self, request: web.Request) -> web.StreamResponse:
-        return _json(openapi.index({openapi.GROUP_PATH: openapi.group_document(self.hub.registry)}))
+        return _json(
+            openapi.index(
+                {
+                    openapi.GROUP_PATH: openapi.group_document(self.hub.registry),
+                    openapi.KUBEEDGE_PATH: openapi.kubeedge_group_document(),
+                }
+            )
+        )
 
     async def openapi_group(self, request: web.Request) -> web.StreamResponse:
         return _json(openapi.group_document(self.hub.registry))
+
+    async def openapi_kubeedge(self, request: web.Request) -> web.StreamResponse:
+        return _json(openapi.kubeedge_group_document())
 
     async def unknown(self, request: web.Request) -> web.StreamResponse:
         raise _not_found_path()
@@ -437,7 +453,7 @@ class KubeApi:
             metadata["name"] = name
         return checked
 
-    def _check_version(self, kind: Kind, stored: StoredResource, document: dict[str, Any]) -> None:
+    def check_version(self, plural: str, stored: StoredResource, document: dict[str, Any]) -> None:
         """Optimistic concurrency: a resourceVersion older than the object's last spec
         change is a conflict (status changes do not count: people write only spec)."""
         text = document.get("metadata", {}).get("resourceVersion")
@@ -446,19 +462,19 @@ class KubeApi:
         try:
             seen = Position.parse(str(text))
         except ValueError:
-            raise KubeError(409, CONFLICT_MESSAGE, kind=kind.plural, name=stored.name) from None
+            raise KubeError(409, CONFLICT_MESSAGE, kind=plural, name=stored.name) from None
         if seen.revision < stored.revision:
             raise KubeError(
                 409,
-                f"Operation cannot be fulfilled on {kind.plural}.{GROUP} "
+                f"Operation cannot be fulfilled on {plural}.{GROUP} "
                 f'"{stored.name}": {CONFLICT_MESSAGE}',
-                kind=kind.plural,
+                kind=plural,
                 name=stored.name,
             )
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)
-        document = self._check_identity(kind, await self._body(request), None)
+        document = self._check_identity(kind, await self.read_body(request), None)
         name = document["metadata"].get("name")
         if isinstance(name, str) and self.hub.cache.get(kind.name, name) is not None:
             raise KubeError(
@@ -473,9 +489,9 @@ class KubeApi:
     async def replace(self, request: web.Request) -> web.StreamResponse:
         kind = self._kind(request)
         name = request.match_info["name"]
-        document = self._check_identity(kind, await self._body(request), name)
+        document = self._check_identity(kind, await self.read_body(request), name)
         stored = self._stored(kind, name)
-        self._check_version(kind, stored, document)
+        self.check_version(kind.plural, stored, document)
         return _json(await self._store(request, kind, document))
 
     async def patch(self, request: web.Request) -> web.StreamResponse:
@@ -494,7 +510,7 @@ class KubeApi:
         stored = self._stored(kind, name)
         current = from_object(self._object(stored))
         current["metadata"]["resourceVersion"] = None  # set only if the patch sets it
-        patch_body = await self._body(request, yaml_ok=False)
+        patch_body = await self.read_body(request, yaml_ok=False)
         try:
             if media == MERGE_PATCH:
                 if not isinstance(patch_body, dict):
@@ -505,7 +521,7 @@ class KubeApi:
         except PatchError as exc:
             raise KubeError(400, str(exc)) from None
         document = self._check_identity(kind, patched, name)
-        self._check_version(kind, stored, document)
+        self.check_version(kind.plural, stored, document)
         return _json(await self._store(request, kind, document))
 
     async def _apply_patch(self, request: web.Request, kind: Kind, name: str) -> web.StreamResponse:
@@ -514,7 +530,7 @@ class KubeApi:
             raise KubeError(
                 422, "fieldManager is required for server-side apply", field="fieldManager"
             )
-        applied = self._check_identity(kind, await self._body(request), name)
+        applied = self._check_identity(kind, await self.read_body(request), name)
         stored = self.hub.cache.get(kind.name, name)
         current = None if stored is None else from_object(self._object(stored))
         try:

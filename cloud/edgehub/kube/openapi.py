@@ -244,3 +244,71 @@ def index(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for path, document in groups.items()
         }
     }
+
+
+KUBEEDGE_GROUP: Final = "devices.kubeedge.io"
+KUBEEDGE_VERSION: Final = "v1beta1"
+KUBEEDGE_PATH: Final = f"apis/{KUBEEDGE_GROUP}/{KUBEEDGE_VERSION}"
+
+
+def _kubeedge_schema(kind: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"allOf": [_ref(OBJECT_META)], "default": {}},
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+        "x-kubernetes-group-version-kind": [
+            {"group": KUBEEDGE_GROUP, "kind": kind, "version": KUBEEDGE_VERSION}
+        ],
+    }
+
+
+def kubeedge_group_document() -> dict[str, Any]:
+    """``/openapi/v3/apis/devices.kubeedge.io/v1beta1``: KubeEdge's Device (translated to
+    an edgenode Device, docs/kubeedge.md) and DeviceModel (accepted, not kept). Their
+    specs are KubeEdge's and checked by the translation, not by a schema here."""
+    schemas: dict[str, Any] = dict(_META_SCHEMAS)
+    paths: dict[str, Any] = {}
+    for kind, plural, description in (
+        ("Device", "devices", "A KubeEdge device: served as an edgenode Device."),
+        ("DeviceModel", "devicemodels", "A KubeEdge device model: accepted, not kept."),
+    ):
+        name = f"io.kubeedge.devices.{KUBEEDGE_VERSION}.{kind}"
+        schemas[name] = _kubeedge_schema(kind, description)
+        item = _ref(name)
+        gvk = {"group": KUBEEDGE_GROUP, "kind": kind, "version": KUBEEDGE_VERSION}
+
+        def op(action: str, body: bool, gvk: dict[str, str] = gvk, item: Any = item) -> Any:
+            entry: dict[str, Any] = {
+                "operationId": f"{action}{gvk['kind']}",
+                "parameters": _WRITE_PARAMS if body else [],
+                "responses": {"200": {"description": "OK", "content": _content(item)}},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+            }
+            if body:
+                entry["requestBody"] = {"content": _content(item)}
+            return entry
+
+        base = f"/{KUBEEDGE_PATH}/namespaces/{{namespace}}/{plural}"
+        paths[base] = {"get": op("list", False), "post": op("post", True)}
+        paths[f"{base}/{{name}}"] = {
+            "get": op("get", False),
+            "put": op("put", True),
+            "patch": op("patch", True),
+            "delete": op("delete", False),
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {
+            "title": "edgehub: KubeEdge devices",
+            "version": f"{KUBEEDGE_GROUP}/{KUBEEDGE_VERSION}",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -21,6 +21,7 @@ from typing import Any, Final
 import edgenode
 from edgenode.errors import StoreError
 from edgenode.files import (
+    APPS_FILE,
     CONFIGS_FILE,
     DB_FILE,
     DEVICES_FILE,
@@ -207,7 +208,23 @@ def read_status(
     status["mqtt_enabled"] = mqtt_enabled
     status["device_layer"] = _device_layer(data_dir, pid) if mqtt_enabled else None
     status["configs"] = _configs(data_dir)
+    status["apps"] = _apps(data_dir, pid)
     return status
+
+
+def _apps(data_dir: Path, pid: int | None) -> dict[str, Any] | None:
+    """The Apps as the App service last recorded them (``apps.json``): each App's phase,
+    readiness, restarts, revision and reason; the container engine; the limits mechanism.
+    None if the service never ran. ``stale``: the daemon that wrote it is not running."""
+    try:
+        with open(data_dir / APPS_FILE, "rb") as handle:
+            value = json.loads(handle.read(MAX_STATE_FILE_BYTES * 16))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("apps"), dict):
+        return None
+    value["stale"] = pid is None or value.get("pid") != pid
+    return value
 
 
 def _configs(data_dir: Path) -> dict[str, Any]:
@@ -272,6 +289,36 @@ def _configs_text(configs: dict[str, Any]) -> str:
     return ", ".join(shown)
 
 
+def _apps_text(apps: dict[str, Any] | None) -> list[str]:
+    """``apps:      2 (sampler Running ready, web CrashLoopBackOff: Error, 4 restarts)``
+    and a line on the container engine."""
+    if apps is None:
+        return []
+    entries = apps.get("apps") or {}
+    shown = []
+    for name, app in sorted(entries.items())[:MAX_SHOWN_DEVICES]:
+        if not isinstance(app, dict):
+            continue
+        text = f"{name} {app.get('phase')}"
+        if app.get("ready"):
+            text += " ready"
+        if app.get("reason"):
+            text += f": {app.get('reason')}"
+        if app.get("restarts"):
+            text += f", {app.get('restarts')} restarts"
+        shown.append(text)
+    if len(entries) > MAX_SHOWN_DEVICES:
+        shown.append(f"... ({len(entries) - MAX_SHOWN_DEVICES} more)")
+    line = f"apps:      {len(entries)}" + (f" ({', '.join(shown)})" if shown else "")
+    if not apps.get("enabled", True):
+        line += "; disabled ([apps] enabled = false)"
+    if apps.get("stale") and entries:
+        line += "; as last recorded (the daemon is not running)"
+    engine = apps.get("engine") or f"none ({apps.get('engine_reason') or 'not looked for'})"
+    limits = apps.get("limits") or "-"
+    return [line, f"           limits by {limits}; container engine: {engine}"]
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable form of ``read_status``'s result."""
     daemon = status["daemon"]
@@ -298,6 +345,11 @@ def format_status(status: dict[str, Any]) -> str:
         + (f" (hub at {hub['hub_revision']})" if hub.get("hub_revision") is not None else ""),
         f"resources: {len(status['resources'])}",
         *(f"  {r['key']} @{r['revision']}" for r in status["resources"][:50]),
+        *(
+            [f"  ... and {len(status['resources']) - 50} more (--json lists all)"]
+            if len(status["resources"]) > 50
+            else []
+        ),
         f"devices:   {status['devices']} twins in the store"
         + (
             _served(status.get("device_layer"))
@@ -305,10 +357,9 @@ def format_status(status: dict[str, Any]) -> str:
             else "; device layer off ([mqtt] enabled = false)"
         ),
         "configs:   " + _configs_text(status.get("configs") or {}),
+        *_apps_text(status.get("apps")),
         f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
         f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
         f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected",
     ]
-    if len(status["resources"]) > 50:
-        lines.insert(-2, f"  ... and {len(status['resources']) - 50} more (--json lists all)")
     return "\n".join(lines)

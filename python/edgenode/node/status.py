@@ -7,6 +7,7 @@ the newest status waits, instead of weeks of them.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -15,12 +16,14 @@ from typing import Any, Final
 import psutil
 
 import edgenode
+from edgenode.files import APPS_FILE
 
 STATUS_KIND: Final = "status"
 STATUS_COALESCE_KEY: Final = "node-status"
 STATUS_PRIORITY: Final = 7
 """Less urgent than device data (default 5): status is replaced by the next one anyway."""
 MAX_TEMPERATURE_SENSORS: Final = 16
+MAX_APPS_FILE_BYTES: Final = 4 * 1024 * 1024
 
 
 def _temperatures() -> dict[str, float]:
@@ -75,4 +78,27 @@ def collect_status(
         "temperatures": _temperatures(),
         "outbox": dict(outbox),
         "hub_connected": connected,
+        "apps": _apps(data_dir),
+    }
+
+
+def _apps(data_dir: str) -> dict[str, Any] | None:
+    """The App service's summary (``apps.json``): the container engine found at start
+    (or why none), the limits mechanism, how many Apps and how many run; None before the
+    service ever ran. Each App's own status travels in its ``app-status`` records."""
+    try:
+        with open(os.path.join(data_dir, APPS_FILE), "rb") as handle:
+            summary = json.loads(handle.read(MAX_APPS_FILE_BYTES))
+    except (OSError, ValueError):
+        return None
+    apps = summary.get("apps") if isinstance(summary, dict) else None
+    if not isinstance(apps, dict):
+        return None
+    return {
+        "enabled": bool(summary.get("enabled", True)),
+        "engine": summary.get("engine"),
+        "engine_reason": summary.get("engine_reason", ""),
+        "limits": summary.get("limits"),
+        "count": len(apps),
+        "running": sum(1 for a in apps.values() if isinstance(a, dict) and a.get("pid")),
     }

@@ -30,5 +30,6 @@ def test_the_node_benchmark_runs_and_writes_its_results_file(tmp_path):
     results = json.loads(output.read_text())
     assert results["startup"]["median_seconds"] > 0
     assert results["idle"]["rss_kib"] > 0
+    assert results["apps"]["rss_kib"] > 0
     assert results["drain_1000000"]["records"] == 10_000
     assert "start-up to READY" in result.stdout

@@ -34,6 +34,7 @@ which the hub checks on the result as on any Device).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -184,9 +185,11 @@ def _properties(raw: Any, ignored: list[str]) -> tuple[dict[str, Any], dict[str,
     return desired, types
 
 
-def translate(doc: Any) -> Translation | Skipped:
+def translate(doc: Any, *, keep_last_applied: bool = False) -> Translation | Skipped:
     """The edgenode resource for a KubeEdge document (:func:`is_kubeedge_document`);
-    CrdError naming the field for anything that cannot be translated."""
+    CrdError naming the field for anything that cannot be translated. ``keep_last_applied``
+    keeps kubectl's ``last-applied-configuration`` annotation (the hub's Kubernetes API
+    does: kubectl's next ``apply`` compares with it)."""
     if not isinstance(doc, Mapping):
         raise CrdError(DOCUMENT, f"must be a map, not {type(doc).__name__}")
     api_version = doc.get("apiVersion")
@@ -216,7 +219,7 @@ def translate(doc: Any) -> Translation | Skipped:
     ignored = _ignored(metadata, _METADATA_USED, "metadata")
     labels = _string_map(metadata.get("labels"), "metadata.labels")
     annotations = _string_map(metadata.get("annotations"), "metadata.annotations")
-    if annotations.pop(LAST_APPLIED, None) is not None:
+    if not keep_last_applied and annotations.pop(LAST_APPLIED, None) is not None:
         ignored.append(f"metadata.annotations.{LAST_APPLIED}")
 
     spec = _map(doc.get("spec"), "spec")
@@ -253,3 +256,67 @@ def translate(doc: Any) -> Translation | Skipped:
         "spec": edgenode_spec,
     }
     return Translation(resource, device, tuple(ignored))
+
+
+def to_kubeedge(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A KubeEdge ``Device`` for an edgenode Device resource (the hub's Kubernetes API
+    serves these under ``devices.kubeedge.io``): its KubeEdge ID, node, model, and each
+    desired value as a typed property. What edgenode does not keep (the protocol, property
+    visitors...) comes from kubectl's ``last-applied-configuration`` when there is one, so
+    a manifest applied again is unchanged. ``status.twins`` carries the reported values."""
+    metadata = _map(resource.get("metadata"), "metadata")
+    spec = _map(resource.get("spec"), "spec")
+    name = str(metadata.get("name", ""))
+    kubeedge = ids.kubeedge_spec(name, spec)
+    annotations = dict(_map(metadata.get("annotations"), "metadata.annotations"))
+    base: dict[str, Any] = {}
+    text = annotations.get(LAST_APPLIED)
+    if isinstance(text, str):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and parsed.get("kind") == "Device":
+            base = parsed
+    raw_base_spec = base.get("spec")
+    base_spec: dict[str, Any] = raw_base_spec if isinstance(raw_base_spec, dict) else {}
+    out_spec: dict[str, Any] = {k: v for k, v in base_spec.items() if k not in _SPEC_USED}
+    out_spec["nodeName"] = spec.get("node")
+    if spec.get("model") is not None:
+        out_spec["deviceModelRef"] = {"name": spec["model"]}
+    raw_desired = spec.get("desired")
+    desired: dict[str, Any] = raw_desired if isinstance(raw_desired, dict) else {}
+    by_name: dict[str, dict[str, Any]] = {
+        str(p["name"]): p
+        for p in base_spec.get("properties") or []
+        if isinstance(p, dict) and isinstance(p.get("name"), str)
+    }
+    properties: list[dict[str, Any]] = []
+    for key in [*by_name, *(k for k in desired if k not in by_name)]:
+        prop = {k: v for k, v in by_name.get(key, {}).items() if k != "desired"}
+        prop["name"] = key
+        wanted: dict[str, Any] = {}
+        if key in desired:
+            wanted["value"] = values.to_text(desired[key])
+        elif key in by_name:
+            wanted["value"] = ""
+        declared = kubeedge.types.get(key)
+        if declared is not None:
+            wanted["metadata"] = {"type": declared}
+        prop["desired"] = wanted
+        properties.append(prop)
+    for key, declared in kubeedge.types.items():
+        if key not in desired and key not in by_name:
+            properties.append(
+                {"name": key, "desired": {"value": "", "metadata": {"type": declared}}}
+            )
+    if properties:
+        out_spec["properties"] = properties
+    out_metadata: dict[str, Any] = {
+        "name": kubeedge.device.name,
+        "namespace": kubeedge.device.namespace,
+    }
+    for key in ("labels", "annotations"):
+        if metadata.get(key):
+            out_metadata[key] = dict(metadata[key])
+    return {"apiVersion": API_VERSION, "kind": "Device", "metadata": out_metadata, "spec": out_spec}
