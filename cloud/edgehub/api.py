@@ -11,27 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
+import logging
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgehub.artifacts import ArtifactInfo, ArtifactStore, ArtifactStoreError
+from edgehub.guard import GuardedProtocol, PendingConnections
 from edgehub.hub import Hub
 from edgehub.kinds.base import ResourceConflict, iso_time
 from edgehub.kube.api import KubeApi
+from edgehub.limits import InputError, load_json, query_integer
+from edgehub.link import LINK_PATH, listener_url
 from edgehub.logstreams import LogsUnsupported, NodeNotConnected
 from edgehub.openapi import openapi_document
 from edgehub.operations import cooperatively
-from edgehub.resources import PARSE_PROGRESS, ResourceError, iter_documents, resolve_kind
+from edgehub.ratelog import ClientErrorFilter, RateLimitedLog
+from edgehub.resources import (
+    PARSE_PROGRESS,
+    ResourceError,
+    check_name,
+    iter_documents,
+    resolve_kind,
+)
 from edgehub.selectors import SelectorError, check_label_key, check_label_value, parse_selector
+from edgehub.streams import STREAM_CHECK_SECONDS, Stream, TooManyStreams, open_stream
 from edgenode.uplink import iso_timestamp
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body (apply of many documents); larger is 413."""
+DEFAULT_API_TIMEOUT = 30.0
+"""``--api-timeout``: seconds a client has to send a request's headers (after connecting,
+or after its previous answer: also how long an idle keep-alive connection stays open) and
+again to send its body. Past it the connection is closed (a body: 408 first). 30 s lets a
+4 MiB apply through at 140 KB/s; a slow loris holds a connection for no longer."""
+MAX_UNAUTHENTICATED = 128
+"""Operator API connections that have not sent the admin token yet (health checks and
+Prometheus scrapes never do): beyond, the oldest is closed (``guard.py``). Operators,
+scrapers and load-balancer probes need a handful; a slow loris gets this many at most."""
+LISTEN_BACKLOG = 128
 MAX_TELEMETRY_PAGE = 1000
 MAX_SINCE_SECONDS = 100 * 365 * 86400
 """``sinceSeconds`` beyond this (a century) means everything."""
@@ -41,22 +65,125 @@ MAX_LOG_TAIL = 100_000
 LOG_POLL_SECONDS = 1.0
 """How often a log stream with nothing new checks that its reader is still there."""
 FOLLOW_POLL_SECONDS = 0.2
-WATCH_IDLE_CHECK = 1.0
-"""How often a watch with nothing to send checks that its client is still there."""
+"""How often ``telemetry?follow=1`` looks for new records (and for its client leaving)."""
 WATCH_ENDED = "the watch fell 10,000 changes behind or the hub is stopping; run the command again"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("edgehub.api")
+http_log = logging.getLogger("edgehub.http")
+"""What aiohttp's HTTP server logs (it writes a traceback for every malformed request):
+through :class:`ClientErrorFilter`, one rate-limited line per client error."""
+http_log.addFilter(ClientErrorFilter((HttpProcessingError, ConnectionError)))
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+class ApiError(Exception):
+    """A client's error: answered as ``{"error": message, ...}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+class GuardedSite(web.BaseSite):
+    """aiohttp's ``SockSite`` (on a socket ``edgehub serve`` bound first) with every
+    accepted connection counted in ``pending`` until it authenticates (``guard.py``) and
+    the TLS handshake bounded by ``timeout``."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        pending: PendingConnections,
+        timeout: float,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+        self._sock = sock
+        self._pending = pending
+        self._timeout = timeout
+        self.server: asyncio.Server | None = None
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        host, port = self._sock.getsockname()[:2]
+        return f"{scheme}://{host}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        factory = self._runner.server
+        assert factory is not None
+        pending = self._pending
+        self.server = self._server = await asyncio.get_running_loop().create_server(
+            lambda: GuardedProtocol(factory(), pending),
+            sock=self._sock,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._timeout if self._ssl_context else None,
+            backlog=self._backlog,
+        )
+
+
 class OperatorApi:
-    def __init__(self, hub: Hub, admin_token: str, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        admin_token: str,
+        ready: Callable[[], bool],
+        *,
+        request_timeout: float = DEFAULT_API_TIMEOUT,
+    ) -> None:
         self.hub = hub
         self.admin_token = admin_token
         self.ready = ready
+        self.request_timeout = request_timeout
+        self.pending = PendingConnections("api", MAX_UNAUTHENTICATED, hub.metrics)
+        self.link_listener: tuple[str, tuple[str, int]] | None = None
+        """The node-link listener's scheme and bound address (set once both listen):
+        named to nodes that come here."""
+        self._error_log = RateLimitedLog(log)
+
+    def runner_options(self) -> dict[str, Any]:
+        """Options of the ``web.AppRunner`` serving :meth:`app`. aiohttp's keep-alive
+        timer runs from the connection's start and from each answer until the next
+        request's headers are complete: the header and idle bound in one. The rest of a
+        body no handler read (a 401, a 408) is drained for at most as long, then the
+        connection is closed."""
+        return {
+            "access_log": None,
+            "logger": http_log,
+            "keepalive_timeout": self.request_timeout,
+            "lingering_time": self.request_timeout,
+        }
+
+    def site(
+        self, runner: web.BaseRunner, sock: socket.socket, ssl_context: ssl.SSLContext | None
+    ) -> GuardedSite:
+        """The listening site of ``runner`` (set up from :meth:`app`) on ``sock``."""
+        return GuardedSite(
+            runner,
+            sock,
+            ssl_context=ssl_context,
+            pending=self.pending,
+            timeout=self.request_timeout,
+        )
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The request body, within ``request_timeout`` (408 and a closed connection
+        otherwise) and ``MAX_BODY_BYTES`` (413)."""
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(
+                408, f"the request body did not arrive within {self.request_timeout:g} s"
+            ) from None
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -82,29 +209,62 @@ class OperatorApi:
         r.add_get("/v1/{kind}", self.list)
         r.add_get("/v1/{kind}/{name}", self.get)
         r.add_delete("/v1/{kind}/{name}", self.delete)
-        KubeApi(self.hub, self.admin_token).add_routes(app)
+        KubeApi(self.hub, self.admin_token, self.request_timeout).add_routes(app)
         return app
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer is JSON; a client's error (4xx) is never logged; anything else
+        (a bug of the hub) is a 500 whose traceback is logged, rate-limited."""
         try:
             response = await handler(request)
+        except ApiError as exc:
+            response = _error(exc.status, exc.message, **exc.extra)
         except web.HTTPException as exc:
-            self.hub.metrics.api_errors.labels(str(exc.status)).inc()
-            if exc.status >= 400:
-                return _error(exc.status, exc.reason)
-            raise
+            if exc.status < 400:
+                raise
+            response = _error(exc.status, exc.reason)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away: nothing to answer, nothing to log
+        except Exception as exc:
+            self._error_log.log(
+                logging.ERROR,
+                "api-500",
+                "operator API %s %s failed: %s: %s",
+                request.method,
+                request.path[:200],
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            response = _error(500, f"internal error of the hub ({type(exc).__name__}), logged")
         if response.status >= 400:
             self.hub.metrics.api_errors.labels(str(response.status)).inc()
+        if response.status == 408:
+            response.force_close()  # the rest of a late body must not be read as a request
         return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket" or request.path == LINK_PATH:
+            # A node configured with this port: tell it where node links are (the node
+            # shows this text in its log and `edgenode status`).
+            hint = "this is the operator API; node links are on the --listen port"
+            if self.link_listener is not None:
+                scheme, bound = self.link_listener
+                url = listener_url(scheme, request.headers.get("Host"), bound, LINK_PATH)
+                hint = f"this is the operator API; node links are at {url}"
+            return web.Response(status=404, text=hint + "\n")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 arrive as surrogate escapes: compare bytes.
+        given = token.strip().encode("utf-8", "surrogateescape")
+        valid = scheme.lower() == "bearer" and hmac.compare_digest(given, self.admin_token.encode())
+        if valid:  # on any path (the Kubernetes API checks the token itself)
+            self.pending.authenticated(request.transport)
         if request.path.startswith("/v1/") or request.path == "/v1":
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not token:
                 return _error(401, "missing admin token (Authorization: Bearer ...)")
-            if not hmac.compare_digest(token.strip().encode(), self.admin_token.encode()):
+            if not valid:
                 return _error(401, "wrong admin token")
         return await handler(request)
 
@@ -131,10 +291,20 @@ class OperatorApi:
         try:
             return resolve_kind(request.match_info["kind"])
         except ValueError as exc:
-            raise web.HTTPNotFound(reason=str(exc)) from None
+            raise ApiError(404, str(exc)) from None
+
+    def _name(self, request: web.Request, kind: str) -> str:
+        """The resource name of the path: one that is not a valid name cannot exist
+        (404), and never reaches the store (a lone surrogate could not be bound)."""
+        name = request.match_info["name"]
+        try:
+            check_name(name, rule=self.hub.registry.get(kind).name_rule)
+        except ResourceError:
+            raise ApiError(404, f"{kind} {name[:300]!r} not found") from None
+        return name
 
     async def apply(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await self._read(request)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -153,6 +323,12 @@ class OperatorApi:
         except ResourceError as exc:
             status = 409 if isinstance(exc, ResourceConflict) else 422
             return _error(status, str(exc), index=exc.index, field=exc.field)
+        for result in results:  # after the whole apply: a Node applied with it counts
+            stored = self.hub.cache.get(result["kind"], result["name"])
+            if stored is not None:
+                warnings = self.hub.registry.get(result["kind"]).warnings(self.hub, stored)
+                if warnings:
+                    result["warnings"] = warnings
         return web.json_response({"results": results, "revision": self.hub.revision})
 
     async def list(self, request: web.Request) -> web.Response:
@@ -170,24 +346,27 @@ class OperatorApi:
 
     async def get(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
-        view = self.hub.ops.view(kind, request.match_info["name"])
+        name = self._name(request, kind)
+        view = self.hub.ops.view(kind, name)
         if view is None:
-            return _error(404, f"{kind} {request.match_info['name']!r} not found")
+            return _error(404, f"{kind} {name!r} not found")
         return web.json_response(view)
 
     async def delete(self, request: web.Request) -> web.Response:
         kind = self._kind(request)
-        name = request.match_info["name"]
+        name = self._name(request, kind)
         entry = self.hub.ops.delete(kind, name)
         if entry is None:
             return _error(404, f"{kind} {name!r} not found")
         return web.json_response({"kind": kind, "name": name, "revision": entry.revision})
 
-    async def _json(self, request: web.Request) -> Any:
+    async def _json(self, request: web.Request, path: str = "") -> Any:
+        """The JSON body (``{}`` when empty), within ``limits``' bounds: 400 naming the
+        field under ``path`` otherwise."""
         try:
-            return json.loads(await request.read() or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise web.HTTPBadRequest(reason=f"malformed JSON: {exc}") from None
+            return load_json(await self._read(request) or b"{}", path)
+        except InputError as exc:
+            raise ApiError(400, str(exc), field=exc.field) from None
 
     async def node_add(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -210,15 +389,15 @@ class OperatorApi:
         return web.json_response({"node": name, "token": token, "revision": revision}, status=201)
 
     async def node_revoke(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = self._name(request, "Node")
         if ("Node", name) not in self.hub.cache and not self.hub.store.has_live_token(name):
             return _error(404, f"Node {name!r} not found")
         count = self.hub.ops.revoke(name)
         return web.json_response({"node": name, "revoked": count})
 
     async def twin_set(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        patch = await self._json(request)
+        name = self._name(request, "Device")
+        patch = await self._json(request, "spec.desired")
         if not isinstance(patch, dict):
             return _error(400, "a desired patch must be a JSON object", field="spec.desired")
         try:
@@ -229,26 +408,32 @@ class OperatorApi:
             return _error(422, str(exc), field=exc.field)
         return web.json_response(view)
 
-    def _int_query(self, request: web.Request, name: str, default: int) -> int:
+    def _int_query(
+        self, request: web.Request, name: str, default: int, cap: int | None = None
+    ) -> int:
         try:
-            value = int(request.query.get(name, default))
-        except ValueError:
-            raise web.HTTPBadRequest(reason=f"{name} must be an integer") from None
-        if value < 0:
-            raise web.HTTPBadRequest(reason=f"{name} must not be negative")
-        return value
+            return query_integer(request.query.get(name), name, default, cap=cap)
+        except InputError as exc:
+            raise ApiError(400, exc.message, field=name) from None
+
+    def _stream(self, request: web.Request, **options: Any) -> Stream:
+        """A stream to use as ``async with``; 503 over ``MAX_OPEN_STREAMS``."""
+        try:
+            return open_stream(request, self.request_timeout, self.hub.metrics, **options)
+        except TooManyStreams as exc:
+            raise ApiError(503, str(exc)) from None
 
     async def telemetry(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
+        name = self._name(request, "Device")
         after = self._int_query(request, "after", 0)
-        limit = min(self._int_query(request, "limit", 100), MAX_TELEMETRY_PAGE)
+        limit = self._int_query(request, "limit", 100, MAX_TELEMETRY_PAGE)
         follow = request.query.get("follow", "") in ("1", "true")
         since = tail = None
         if "sinceSeconds" in request.query:  # as Kubernetes' pod logs: the last N seconds
-            seconds = min(self._int_query(request, "sinceSeconds", 0), MAX_SINCE_SECONDS)
+            seconds = self._int_query(request, "sinceSeconds", 0, MAX_SINCE_SECONDS)
             since = time.time() - seconds
         if "tailLines" in request.query:  # the newest N records (then pages after them)
-            tail = min(self._int_query(request, "tailLines", 0), MAX_TAIL_LINES)
+            tail = self._int_query(request, "tailLines", 0, MAX_TAIL_LINES)
         if ("Device", name) not in self.hub.cache:
             return _error(404, f"Device {name!r} not found")
         if since is not None or tail is not None:
@@ -267,60 +452,55 @@ class OperatorApi:
 
         if not follow:
             return web.json_response({"device": name, "items": page(after)})
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        try:
-            while True:
+        async with self._stream(request) as stream:
+            while not stream.gone():
                 items = page(after)
                 for item in items:
-                    await response.write((json.dumps(item) + "\n").encode())
+                    await stream.send(item)
                     after = item["id"]
                 if not items:
                     await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        except ConnectionResetError:  # the reader went away: the normal end of a follow
-            return response
+        return stream.response
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         """What exists (ADDED), then every change of the kind, spec and status (the change
         feed, ``edgehub.feed``); an ERROR event and the end when the watcher fell too far
         behind or the hub stops."""
         kind = self._kind(request)
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        feed = self.hub.feed
-        subscriber = feed.follow(kind)
-        try:
-            for view in self.hub.ops.list_views(kind, None):
-                added = {"type": "ADDED", "kind": kind, "object": view}
-                await response.write((json.dumps(added) + "\n").encode())
-            while True:
-                try:
-                    change = await asyncio.wait_for(subscriber.queue.get(), WATCH_IDLE_CHECK)
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        return response
-                    continue
-                if change is None:
-                    ended = {"type": "ERROR", "message": subscriber.why}
-                    await response.write((json.dumps(ended) + "\n").encode())
-                    return response
-                stored = None if change.type == "DELETED" else self.hub.cache.get(kind, change.name)
-                if stored is None and change.type != "DELETED":
-                    continue  # deleted since: its DELETED follows
-                view = change.body if stored is None else self.hub.ops.render(stored)
-                event: dict[str, Any] = {
-                    "type": change.type,
-                    "revision": change.position.revision,
-                    "resourceVersion": str(change.position),
-                    "kind": kind,
-                    "name": change.name,
-                    "object": view,
-                }
-                await response.write((json.dumps(event) + "\n").encode())
-        except ConnectionResetError:  # the watcher went away: the normal end of a watch
-            return response
-        finally:
-            feed.unsubscribe(subscriber)
+        async with self._stream(request) as stream:
+            feed = self.hub.feed
+            subscriber = feed.follow(kind)
+            try:
+                for view in self.hub.ops.list_views(kind, None):
+                    await stream.send({"type": "ADDED", "kind": kind, "object": view})
+                while not stream.gone():
+                    try:
+                        async with asyncio.timeout(STREAM_CHECK_SECONDS):
+                            change = await subscriber.queue.get()
+                    except TimeoutError:
+                        continue
+                    if change is None:
+                        await stream.send({"type": "ERROR", "message": subscriber.why})
+                        break
+                    stored = (
+                        None if change.type == "DELETED" else self.hub.cache.get(kind, change.name)
+                    )
+                    if stored is None and change.type != "DELETED":
+                        continue  # deleted since: its DELETED follows
+                    view = change.body if stored is None else self.hub.ops.render(stored)
+                    await stream.send(
+                        {
+                            "type": change.type,
+                            "revision": change.position.revision,
+                            "resourceVersion": str(change.position),
+                            "kind": kind,
+                            "name": change.name,
+                            "object": view,
+                        }
+                    )
+            finally:
+                feed.unsubscribe(subscriber)
+        return stream.response
 
     # --- Artifacts ---------------------------------------------------------------------------
 
@@ -362,7 +542,7 @@ class OperatorApi:
         size = self._int_query(request, "size", -1)
         if size < 0:
             return _error(400, "size (the whole artifact's bytes) is required")
-        data = await request.read()
+        data = await self._read(request)
         try:
             info = store.write(request.match_info["digest"], offset, data, size)
         except ArtifactStoreError as exc:
@@ -393,7 +573,7 @@ class OperatorApi:
         """An App's log from one node, fetched over its link: ``?node=N&tail=100&follow=1``."""
         name = request.match_info["name"]
         node = request.query.get("node", "")
-        tail = min(self._int_query(request, "tail", DEFAULT_LOG_TAIL), MAX_LOG_TAIL)
+        tail = self._int_query(request, "tail", DEFAULT_LOG_TAIL, MAX_LOG_TAIL)
         follow = request.query.get("follow", "") in ("1", "true")
         app = self.hub.cache.get("App", name)
         if app is None:
@@ -408,33 +588,27 @@ class OperatorApi:
             return _error(409, str(exc))
         except ValueError as exc:
             return _error(429, str(exc))
-        response: web.StreamResponse | None = None
         try:
-            while True:
-                try:
-                    piece = await asyncio.wait_for(stream.queue.get(), LOG_POLL_SECONDS)
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        return response or web.Response(status=499)
-                    continue
-                if piece is None:
-                    break
-                if response is None:
-                    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-                    await response.prepare(request)
-                await response.write(piece)
-            if response is None:
-                if stream.code:
-                    status = stream.code if 400 <= stream.code < 600 else 502
-                    return _error(status, stream.message or "the node ended the request")
-                response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-                await response.prepare(request)
-            elif stream.code:
-                await response.write(f"\n[edgehub: {stream.message}]\n".encode())
-            await response.write_eof()
-            return response
-        except ConnectionResetError:
-            return response or web.Response(status=499)
+            async with self._stream(request, content_type="text/plain", lazy=True) as out:
+                while True:
+                    try:
+                        piece = await asyncio.wait_for(stream.queue.get(), LOG_POLL_SECONDS)
+                    except TimeoutError:
+                        if out.gone():
+                            break
+                        continue
+                    if piece is None:
+                        break
+                    await out.write(piece)
+                if not out.gone():
+                    if not out.response.prepared and stream.code:
+                        status = stream.code if 400 <= stream.code < 600 else 502
+                        return _error(status, stream.message or "the node ended the request")
+                    if stream.code:
+                        await out.write(f"\n[edgehub: {stream.message}]\n".encode())
+                    await out.start()
+                    await out.response.write_eof()
+            return out.response if out.response.prepared else web.Response(status=499)
         finally:
             self.hub.logs.close(stream)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from edgenode.files import ensure_dir
 from edgenode.protocol.frames import check_digest
 
 VERIFIED: Final = "sha256"
@@ -60,7 +61,7 @@ class ArtifactStore:
         self._verified = root / VERIFIED
         self._uploads = root / UPLOADS
         for folder in (self._verified, self._uploads):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_dir(folder)  # 0700 with its parent ``root``, whatever the umask
 
     @staticmethod
     def _digest(digest: str) -> str:

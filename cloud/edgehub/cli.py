@@ -9,6 +9,7 @@ import errno
 import gc
 import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -20,16 +21,18 @@ from typing import Any
 from aiohttp import web
 from websockets.asyncio.server import serve
 
-from edgehub.api import OperatorApi
+from edgehub.api import DEFAULT_API_TIMEOUT, OperatorApi
 from edgehub.artifacts import DEFAULT_MAX_BYTES as DEFAULT_ARTIFACT_MAX_BYTES
 from edgehub.artifacts import DEFAULT_QUOTA as DEFAULT_ARTIFACTS_QUOTA
 from edgehub.artifacts import ArtifactStore
 from edgehub.feed import STATUS_POLL_SECONDS
 from edgehub.hub import Hub, HubSettings
-from edgehub.link import LinkServer, server_options
+from edgehub.link import LinkServer
 from edgehub.metrics import HubMetrics
+from edgehub.ratelog import RateLimitedLog
 from edgehub.rollouts import ROLLOUT_PERIOD
 from edgehub.store import SqliteHubStore
+from edgenode.files import ensure_dir
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_API_LISTEN = "127.0.0.1:8080"
@@ -48,6 +51,20 @@ middle collection is a full one walking all of them: 42 s of the hub's CPU (and 
 simulator's) in a 10,000-node connect, measured. Cycles are still collected, in larger
 batches; the middle and old thresholds stay CPython's."""
 log = logging.getLogger("edgehub")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit of open files to the hard limit; the new soft limit. Every
+    node link is a file descriptor, and the default soft limit (often 1024) would cap a
+    hub at a thousand nodes while the hard limit (systemd: 524288) allows far more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
 
 
 class ServeError(Exception):
@@ -91,12 +108,14 @@ def ensure_admin_token(data: Path) -> tuple[str, Path, bool]:
         return path.read_text().strip(), path, False
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by the umask; this is not
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token, path, True
 
 
 async def serve_hub(args: argparse.Namespace) -> None:
+    open_files = raise_open_file_limit()  # before the listeners: the pending bound uses it
     # The ports first: a hub that cannot listen writes nothing (no data folder, no token).
     link_socket = bind(args.listen, "--listen")
     try:
@@ -115,7 +134,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
                 f"{getattr(exc, 'strerror', None) or exc}"
             ) from None
     data = Path(args.data)
-    data.mkdir(parents=True, exist_ok=True)
+    ensure_dir(data)  # 0700: hub.db and admin.token hold the fleet's secrets
     token, token_path, created = ensure_admin_token(data)
     print(f"admin token {'created in' if created else 'in'} {token_path}", flush=True)
     settings = HubSettings(
@@ -131,13 +150,15 @@ async def serve_hub(args: argparse.Namespace) -> None:
     store = SqliteHubStore(data / DB_FILE)
     artifacts = ArtifactStore(data / ARTIFACTS_DIR, args.artifact_max_bytes, args.artifacts_quota)
     hub = Hub(store, settings, HubMetrics(), artifacts=artifacts)
-    links = LinkServer(hub)
+    links = LinkServer(hub, max_pending=args.max_pending_links)
     tune_gc()
     listening = False
-    api = OperatorApi(hub, token, lambda: listening)
-    runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=STREAM_SHUTDOWN_SECONDS)
+    api = OperatorApi(hub, token, lambda: listening, request_timeout=args.api_timeout)
+    runner = web.AppRunner(
+        api.app(), shutdown_timeout=STREAM_SHUTDOWN_SECONDS, **api.runner_options()
+    )
     await runner.setup()
-    site = web.SockSite(runner, api_socket, ssl_context=ssl_context)
+    site = api.site(runner, api_socket, ssl_context)
     await site.start()
     stop = asyncio.Event()
     stopped_by: list[str] = []
@@ -154,7 +175,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
         sock=link_socket,
         process_request=links.process_request,
         ssl=ssl_context,
-        **server_options(hub),
+        **links.server_options(),
     ) as server:
         listening = True
         bound = [s.getsockname() for s in server.sockets]
@@ -163,7 +184,10 @@ async def serve_hub(args: argparse.Namespace) -> None:
         print(f"node links on {scheme}://{_url_host(bound[0])}/v1/connect", flush=True)
         http = "https" if ssl_context else "http"
         print(f"operator API on {http}://{_url_host(api_bound)}", flush=True)
-        log.info("started at revision %d", hub.revision)
+        # Each listener names the other to clients that came to the wrong one.
+        api.link_listener = (scheme, (bound[0][0], bound[0][1]))
+        links.api_listener = (http, (api_bound[0], api_bound[1]))
+        log.info("started at revision %d (open-file limit %d)", hub.revision, open_files)
         tasks = [
             asyncio.create_task(_every(0.5, hub.persist_acks)),
             asyncio.create_task(_every(args.housekeeping, hub.telemetry_retention)),
@@ -194,12 +218,13 @@ def _url_host(address: tuple[Any, ...]) -> str:
 
 async def _every(period: float, action: object) -> None:
     assert callable(action)
+    errors = RateLimitedLog(log)  # a full disk fails every run: a traceback per minute
     while True:
         await asyncio.sleep(period)
         try:
             action()
-        except Exception:
-            log.exception("periodic task failed")
+        except Exception as exc:
+            errors.log(logging.ERROR, "periodic", "periodic task failed", exc_info=exc)
 
 
 def tune_gc() -> None:
@@ -228,7 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval, seconds")
-    s.add_argument("--handshake-timeout", type=float, default=10.0)
+    s.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a node link's TLS and HTTP upgrade, then again for its hello",
+    )
+    s.add_argument(
+        "--max-pending-links",
+        type=int,
+        default=None,
+        help="node connections not yet authenticated (default: a quarter of the open-file "
+        "limit); beyond, the oldest (or in a burst the newest) is closed",
+    )
+    s.add_argument(
+        "--api-timeout",
+        type=float,
+        default=DEFAULT_API_TIMEOUT,
+        help="seconds an operator API client has to send a request's headers, then its body "
+        "(also the idle keep-alive time)",
+    )
     s.add_argument("--max-handshakes", type=int, default=512)
     s.add_argument("--retry-after", type=float, default=5.0)
     s.add_argument("--log-keep", type=int, default=100_000, help="revisions kept in the log")

@@ -422,6 +422,8 @@ def cmd_apply(client: Client, args: argparse.Namespace) -> None:
         raise CtlError(f"{source}: {exc}") from None
     for item in result["results"]:
         print(apply_line(item))
+        for warning in item.get("warnings", ()):
+            print(f"Warning: {item['kind'].lower()}/{item['name']}: {warning}", file=sys.stderr)
 
 
 def apply_line(item: dict[str, Any]) -> str:

@@ -44,6 +44,13 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.link_takeovers = Counter(
+            "edgehub_link_takeovers",
+            "Connections with the token of a node that already has a link: replaced (the "
+            "old link was silent or did not answer a ping) or refused (it was live)",
+            ["result"],
+            registry=r,
+        )
         self.protocol_violations = Counter(
             "edgehub_protocol_violations", "Links closed for breaking the protocol", registry=r
         )
@@ -53,6 +60,25 @@ class HubMetrics:
             ["status"],
             registry=r,
         )
+        self.unauthenticated = Gauge(
+            "edgehub_unauthenticated_connections",
+            "Open connections that have not authenticated yet, by listener (api, link)",
+            ["listener"],
+            registry=r,
+        )
+        self.unauthenticated_closed = Counter(
+            "edgehub_unauthenticated_closed",
+            "Unauthenticated connections closed (the oldest) to stay within the listener's "
+            "limit, by listener",
+            ["listener"],
+            registry=r,
+        )
+        self.open_streams = Gauge(
+            "edgehub_open_streams",
+            "Open operator API streams (watches, telemetry follows)",
+            registry=r,
+        )
+        self.open_streams_count = 0
         self.revision = Gauge("edgehub_revision", "Current store revision", registry=r)
         self.artifact_bytes_sent = Counter(
             "edgehub_artifact_bytes_sent",

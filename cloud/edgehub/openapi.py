@@ -126,7 +126,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "post": _op(
                     "create or update resources (multi-document YAML/JSON)",
                     [],
-                    ("400", "401", "413", "422"),
+                    ("400", "401", "408", "413", "422"),
                     text_body,
                 )
             },
@@ -148,7 +148,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "post": _op(
                     "create the node (if missing) and its join token",
                     [_NAME_PARAM],
-                    ("400", "401", "409"),
+                    ("400", "401", "408", "409"),
                     json_body,
                     "201",
                 )
@@ -158,7 +158,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                 "patch": _op(
                     "merge-patch the device's desired twin",
                     [_NAME_PARAM],
-                    ("400", "401", "404", "422"),
+                    ("400", "401", "404", "408", "422"),
                     json_body,
                 )
             },
@@ -170,12 +170,12 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                         {
                             "name": "after",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         },
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                         },
                         {
                             "name": "sinceSeconds",
@@ -190,10 +190,12 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 0},
                         },
                     ],
-                    ("400", "401", "404"),
+                    ("400", "401", "404", "503"),
                 )
             },
-            "/v1/watch/{kind}": {"get": _op("stream of changes (NDJSON)", [kind_param])},
+            "/v1/watch/{kind}": {
+                "get": _op("stream of changes (NDJSON)", [kind_param], ("401", "404", "503"))
+            },
             "/v1/artifacts": {
                 "get": _op("artifacts with size, age and the Apps that use them", [], ("401",))
             },
@@ -215,7 +217,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 0},
                         },
                     ],
-                    ("400", "401", "404", "409", "413", "422"),
+                    ("400", "401", "404", "408", "409", "413", "422"),
                     {
                         "required": True,
                         "content": {
@@ -261,7 +263,7 @@ def openapi_document(registry: Registry = REGISTRY) -> dict[str, Any]:
                         },
                         {"name": "follow", "in": "query", "schema": {"type": "boolean"}},
                     ],
-                    ("400", "401", "404", "409", "429"),
+                    ("400", "401", "404", "409", "429", "503"),
                 )
             },
         },

@@ -26,6 +26,14 @@ from edgehub.kinds.base import (
     resource_key,
 )
 from edgehub.kinds.schema import SchemaError, check
+from edgehub.limits import (
+    MAX_DEPTH,
+    InputError,
+    check_integer_literal,
+    check_value,
+    text_problem,
+    too_deep,
+)
 from edgehub.selectors import SelectorError, check_label_key, check_label_value
 
 MAX_RESOURCE_BYTES = 256 * 1024
@@ -57,8 +65,49 @@ def resolve_kind(text: str, registry: Registry = REGISTRY) -> str:
     return registry.resolve(text).name
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader without anchors/aliases: an alias bomb would expand without bound."""
+class _BoundedConstructor:
+    """What both loaders build values with: a scalar PyYAML cannot build (``2024-13-45``
+    read as a date, ``!!int abc``, ``!!bool maybe``) is reported as malformed input at
+    its line, not raised as an error of the hub; integers go through
+    :func:`_construct_bounded_int`."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except yaml.YAMLError:
+            raise
+        except (ValueError, ArithmeticError, LookupError, AttributeError, TypeError) as exc:
+            shown = repr(node.value)[:80] if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown} as {node.tag}: {exc}", node.start_mark
+            ) from None
+
+
+def _construct_bounded_int(loader: Any, node: yaml.ScalarNode) -> Any:
+    """An integer literal measured before it is converted (``limits.MAX_INTEGER_DIGITS``:
+    Python 3.11 refuses more than 4300 digits, and YAML's hex and base-60 integers cost
+    quadratic time)."""
+    try:
+        check_integer_literal(str(node.value))
+    except InputError as exc:
+        raise yaml.constructor.ConstructorError(None, None, exc.message, node.start_mark) from None
+    return loader.construct_yaml_int(node)
+
+
+class _NoAliasLoader(_BoundedConstructor, yaml.SafeLoader):
+    """The pure loader: SafeLoader without anchors/aliases (an alias bomb would expand
+    without bound), nested at most ``MAX_DEPTH`` levels (PyYAML composes recursively:
+    deeper input would hit Python's recursion limit)."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # The scanner reads up to 1024 characters ahead and does work per open flow
+        # level for each: 900 nested '[' alone cost 0.5 s of the event loop. Stop at the
+        # bound here, before the composer would.
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, too_deep(), self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -66,7 +115,27 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases are not accepted", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, too_deep(), event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
+
+if yaml.__with_libyaml__:
+
+    class _FastBoundedLoader(_BoundedConstructor, yaml.CSafeLoader):
+        """libyaml's loader with the same constructors; its aliases and nesting are
+        refused by :func:`iter_documents`' scan of the events before it composes."""
+
+    _FastBoundedLoader.add_constructor("tag:yaml.org,2002:int", _construct_bounded_int)
 
 
 PARSE_PROGRESS: Final = object()
@@ -74,7 +143,7 @@ PARSE_PROGRESS: Final = object()
 parsing, so that a caller on an event loop can let other work run (``api.py``)."""
 PROGRESS_EVENTS = 250
 """YAML events scanned between two ``PARSE_PROGRESS`` marks."""
-_FAST_LOADER: Final = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
+_FAST_LOADER: Final = _FastBoundedLoader if yaml.__with_libyaml__ else None
 """libyaml's loader (ten times faster than PyYAML's pure one) when PyYAML was built with
 it, as its wheels are; the pure ``_NoAliasLoader`` otherwise."""
 
@@ -86,15 +155,23 @@ def iter_documents(text: str) -> Iterator[Any]:
     count = 0
     try:
         if _FAST_LOADER is not None:
-            # libyaml composes in C, where no hook can refuse an alias: scan the events
-            # first (an alias bomb is refused before anything expands).
+            # libyaml composes in C, where no hook can refuse an alias or deep nesting:
+            # scan the events first (an alias bomb or 1000 levels are refused before
+            # anything is built).
+            depth = 0
             for number, event in enumerate(yaml.parse(text, Loader=_FAST_LOADER)):
-                if isinstance(event, yaml.DocumentEndEvent):
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        mark = event.start_mark
+                        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+                        raise ResourceError(count, "", f"malformed YAML/JSON: {where}{too_deep()}")
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                elif isinstance(event, yaml.DocumentEndEvent):
                     count += 1  # where a syntax error of the scan is reported
                 elif isinstance(event, yaml.AliasEvent):
-                    mark = event.start_mark
-                    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-                    raise ResourceError(count, "", f"YAML aliases are not accepted{where}")
+                    raise ResourceError(count, "", f"YAML aliases are not accepted{_at(event)}")
                 if number % PROGRESS_EVENTS == 0:
                     yield PARSE_PROGRESS
         count = 0
@@ -114,7 +191,14 @@ def iter_documents(text: str) -> Iterator[Any]:
                 raise ResourceError(None, "", f"more than {MAX_DOCUMENTS} documents")
             yield from items
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):  # libyaml's own limit (1000) came first
+            raise ResourceError(count, "", f"malformed YAML/JSON: {too_deep()}") from None
         raise ResourceError(count, "", f"malformed YAML/JSON: {yaml_problem(exc)}") from None
+
+
+def _at(event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
 
 
 def parse_documents(text: str) -> list[Any]:
@@ -140,11 +224,16 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def _string_map(value: object, index: int, field: str, *, labels: bool = False) -> dict[str, str]:
+    """A map of strings; its keys and values are text (``limits.text_problem``)."""
     if not isinstance(value, dict):
         raise ResourceError(index, field, "must be a map of strings")
     for key, val in value.items():
         if not isinstance(key, str) or not isinstance(val, str):
             raise ResourceError(index, f"{field}.{key}", "keys and values must be strings")
+        if (problem := text_problem(key)) is not None:
+            raise ResourceError(index, field, f"key {key[:64]!r}: {problem}")
+        if (problem := text_problem(val)) is not None:
+            raise ResourceError(index, f"{field}.{key}", problem)
         if labels:
             try:
                 check_label_key(key)
@@ -161,6 +250,10 @@ def validate_document(doc: object, index: int, registry: Registry = REGISTRY) ->
     hub stamps the rest). ResourceError names ``index`` and the field."""
     if not isinstance(doc, dict):
         raise ResourceError(index, "", f"a document must be a map, got {type(doc).__name__}")
+    try:
+        check_value(doc)
+    except InputError as exc:
+        raise ResourceError(index, exc.field, exc.message) from None
     for field in doc:
         if field not in ("apiVersion", "kind", "metadata", "spec", "status"):
             raise ResourceError(index, str(field), "unknown field")

@@ -16,6 +16,7 @@ from before that gets a snapshot.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,9 @@ from edgehub.kinds.base import SERVER_ANNOTATION_PREFIX, resource_key
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+FILE_MODE = 0o600
+"""``hub.db`` and its -wal and -shm files, whatever the umask: node tokens (hashed),
+Config data (often secrets), twins and telemetry live there."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -55,6 +59,31 @@ CREATE TABLE IF NOT EXISTS rejections (
     node TEXT NOT NULL, key TEXT NOT NULL, revision INTEGER NOT NULL, code INTEGER NOT NULL,
     message TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (node, key));
 """
+
+
+def private_database(path: Path) -> None:
+    """Make the SQLite database at ``path`` owner-only (``FILE_MODE``) whatever the umask:
+    create it 0600 when missing (SQLite gives its -wal and -shm files the database's
+    mode), and take the group and other bits off an existing database, -wal or -shm (as
+    an older hub created them under umask 022). Best effort: opening the database reports
+    what is really wrong (a missing folder, no permission). The node's store does the
+    same (``edgenode._pure.store``, ``store.rs``)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except OSError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, FILE_MODE)  # O_CREAT's mode is masked by the umask
+        finally:
+            os.close(fd)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = os.stat(name).st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(name, mode & ~0o077)
+        except OSError:
+            continue
 
 
 @dataclass(frozen=True)
@@ -176,6 +205,7 @@ class SqliteHubStore:
     """The embedded store: one SQLite file, every call one transaction."""
 
     def __init__(self, path: Path) -> None:
+        private_database(path)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._depth = 0
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

@@ -63,6 +63,8 @@ class HubProcess:
     api_listen: str = "127.0.0.1:0"
     output: list[str] = field(default_factory=list)
     ssl_context: ssl.SSLContext | None = None
+    log_file: Path | None = None
+    """Where the hub's stderr goes; default ``data/hub.log`` (then ``data`` must exist)."""
 
     @property
     def token_file(self) -> Path:
@@ -97,7 +99,7 @@ class HubProcess:
         ]
 
     def start(self) -> None:
-        with (self.data / "hub.log").open("a") as log:
+        with (self.log_file or self.data / "hub.log").open("a") as log:
             self.proc = subprocess.Popen(
                 self.command(),
                 stdout=subprocess.PIPE,

@@ -35,8 +35,17 @@ CONFIG_DIR: Final = "config"
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700 if it does not exist yet."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create ``path`` and its missing parents as 0700 whatever the umask (``mkdir -p``
+    would give the parents the umask's mode); folders that exist are left as their owner
+    made them."""
+    missing = [path, *path.parents]
+    missing = list(reversed([p for p in missing if not p.exists()]))
+    for folder in missing:
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile (another process)
+        os.chmod(folder, DIR_MODE)  # mkdir's mode is masked by the umask; this is not
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:

@@ -495,3 +495,67 @@ def test_after_a_hub_restart_nodes_reconnect_and_resume(hub):
 
     asyncio.run(scenario())
     wait_for(lambda: hub.call("GET", "/v1/nodes/a")[1]["status"]["state"] == "NotReady")
+
+
+def metric(hub, name: str) -> float:
+    _, metrics = hub.call("GET", "/metrics", token="")
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_stolen_token_cannot_push_a_live_node_off_its_link(hub_factory):
+    # A heartbeat of 5 s: the real node is heard from often enough to count as live.
+    hub = hub_factory("--heartbeat", "5")
+    token = hub.node_add("a")
+
+    async def scenario() -> None:
+        real = SimNode(hub.link, token, "a")
+        task = await start(real)
+        await real.wait_until(lambda: real.revision == 1)
+        for _ in range(5):  # the thief reconnects in a loop
+            thief = SimNode(hub.link, token, "a")
+            result = await asyncio.wait_for(thief.run_once(), WAIT)
+            assert result.retry_after is not None, result
+            assert result.close_code == 1013
+            assert not task.done()  # the real node was never replaced
+        hub.apply(CONFIG.format(name="later", value="1", selector=""))
+        await real.wait_until(lambda: "Config/default/later" in real.desired)
+        await stop(task)
+
+    asyncio.run(scenario())
+    assert metric(hub, 'edgehub_link_takeovers_total{result="refused"}') == 5
+    assert metric(hub, 'edgehub_link_takeovers_total{result="replaced"}') == 0
+    log = (hub.data / "hub.log").read_text()
+    refusals = [line for line in log.splitlines() if "refused a connection from 127.0.0.1:" in line]
+    assert refusals, log
+    assert "its link from 127.0.0.1:" in refusals[0]
+    assert "edgectl node revoke a" in refusals[0]
+
+
+def test_a_dead_link_is_taken_over_by_the_node_reconnecting(hub_factory):
+    hub = hub_factory("--heartbeat", "5")
+    token = hub.node_add("a")
+
+    async def scenario() -> None:
+        # The old link: hello sent, then the peer vanishes without closing (reads nothing,
+        # answers no ping), as when a node's network changes under it.
+        ghost = SimNode(hub.link, token, "a")
+        ghost_task = await start(ghost)
+        assert ghost.ws is not None
+        ghost.ws.transport.pause_reading()
+        started = time.monotonic()
+        node = SimNode(hub.link, token, "a")
+        task = await start(node)  # welcomed: the old link did not answer the ping
+        assert time.monotonic() - started < WAIT
+        await node.wait_until(lambda: node.revision == 1)
+        await stop(task)
+        ghost.ws.transport.abort()
+        await stop(ghost_task)
+
+    asyncio.run(scenario())
+    assert metric(hub, 'edgehub_link_takeovers_total{result="replaced"}') == 1
+    log = (hub.data / "hub.log").read_text()
+    assert "did not answer a ping" in log
+    assert "replaces its link from 127.0.0.1:" in log

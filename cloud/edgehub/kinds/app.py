@@ -34,7 +34,7 @@ from edgehub.kinds.base import (
     set_server_annotation,
 )
 from edgehub.kinds.config import check_selector
-from edgehub.kinds.schema import NODE_SELECTOR, PRESERVE, Schema, string_map
+from edgehub.kinds.schema import DATA, NODE_SELECTOR, PRESERVE, Schema, string_map
 from edgehub.targeting import Target, selector_target
 from edgenode.apps.spec import REVISION_ANNOTATION, RUNTIME_FIELDS, AppSpecError, parse_app
 
@@ -159,8 +159,11 @@ class AppKind(Kind):
                     "additionalProperties": False,
                 },
             },
-            "command": {"type": "array", "items": {"type": "string"}, "maxItems": 256},
-            "env": string_map("Environment of the process (after envFrom).", max_entries=256),
+            # A program's arguments and environment are data (any character), not text.
+            "command": {"type": "array", "items": {"type": "string", DATA: True}, "maxItems": 256},
+            "env": string_map(
+                "Environment of the process (after envFrom).", max_entries=256, data=True
+            ),
             "envFrom": {
                 "type": "array",
                 "maxItems": 64,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from edgehub.kinds.schema import Schema
+from edgehub.limits import printable
 from edgehub.selectors import Selector
 from edgehub.targeting import Target, selector_target
 
@@ -221,6 +222,12 @@ class Kind:
         """The status shown with the resource; ``None``: none."""
         return None
 
+    def warnings(self, ctx: ViewContext, stored: StoredResource) -> list[str]:
+        """What is valid but probably not what the operator meant (a reference to a
+        resource that does not exist yet): returned with the apply's result, which
+        ``edgectl apply`` prints, and shown in the status (``status.warnings``)."""
+        return []
+
     def ingest(self, ctx: IngestContext, node: str, record: dict[str, Any]) -> str | None:
         """Apply an uplink record of one of ``uplink_kinds`` written by ``node``; returns why
         it was refused (the record is dropped, still acknowledged), else ``None``."""
@@ -235,9 +242,15 @@ class Kind:
         return [NAME_COLUMN, *shown, AGE_COLUMN, *extra]
 
     def table(self, views: list[dict[str, Any]], wide: bool, now: float) -> list[list[str]]:
-        """The header and one row per resource view, as ``edgectl get`` prints them."""
+        """The header and one row per resource view, as ``edgectl get`` prints them.
+        Every cell is made printable (``limits.printable``): what operators apply holds no
+        control characters, but what nodes and devices report (a version, a device's
+        state) may, and must not steer the operator's terminal."""
         columns = self.table_columns(wide)
-        return [[c.name for c in columns], *([c.cell(v, now) for c in columns] for v in views)]
+        return [
+            [c.name for c in columns],
+            *([printable(c.cell(v, now)) for c in columns] for v in views),
+        ]
 
     @property
     def list_kind(self) -> str:

@@ -70,6 +70,7 @@ class ConfigKind(Kind):
                 "The key/value data (strings); written to DATA_DIR/config/NAME.json and "
                 "published retained at $edge/config/NAME on each node.",
                 max_entries=MAX_CONFIG_ENTRIES,
+                data=True,
             ),
             "nodeSelector": NODE_SELECTOR,
         },

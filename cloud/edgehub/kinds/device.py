@@ -237,8 +237,19 @@ class DeviceKind(Kind):
         )
         set_server_annotation(body, DESIRED_VERSION, str(before if unchanged else revision))
 
+    def warnings(self, ctx: ViewContext, stored: StoredResource) -> list[str]:
+        node = stored.body["spec"].get("node")
+        if isinstance(node, str) and ctx.resource("Node", node) is None:
+            return [  # a Device's spec.node is a valid name: printable as it is
+                f"spec.node: there is no Node {node} on this hub yet; the device is served "
+                f"once it is added (edgectl node add {node})"
+            ]
+        return []
+
     def status(self, ctx: ViewContext, stored: StoredResource) -> dict[str, Any] | None:
         status = ctx.store.get_status("Device", stored.name)
+        if warnings := self.warnings(ctx, stored):
+            status["warnings"] = warnings
         status.setdefault("reported", {})
         status["delta"] = delta(stored.body["spec"].get("desired", {}), status["reported"])
         version = desired_version(stored.body)

@@ -3,7 +3,8 @@
 A schema is a plain dict in the OpenAPI v3 subset that Kubernetes calls *structural*
 (``type``, ``properties``, ``required``, ``additionalProperties``, ``items``,
 ``minimum``/``maximum``, ``maxLength``, ``maxItems``, ``maxProperties``, ``enum``,
-``description`` and ``x-kubernetes-preserve-unknown-fields``), so that the same dict is
+``description`` and ``x-kubernetes-preserve-unknown-fields``, plus our ``x-edgenode-data``
+below), so that the same dict is
 
 - checked against what operators apply (:func:`check`, errors naming the field path),
 - published in the hub's OpenAPI documents (``openapi.py``) for clients and ``kubectl
@@ -15,6 +16,12 @@ hub's own wording (``spec.priority: must be in [0, 9]``) and never recurses on t
 (an explicit stack, so hostile nesting costs no Python recursion). Semantic checks that a
 schema cannot express (MQTT filters, selectors, twin limits) stay in each kind's
 ``validate``.
+
+Strings are *text* (shown by ``edgectl``, kubectl, dashboards): control characters other
+than tab and newline, and bidirectional overrides, are refused (``limits.text_problem``),
+in map keys too. A string schema marked ``x-edgenode-data: true`` is *data* (a Config
+value: a PEM file with CRLF line ends, bytes for a device) and keeps any character; free-
+form JSON (``x-kubernetes-preserve-unknown-fields``) is data as well.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from edgehub.limits import text_problem
+
 Schema = dict[str, Any]
 
 PRESERVE: Final = "x-kubernetes-preserve-unknown-fields"
+DATA: Final = "x-edgenode-data"
+"""On a string schema: data, any character allowed (not text a terminal shows)."""
 
 _TYPE_WORDS: Final = {
     "string": "a string",
@@ -100,6 +111,8 @@ def check(
                 raise SchemaError(where, f"longer than {limit} characters")
             if node.get("minLength") and not item:
                 raise SchemaError(where, "must not be empty")
+            if not node.get(DATA) and (problem := text_problem(item)) is not None:
+                raise SchemaError(where, problem)
         elif kind == "array":
             limit = node.get("maxItems")
             if limit is not None and len(item) > limit:
@@ -132,6 +145,8 @@ def _check_object(
     for key, child in item.items():
         if not isinstance(key, str):
             raise SchemaError(where, "keys must be strings")
+        if (problem := text_problem(key)) is not None:
+            raise SchemaError(where, f"key {key[:64]!r}: {problem}")
         if key in properties:
             children.append((child, properties[key], _join(where, key)))
         elif isinstance(extra, dict):
@@ -146,12 +161,14 @@ def _check_object(
     stack.extend(reversed(children))
 
 
-def string_map(description: str, *, max_entries: int | None = None) -> Schema:
-    """A map of strings to strings (labels, Config data, environment)."""
+def string_map(description: str, *, max_entries: int | None = None, data: bool = False) -> Schema:
+    """A map of strings to strings (labels, Config data, environment); with ``data`` the
+    values are data (any character), not text."""
+    value: Schema = {"type": "string", DATA: True} if data else {"type": "string"}
     schema: Schema = {
         "type": "object",
         "description": description,
-        "additionalProperties": {"type": "string"},
+        "additionalProperties": value,
     }
     if max_entries is not None:
         schema["maxProperties"] = max_entries

@@ -32,7 +32,9 @@ from edgehub.kube.kubeedge_group import KubeEdgeGroup
 from edgehub.kube.objects import GROUP, GROUP_VERSION, VERSION, from_object, to_object
 from edgehub.kube.patches import PatchError, json_patch, merge_patch, server_side_apply
 from edgehub.kube.table import table, wants_table
+from edgehub.limits import InputError, check_value, load_json
 from edgehub.selectors import Selector, SelectorError, parse_selector
+from edgehub.streams import Stream, TooManyStreams, open_stream
 from edgehub.targeting import labels_of
 
 from edgenode.devices.kubeedge.crd import GROUP as KUBEEDGE_GROUP
@@ -51,6 +53,8 @@ IDLE_CHECK_SECONDS: Final = 1.0
 MAX_WATCH_SECONDS: Final = 3600.0
 """Longest watch (kubectl's reflectors ask for 5-10 minutes and come back)."""
 MAX_LIMIT: Final = 10_000
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
+"""As ``edgehub serve --api-timeout``'s default (the operator API passes its own)."""
 CONFLICT_MESSAGE: Final = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
@@ -78,9 +82,13 @@ def _not_found_path() -> KubeError:
 class KubeApi:
     """The Kubernetes API handlers of one hub."""
 
-    def __init__(self, hub: Hub, admin_token: str) -> None:
+    def __init__(
+        self, hub: Hub, admin_token: str, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    ) -> None:
         self.hub = hub
         self.admin_token = admin_token
+        self.request_timeout = request_timeout
+        """Bounds a request body's arrival and each write of a watch (``--api-timeout``)."""
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -168,7 +176,13 @@ class KubeApi:
         return to_object(self.hub.ops.render(stored), stored.created, position)
 
     async def read_body(self, request: web.Request, *, yaml_ok: bool = True) -> Any:
-        raw = await request.read()
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise KubeError(
+                408, f"the request body did not arrive within {self.request_timeout:g} s"
+            ) from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -176,8 +190,11 @@ class KubeApi:
         media = request.content_type
         try:
             if media in (JSON_MEDIA, MERGE_PATCH, JSON_PATCH) or not yaml_ok:
-                return json.loads(text)
+                return load_json(raw)  # within the operator API's bounds (limits.py)
             documents = list(yaml.load_all(text, Loader=_loader()))
+            check_value(documents)
+        except InputError as exc:
+            raise KubeError(400, f"the body cannot be read: {str(exc)[:200]}") from None
         except (ValueError, yaml.YAMLError) as exc:
             raise KubeError(400, f"the body cannot be read: {str(exc)[:200]}") from None
         if len(documents) != 1:
@@ -295,37 +312,36 @@ class KubeApi:
                 since = Position.parse(text)
             except ValueError as exc:
                 raise KubeError(400, str(exc)) from None
+        try:
+            stream = open_stream(
+                request, self.request_timeout, self.hub.metrics, content_type=JSON_MEDIA
+            )
+        except TooManyStreams as exc:
+            raise KubeError(503, str(exc)) from None
         feed = self.hub.feed
         subscriber = feed.follow(kind.name) if since is None else feed.resume(kind.name, since)
-        response = web.StreamResponse(headers={"Content-Type": JSON_MEDIA})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        if subscriber is None:
-            await self._send(response, "ERROR", _gone(text))
-            return response
         try:
-            if since is None:
-                # No position: the current objects first, as ADDED (Kubernetes' semantics).
-                for stored in list(self.hub.cache.of_kind(kind.name)):
-                    if _matches(stored.body, stored.name, selector, names):
-                        await self._send(
-                            response,
-                            ADDED,
-                            self._event_object(kind, self._object(stored), as_table),
-                        )
-            await self._follow(
-                request, response, kind, subscriber, selector, names, as_table, bookmarks, timeout
-            )
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the client went away: the normal end of a watch
+            async with stream:
+                if subscriber is None:
+                    await self._send(stream, "ERROR", _gone(text))
+                    return stream.response
+                if since is None:
+                    # No position: the current objects first, as ADDED (Kubernetes' way).
+                    for stored in list(self.hub.cache.of_kind(kind.name)):
+                        if _matches(stored.body, stored.name, selector, names):
+                            obj = self._event_object(kind, self._object(stored), as_table)
+                            await self._send(stream, ADDED, obj)
+                await self._follow(
+                    stream, kind, subscriber, selector, names, as_table, bookmarks, timeout
+                )
         finally:
-            feed.unsubscribe(subscriber)
-        return response
+            if subscriber is not None:
+                feed.unsubscribe(subscriber)
+        return stream.response
 
     async def _follow(
         self,
-        request: web.Request,
-        response: web.StreamResponse,
+        stream: Stream,
         kind: Kind,
         subscriber: Subscriber,
         selector: Selector | None,
@@ -345,22 +361,20 @@ class KubeApi:
                     subscriber.queue.get(), min(left, IDLE_CHECK_SECONDS)
                 )
             except TimeoutError:
-                transport = request.transport
-                if transport is None or transport.is_closing():
+                if stream.gone():
                     return
                 if bookmarks and time.monotonic() - last_sent >= BOOKMARK_SECONDS:
-                    await self._send(response, "BOOKMARK", self._bookmark(kind))
+                    await self._send(stream, "BOOKMARK", self._bookmark(kind))
                     last_sent = time.monotonic()
                 continue
             if change is None:
-                await self._send(
-                    response, "ERROR", status_object(410, f"{subscriber.why}: list again", "Gone")
-                )
+                gone = status_object(410, f"{subscriber.why}: list again", "Gone")
+                await self._send(stream, "ERROR", gone)
                 return
             obj = self._change_object(change)
             if obj is None or not _matches(obj, change.name, selector, names):
                 continue
-            await self._send(response, change.type, self._event_object(kind, obj, as_table))
+            await self._send(stream, change.type, self._event_object(kind, obj, as_table))
             last_sent = time.monotonic()
 
     def _change_object(self, change: Change) -> dict[str, Any] | None:
@@ -387,9 +401,8 @@ class KubeApi:
         }
 
     @staticmethod
-    async def _send(response: web.StreamResponse, event_type: str, obj: dict[str, Any]) -> None:
-        line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
-        await response.write(line.encode() + b"\n")
+    async def _send(stream: Stream, event_type: str, obj: dict[str, Any]) -> None:
+        await stream.send({"type": event_type, "object": obj})
 
     # --- Writes -----------------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ pub const BUSY_TIMEOUT_MS: u64 = 5000;
 pub const SALVAGE_MAX_SKIP: i64 = 1 << 62;
 /// Enough cached statements for every query of this module.
 const STATEMENT_CACHE: usize = 64;
+/// The mode of the database and its -wal and -shm files, whatever the process umask:
+/// they hold Config data (often secrets), twins and the outbox.
+pub const FILE_MODE: u32 = 0o600;
 
 /// The current schema; byte for byte identical to `SCHEMA_SQL` in `_pure/store.py`.
 pub const SCHEMA_SQL: &str = "\
@@ -336,6 +339,7 @@ impl Store {
             return Err(Error::Config(NUL_IN_PATH.to_string()));
         }
         check_integrity(path)?;
+        private_files(path);
         let tr = |e| translate(path, e);
         let conn = Connection::open(path).map_err(tr)?;
         configure(&conn, synchronous).map_err(tr)?;
@@ -944,6 +948,43 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
          PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
     ))
 }
+
+/// Make the database at `path` owner-only (`FILE_MODE`) whatever the umask: create
+/// it 0600 when it does not exist (SQLite gives its -wal and -shm files the database's
+/// mode), and take the group and other bits off an existing database, -wal or -shm (an
+/// older version created them 0644 under umask 022). Best effort: what cannot be done
+/// here (a missing folder, another owner's file) is left to opening the database, which
+/// reports it. The process umask is never touched (a library does not own it).
+#[cfg(unix)]
+fn private_files(path: &str) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    let created = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path);
+    if let Ok(file) = created {
+        // The mode given to open(2) is masked by the umask; this is not.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE));
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let name = format!("{path}{suffix}");
+        if let Ok(meta) = std::fs::metadata(&name) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                let _ =
+                    std::fs::set_permissions(&name, std::fs::Permissions::from_mode(mode & !0o077));
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn private_files(_path: &str) {}
 
 /// `PRAGMA quick_check` an existing file on a read-only connection, so that a
 /// damaged file is never written to (a read-write connection would switch the

@@ -45,6 +45,9 @@ BUSY_TIMEOUT_MS: Final = 5000
 SYNCHRONOUS_MODES: Final = ("normal", "full")
 # salvage: after an unreadable row, probe further rowids at doubling distances.
 SALVAGE_MAX_SKIP: Final = 2**62
+FILE_MODE: Final = 0o600
+"""The mode of the database and its -wal and -shm files, whatever the process umask:
+they hold Config data (often secrets), twins and the outbox."""
 
 # The current schema, executed as one script when a file is created. Keep it
 # byte for byte identical to SCHEMA_SQL in crates/edgecore_fast/src/store.rs.
@@ -255,6 +258,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
         try:
             _check_integrity(path)
+            _private_files(path)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:
             raise _translate(path, err) from None
@@ -872,6 +876,33 @@ def _check_integrity(path: str) -> None:
         db.close()
     if rows != [("ok",)]:
         raise StoreCorruptError(f"{path}: store is damaged ({_code_text(SQLITE_CORRUPT)})")
+
+
+def _private_files(path: str) -> None:
+    """Make the database at ``path`` owner-only (``FILE_MODE``) whatever the umask: create
+    it 0600 when it does not exist (SQLite gives its -wal and -shm files the database's
+    mode), and take the group and other bits off an existing database, -wal or -shm (an
+    older version created them 0644 under umask 022). Best effort: what cannot be done
+    here (a missing folder, another owner's file) is left to opening the database, which
+    reports it. The process umask is never touched (a library does not own it)."""
+    if path in ("", ":memory:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except OSError:
+        pass  # it exists (narrowed below), or opening it will say what is wrong
+    else:
+        try:
+            os.fchmod(fd, FILE_MODE)  # O_CREAT's mode is masked by the umask
+        finally:
+            os.close(fd)
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = os.stat(name).st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(name, mode & ~0o077)
+        except OSError:
+            continue
 
 
 def _create_or_migrate(db: sqlite3.Connection, path: str) -> None:
