@@ -55,6 +55,7 @@ BIN: Final = Path(sys.executable).parent
 """The virtualenv's bin directory: edgectl, edgehub and edgenode are installed there."""
 FLEET: Final = ROOT / "deploy" / "demo" / "fleet.yaml"
 MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+OPENSSL: Final = shutil.which("openssl") or "/usr/bin/openssl"
 
 NODES: Final = {"node-a": "north", "node-b": "south"}
 """Node name → its ``site`` label (fleet.yaml targets the Config and the Route by it)."""
@@ -436,7 +437,7 @@ class Demo:
         ]  # fmt: skip
         self.command("openssl " + shlex.join(args))
         result = subprocess.run(
-            ["openssl", *args], capture_output=True, text=True, cwd=ROOT, timeout=STEP_TIMEOUT
+            [OPENSSL, *args], capture_output=True, text=True, cwd=ROOT, timeout=STEP_TIMEOUT
         )
         if result.returncode != 0:
             raise DemoError(f"openssl could not make the hub's certificate: {result.stderr}")
