@@ -38,3 +38,29 @@ def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
     assert results["twin"]["rust"]["delta"] == results["twin"]["python"]["delta"]
     assert results["outbox"]["rust"]["messages"] == 2000
     assert "router match_many" in result.stdout
+
+
+def test_the_apps_benchmark_runs_on_a_small_fleet(tmp_path):
+    """bench_apps.py end to end with 2 real nodes and one new revision."""
+    output = tmp_path / "apps.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_apps.py"),
+            "--nodes",
+            "2",
+            "--changes",
+            "1",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(output.read_text())
+    assert report["nodes"] == 2
+    assert report["first_apply_seconds"] > 0
+    assert len(report["new_revision_seconds"]) == 1
