@@ -10,6 +10,7 @@ restart of the daemon with exactly one instance running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -124,6 +125,23 @@ class SystemdNode:
             raise AssertionError(
                 f"App {name} not {phase}: {self.app_on_node(name)}\n{self.journal()[-4000:]}"
             ) from None
+
+    @contextlib.contextmanager
+    def short_watchdog(self) -> Iterator[int]:
+        """The unit restarted with WatchdogSec=TEST_WATCHDOG_SEC (a drop-in), so a hang is
+        seen in seconds; yields the new main pid; the drop-in goes and the unit restarts
+        after."""
+        drop_in = "/etc/systemd/system/edgenode.service.d/test-watchdog.conf"
+        self.container.exec("mkdir", "-p", str(Path(drop_in).parent))
+        self.container.sh(f"printf '[Service]\\nWatchdogSec={TEST_WATCHDOG_SEC}s\\n' > {drop_in}")
+        try:
+            self.systemctl("daemon-reload")
+            self.systemctl("restart", "edgenode")
+            yield self.wait_active()
+        finally:
+            self.container.exec("rm", "-f", drop_in)
+            self.systemctl("daemon-reload")
+            self.systemctl("restart", "edgenode")
 
     def wait_in_sync(self) -> dict[str, dict[str, str]]:
         return wait_for(
@@ -286,13 +304,7 @@ def test_a_killed_daemon_is_restarted(node: SystemdNode):
 
 
 def test_the_watchdog_restarts_a_hung_daemon(node: SystemdNode):
-    drop_in = "/etc/systemd/system/edgenode.service.d/test-watchdog.conf"
-    node.container.exec("mkdir", "-p", str(Path(drop_in).parent))
-    node.container.sh(f"printf '[Service]\\nWatchdogSec={TEST_WATCHDOG_SEC}s\\n' > {drop_in}")
-    try:
-        node.systemctl("daemon-reload")
-        node.systemctl("restart", "edgenode")
-        pid = node.wait_active()
+    with node.short_watchdog() as pid:
         node.wait_in_sync()
         restarts = int(node.show("NRestarts"))
         hung_at = time.monotonic()
@@ -303,10 +315,6 @@ def test_the_watchdog_restarts_a_hung_daemon(node: SystemdNode):
         assert "Watchdog timeout" in node.journal()
         print(f"watchdog ({TEST_WATCHDOG_SEC} s): hung daemon replaced after {took:.1f} s")
         assert new != pid
-    finally:
-        node.container.exec("rm", "-f", drop_in)
-        node.systemctl("daemon-reload")
-        node.systemctl("restart", "edgenode")
     node.wait_active()
     node.wait_in_sync()
 
@@ -382,33 +390,24 @@ def test_an_app_outlives_a_watchdog_restart_with_one_instance(node: SystemdNode)
         ps = node.container.sh("ps -eo pid=,args= | grep -v grep | grep -F " + SLEEPER_MARK)
         return [line.split()[0] for line in ps.splitlines() if line.strip()]
 
-    drop_in = "/etc/systemd/system/edgenode.service.d/test-watchdog.conf"
-    node.container.exec("mkdir", "-p", str(Path(drop_in).parent))
-    node.container.sh(f"printf '[Service]\\nWatchdogSec={TEST_WATCHDOG_SEC}s\\n' > {drop_in}")
     try:
-        node.systemctl("daemon-reload")
-        node.systemctl("restart", "edgenode")
-        pid = node.wait_active()
-        first = node.wait_app("sleeper", "Running")
-        assert instances() == [str(first["pid"])], instances()
-        node.container.exec("kill", "-STOP", str(pid))
-        node.wait_active(other_than=pid)
-        assert "Watchdog timeout" in node.journal()
+        with node.short_watchdog() as pid:
+            first = node.wait_app("sleeper", "Running")
+            assert instances() == [str(first["pid"])], instances()
+            node.container.exec("kill", "-STOP", str(pid))
+            node.wait_active(other_than=pid)
+            assert "Watchdog timeout" in node.journal()
+            node.wait_in_sync()  # the new daemon has started its Apps and is back on the hub
 
-        node.wait_in_sync()  # the new daemon has started its Apps and is back on the hub
+            def running_again() -> dict[str, object] | None:
+                entry = node.app_on_node("sleeper")
+                fresh = entry and entry.get("phase") == "Running" and entry["pid"] != first["pid"]
+                return entry if fresh else None
 
-        def running_again() -> dict[str, object] | None:
-            entry = node.app_on_node("sleeper")
-            fresh = entry and entry.get("phase") == "Running" and entry.get("pid") != first["pid"]
-            return entry if fresh else None
-
-        second = wait_for("the new daemon's instance of the App", running_again, APP_TIMEOUT)
-        time.sleep(3.0)  # time enough for a wrongly started third copy to show
-        assert instances() == [str(second["pid"])], instances()
+            second = wait_for("the new daemon's App instance", running_again, APP_TIMEOUT)
+            time.sleep(3.0)  # time enough for a wrongly started third copy to show
+            assert instances() == [str(second["pid"])], instances()
     finally:
-        node.container.exec("rm", "-f", drop_in)
-        node.systemctl("daemon-reload")
         node.ctl.ok("delete", "app", "sleeper")
-        node.systemctl("restart", "edgenode")
     node.wait_active()
     node.wait_in_sync()
