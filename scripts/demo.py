@@ -12,9 +12,10 @@ exit status 1 and says what did not happen):
 
 1. the nodes join; 2. Devices, a Config, a Route and an App are applied (each node gets
 what targets it; the App runs on node-a and publishes on its bus); 3. a desired value
-changes: the thermostat's delta and its report coming back; 4. the hub stops: the nodes keep serving their devices and queue reports, the App
-keeps running; 5. the hub starts again: everything queued arrives, nothing is lost (the
-meter's readings counted on both sides); the App's log fetched from its node.
+changes: the thermostat's delta and its report coming back; 4. the hub stops: the nodes
+keep serving their devices and queue reports, the App keeps running; 5. the hub starts
+again: everything queued arrives, nothing is lost (the meter's readings counted on both
+sides); the App's log fetched from its node.
 
 Then it prints the commands to explore by hand and stays up until Ctrl-C (SIGINT) or
 SIGTERM, which stop every process it started (each in its own process group, and each
