@@ -162,6 +162,10 @@ class AppRunner:
         self._sent: dict[str, Any] | None = None
         self._sent_at = -1e9
         self._report_due: float | None = None
+        self._ready_since: float | None = None
+        self._ready_revision = 0
+        self.rollout: dict[str, Any] | None = None
+        """A staged App's rollout fields for its status records (``rollout.py``)."""
         self._hold_disabled()
         if plan.error:
             self.machine.stop(FAILED, INVALID_SPEC, plan.error, terminal=False)
@@ -212,6 +216,12 @@ class AppRunner:
         """The daemon stops: stop the instance (it starts again with the daemon)."""
         self.machine.stop(STOPPED, NODE_STOPPED, "the node daemon stopped", terminal=True)
         self._wake.set()
+
+    def set_rollout(self, fields: dict[str, Any] | None) -> None:
+        """The rollout fields its status records carry from now on (reported at once)."""
+        if fields != self.rollout:
+            self.rollout = fields
+            self._wake.set()
 
     @property
     def good_digests(self) -> set[str]:
@@ -731,6 +741,16 @@ class AppRunner:
     def _report(self) -> None:
         status = self.status()
         now = self.ctx.clock()
+        # Since when it has been ready without a break (the hub's minReadySeconds).
+        if status["ready"]:
+            if self._ready_since is None or self._ready_revision != status["revision"]:
+                self._ready_since = round(self.ctx.wall(), 3)
+                self._ready_revision = status["revision"]
+        else:
+            self._ready_since = None
+        status["readySince"] = self._ready_since
+        if self.rollout is not None:
+            status.update(self.rollout)
         if status == self._sent:
             self._report_due = None
             return

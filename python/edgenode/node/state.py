@@ -141,7 +141,9 @@ def store_summary(db_path: Path) -> dict[str, Any]:
         resources = db.execute(
             "SELECT key, revision FROM resources WHERE data IS NOT NULL ORDER BY key"
         ).fetchall()
-        twins = db.execute("SELECT count(*) FROM twins").fetchone()[0]
+        twins = db.execute(  # '@' keys are the node's own records (App rollouts)
+            "SELECT count(*) FROM twins WHERE device NOT LIKE '@%'"
+        ).fetchone()[0]
         count, oldest = db.execute("SELECT count(*), min(created) FROM outbox").fetchone()
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: not a readable edgenode store: {exc}") from None
