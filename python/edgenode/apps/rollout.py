@@ -22,7 +22,9 @@ revision and the App's spec at that revision. Per App the node keeps a
   outbox keeps the newest until the hub has it). Without a previous good revision (the
   first one failed) the App is stopped.
 - An assignment of ``failedRevision`` is not acted on (no flip-flop); any other revision
-  the hub assigns — a newer one, or an older one it sends the node back to — is.
+  the hub assigns — a newer one, or an older one it sends the node back to — is. Sent
+  back to the good revision while the new one is not confirmed (the hub aborted first)
+  counts as a rollback too: the abandoned revision is the failed one.
 """
 
 from __future__ import annotations
@@ -219,6 +221,25 @@ def assign(record: RolloutRecord, offered: Revision | None, now: float) -> Rollo
             return replace(record, current=offered)
         return record
     good = current if current is not None and record.confirmed else record.good
+    if (
+        current is not None
+        and not record.confirmed
+        and good is not None
+        and good.number == offered.number
+    ):
+        # The hub sends the node back before the new revision was confirmed here (its
+        # rollout aborted): a rollback too, and the abandoned revision is not taken again.
+        return RolloutRecord(
+            current=offered,
+            switched_at=now,
+            confirmed=True,
+            failed_revision=current.number,
+            rolled_back=True,
+            reason=(
+                f"revision {current.number} not confirmed when the hub sent this node back; "
+                f"rolled back to revision {offered.number}"
+            ),
+        )
     if good is not None and good.number == offered.number:
         good = None  # back to the good revision itself: nothing else to keep
     return RolloutRecord(

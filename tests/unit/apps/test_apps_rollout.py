@@ -152,8 +152,23 @@ def test_a_revision_replaced_before_it_was_confirmed_never_becomes_the_good_one(
     record = assign(confirmed_on(1), revision(2), 100.0)
     home = assign(record, revision(1), 105.0)
     assert home.revision == 1
-    assert home.good is None
+    assert home.confirmed
+    assert home.rolled_back
+    assert home.failed_revision == 2
+    assert home.reason == (
+        "revision 2 not confirmed when the hub sent this node back; rolled back to revision 1"
+    )
+    assert assign(home, revision(2), 106.0) is home
+    # Once confirmed, going back to an older revision is a plain switch.
+    record = observe(record, 2, 101.0)
+    record = step(record, 106.0)
+    assert record.confirmed
+    home = assign(record, revision(1), 107.0)
+    assert home.revision == 1
     assert not home.confirmed
+    assert not home.rolled_back
+    assert home.good is not None
+    assert home.good.number == 2
 
 
 def test_no_assignment_keeps_what_runs_and_same_revision_edits_are_taken():
