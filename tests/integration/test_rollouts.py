@@ -18,6 +18,8 @@ import asyncio
 import hashlib
 import itertools
 import json
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,10 @@ from typing import Any
 import pytest
 from node.conftest import NodeProcess
 from node.fakehub import Background, Proxy
+from node.test_node_apps import app_pids
 
 from hub.conftest import RunningHub
-from integration.fleet import Fleet, eventually, outbox_records
+from integration.fleet import Fleet, eventually, outbox_records, read_only
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -59,6 +62,7 @@ spec:
   artifacts: [{{name: app.py, sha256: "{digest}"}}]
   command: ["{py}", "app.py"]
   env: {{RUNLOG: "{runlog}"}}
+  paused: {paused}
   strategy:
     waves:
       - {{name: canary, nodeSelector: {{ring: canary}}}}
@@ -95,8 +99,9 @@ class Rollout:
         assert pushed.stdout.strip() == digest
         return digest
 
-    def apply(self, template: str, version: str) -> None:
+    def apply(self, template: str, version: str, *, paused: bool = False) -> None:
         text = APP.format(
+            paused=str(paused).lower(),
             digest=self.push(template, version),
             py=PY,
             runlog=self.runlog,
@@ -227,6 +232,31 @@ def test_a_good_revision_goes_wave_by_wave_a_bad_one_aborts_in_the_canary(tmp_pa
             await asyncio.sleep(2.0)
             assert sum(1 for node, rev, _ in app.runs() if rev == 3) == count
             assert "rolled back to revision 2" in nodes["c1"].log()
+            # Undo: revision 2's spec again, as revision 4, on every node at once. What
+            # runs everywhere is already that spec: nothing restarts, every node says 4.
+            good_pid["c1"] = back_pid
+            undone = await asyncio.to_thread(hub.ctl, "rollout", "undo", "app/svc")
+            assert undone.returncode == 0, undone.stderr
+            assert "rolled back to revision 2 (now revision 4)" in undone.stdout
+            await eventually(lambda: app.reached(4, "Complete"), "the undo complete", WAIT)
+            for name, node in nodes.items():
+                assert running(node, 4), name
+                assert apps_json(node)["pid"] == good_pid[name]
+                assert (app.view()["nodes"][name]["revision"]) == 4
+            assert app.started(4) == {}
+            # Pause: a new revision moves nobody; resume: it goes out.
+            paused = await asyncio.to_thread(hub.ctl, "rollout", "pause", "app/svc")
+            assert paused.returncode == 0, paused.stderr
+            app.apply(GOOD, "v5", paused=True)
+            await eventually(lambda: app.reached(5, "Paused"), "revision 5 paused", WAIT)
+            await asyncio.sleep(2 * MIN_READY)
+            assert app.started(5) == {}
+            waiting = await asyncio.to_thread(hub.ctl, "rollout", "status", "app/svc", "--no-watch")
+            assert waiting.returncode == 2, waiting.stdout + waiting.stderr
+            resumed = await asyncio.to_thread(hub.ctl, "rollout", "resume", "app/svc")
+            assert resumed.returncode == 0, resumed.stderr
+            await eventually(lambda: app.reached(5, "Complete"), "revision 5 complete", WAIT)
+            assert sorted(app.started(5)) == sorted(FLEET)
 
         asyncio.run(scenario())
 
@@ -281,3 +311,61 @@ def test_a_canary_cut_off_from_the_hub_rolls_back_alone_and_reports_after(tmp_pa
         finally:
             proxy.stop()
             background.close()
+
+
+def rollout_record(node: NodeProcess) -> dict[str, Any]:
+    """The node's committed rollout record of App svc (its store, read-only)."""
+    try:
+        db = read_only(node.data_dir / "node.db")
+    except sqlite3.Error:
+        return {}
+    try:
+        row = db.execute("SELECT doc FROM twins WHERE device = '@app-rollout/svc'").fetchone()
+    except sqlite3.Error:
+        row = None
+    finally:
+        db.close()
+    return dict(json.loads(row[0])) if row else {}
+
+
+def test_a_node_killed_in_the_middle_of_a_switch_restarts_on_a_complete_revision(
+    tmp_path: Path,
+):
+    with Fleet(tmp_path) as fleet:
+        hub = fleet.hub()
+        app = Rollout(tmp_path, hub)
+        node = start_node(fleet, hub, "c1")
+
+        async def scenario() -> None:
+            app.apply(GOOD, "v1")
+            await eventually(lambda: app.reached(1, "Complete"), "revision 1 complete", WAIT)
+            app.apply(GOOD, "v2")
+
+            def switching() -> dict[str, Any] | None:
+                record = rollout_record(node)
+                current = record.get("current") or {}
+                return record if current.get("revision") == 2 else None
+
+            record = await eventually(switching, "the switch to 2 committed", WAIT)
+            node.signal(signal.SIGKILL)
+            # Killed with 2 committed as current, 1 kept as the previous good revision.
+            assert not record["confirmed"]
+            assert record["good"]["revision"] == 1
+            node.start()
+            await eventually(lambda: running(node, 2), "the node back on revision 2", WAIT)
+            await eventually(lambda: app.reached(2, "Complete"), "revision 2 complete", WAIT)
+            # What runs is revision 2, whole: its artifact in the work dir, one instance.
+            placed = (node.data_dir / "apps" / "svc" / "app.py").read_bytes()
+            assert b"serving v2" in placed
+            pid = apps_json(node)["pid"]
+            assert pid_alive(pid)
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"EDGENODE_APP_REVISION=2" in environ
+            assert app_pids(node, "svc") == [pid]  # the killed daemon's instance is gone
+            record = await eventually(
+                lambda: (r := rollout_record(node)).get("confirmed") and r, "2 confirmed"
+            )
+            assert record["good"] is None
+            assert record["failedRevision"] is None
+
+        asyncio.run(scenario())

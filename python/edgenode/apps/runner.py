@@ -194,6 +194,10 @@ class AppRunner:
         assert spec is not None
         self.machine.configure(spec.restart_policy, spec.health, spec.grace, self.ctx.clock())
         if plan.run_key == old.run_key:
+            if self._running is not None and self._running.run_key == plan.run_key:
+                # The same thing under a new number (an undo brings an old spec back as a
+                # new revision): nothing restarts, the status says the new number.
+                self._running = plan
             return
         new_revision = plan.revision != old.revision
         if new_revision:
