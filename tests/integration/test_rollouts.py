@@ -199,7 +199,10 @@ def test_a_good_revision_goes_wave_by_wave_a_bad_one_aborts_in_the_canary(tmp_pa
             aborted = await asyncio.to_thread(app.status)
             assert aborted.returncode == 1, aborted.stdout + aborted.stderr
             assert "wave canary: 0 of 1 done, 0 pending, 1 failed (c1)" in aborted.stdout
-            assert "c1:" in aborted.stdout
+            assert "wave north: 0 of 2 done, 2 pending, 0 failed" in aborted.stdout
+            assert "reason: wave 'canary': 1 of 1 nodes failed (threshold 0): c1: " in (
+                aborted.stdout
+            )
             await eventually(lambda: running(nodes["c1"], 2), "the canary back on revision 2")
             reported = await eventually(
                 lambda: (app.view().get("nodes") or {}).get("c1", {}).get("rolledBack"),
@@ -213,6 +216,9 @@ def test_a_good_revision_goes_wave_by_wave_a_bad_one_aborts_in_the_canary(tmp_pa
                 (f"revision 3 not ready within {DEADLINE:g} s", "revision 3 not confirmed")
             )
             assert c1["rollbackReason"].endswith("rolled back to revision 2")
+            described = await asyncio.to_thread(hub.ctl, "describe", "app", "svc")
+            assert "rolledBack: true" in described.stdout
+            assert "failedRevision: 3" in described.stdout
             back_pid = apps_json(nodes["c1"])["pid"]
             assert pid_alive(back_pid)
             assert back_pid != good_pid["c1"]

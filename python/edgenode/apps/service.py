@@ -352,8 +352,8 @@ class AppService:
             after = step(record, now, problem, terminal)
             if after is not record:
                 self._keep(host, name, after)
-                if after.revision != record.revision:
-                    self._dirty = True
+                if after.revision != record.revision or after.good != record.good:
+                    self._dirty = True  # what runs, or the artifacts to keep, changed
 
     def _observe(self, name: str, status: dict[str, Any]) -> None:
         """A staged App's runner reported: its readiness and what is wrong with it."""
