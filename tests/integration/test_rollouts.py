@@ -7,9 +7,11 @@ knows every revision every node ever started).
   status`` exits 0); a bad one (it exits at once) fails in the canary wave: the canary
   rolls back by itself, the rollout aborts (exit 1), the canary runs the previous revision
   again, and no node of a later wave ever started the bad one.
-- A canary cut off from the hub (the userspace fault proxy) while the bad revision fails
-  rolls back alone, keeps the report in its outbox, and the hub learns of it when the
-  link returns.
+- A canary cut off from the hub (the userspace fault proxy) while a bad revision (this
+  one runs but never passes its health check) fails rolls back alone, keeps the report
+  in its outbox, and the hub learns of it when the link returns.
+- A node killed with SIGKILL with a switch committed but not confirmed restarts on the
+  committed revision, whole, as one instance.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import pytest
 from node.conftest import NodeProcess
 from node.fakehub import Background, Proxy
-from node.test_node_apps import app_pids
+from node.test_node_apps import app_pids, closed_port
 
 from hub.conftest import RunningHub
 from integration.fleet import Fleet, eventually, outbox_records, read_only
@@ -62,7 +64,7 @@ spec:
   artifacts: [{{name: app.py, sha256: "{digest}"}}]
   command: ["{py}", "app.py"]
   env: {{RUNLOG: "{runlog}"}}
-  paused: {paused}
+  paused: {paused}{health}
   strategy:
     waves:
       - {{name: canary, nodeSelector: {{ring: canary}}}}
@@ -99,9 +101,10 @@ class Rollout:
         assert pushed.stdout.strip() == digest
         return digest
 
-    def apply(self, template: str, version: str, *, paused: bool = False) -> None:
+    def apply(self, template: str, version: str, *, paused: bool = False, health: str = "") -> None:
         text = APP.format(
             paused=str(paused).lower(),
+            health=f"\n  healthCheck: {health}" if health else "",
             digest=self.push(template, version),
             py=PY,
             runlog=self.runlog,
@@ -282,7 +285,9 @@ def test_a_canary_cut_off_from_the_hub_rolls_back_alone_and_reports_after(tmp_pa
             async def scenario() -> None:
                 app.apply(GOOD, "v1")
                 await eventually(lambda: app.reached(1, "Complete"), "revision 1 complete", WAIT)
-                app.apply(BAD, "v2")
+                # Revision 2 runs but never passes its health check (nothing listens).
+                health = f"{{tcp: {closed_port()}, periodSeconds: 0.5}}"
+                app.apply(GOOD, "v2", health=health)
                 await eventually(lambda: "c1" in app.started(2), "the canary trying 2", WAIT)
                 proxy.blackhole()
                 proxy.cut()
@@ -301,6 +306,8 @@ def test_a_canary_cut_off_from_the_hub_rolls_back_alone_and_reports_after(tmp_pa
 
                 body = await eventually(queued, "the rollback report in the outbox")
                 assert (body["revision"], body["failedRevision"]) == (1, 2)
+                assert body["rollbackReason"].startswith("revision 2 not ready within")
+                assert "health check failed" in body["rollbackReason"]
                 # The hub has not heard: the canary is pending, not failed, while offline.
                 assert app.reached(2, "Progressing")
                 assert not (app.view().get("nodes") or {}).get("c1", {}).get("rolledBack")
