@@ -16,7 +16,9 @@ revision and the App's spec at that revision. Per App the node keeps a
   *confirmed* and ``good`` is released).
 - If ``current`` is not confirmed ``progressDeadlineSeconds`` after the switch (counted
   again from a daemon start: the App restarts then), or it fails in a way no retry can
-  fix (a digest mismatch, no container engine, an invalid spec), the node goes back to
+  fix (a digest mismatch, no container engine, an invalid spec), or the daemon started
+  MAX_UNCONFIRMED_STARTS times without confirming it (a revision that takes the node
+  down with it must not keep it in a boot loop), the node goes back to
   ``good`` by itself — hub or no hub — and remembers ``failedRevision`` and the reason;
   every ``app-status`` record says ``rolledBack: true`` with them from then on (the
   outbox keeps the newest until the hub has it). Without a previous good revision (the
@@ -43,6 +45,9 @@ RECORD_PREFIX: Final = "@app-rollout/"
 DEFAULT_MIN_READY_SECONDS: Final = 0.0
 DEFAULT_PROGRESS_DEADLINE_SECONDS: Final = 600.0
 """The hub's defaults (``edgehub.rollout``)."""
+MAX_UNCONFIRMED_STARTS: Final = 3
+"""Daemon starts with the same revision switched to but never confirmed, after which the
+node rolls back at once (a revision that takes the node down with it: a boot loop)."""
 TERMINAL_REASONS: Final = frozenset({"DigestMismatch", "NoContainerEngine", "InvalidSpec"})
 """Status reasons no retry of the same revision can fix: rolled back without waiting."""
 
@@ -157,6 +162,8 @@ class RolloutRecord:
     ready_since: float | None = None
     """Since when ``current`` has been ready without a break (not stored: an App starts
     again with the daemon)."""
+    starts: int = 0
+    """Daemon starts since the switch to the unconfirmed ``current``."""
 
     @property
     def revision(self) -> int | None:
@@ -171,6 +178,7 @@ class RolloutRecord:
             "failedRevision": self.failed_revision,
             "rolledBack": self.rolled_back,
             "reason": self.reason,
+            "starts": self.starts,
         }
 
     def encode(self) -> bytes:
@@ -179,7 +187,8 @@ class RolloutRecord:
     @classmethod
     def decode(cls, data: bytes | None, now: float) -> RolloutRecord:
         """A stored record as a daemon start sees it (an unconfirmed revision gets its
-        whole deadline again: the App starts again now); damaged: an empty record."""
+        whole deadline again, the App starts again now, and the start is counted);
+        damaged: an empty record."""
         try:
             value = json.loads(data) if data else None
         except ValueError:
@@ -188,16 +197,20 @@ class RolloutRecord:
             return cls()
         failed = value.get("failedRevision")
         current = Revision.from_json(value.get("current"))
+        confirmed = value.get("confirmed") is True
+        starts = value.get("starts")
+        starts = starts if isinstance(starts, int) and not isinstance(starts, bool) else 0
         return cls(
             current=current,
             switched_at=now if current is not None else None,
-            confirmed=value.get("confirmed") is True,
+            confirmed=confirmed,
             good=Revision.from_json(value.get("good")),
             failed_revision=failed
             if isinstance(failed, int) and not isinstance(failed, bool)
             else None,
             rolled_back=value.get("rolledBack") is True,
             reason=str(value.get("reason") or ""),
+            starts=starts + 1 if current is not None and not confirmed else 0,
         )
 
     def report(self) -> dict[str, Any]:
@@ -274,10 +287,12 @@ def step(
     timing = Timing.of(current)
     since = record.ready_since
     if since is not None and now - since >= timing.min_ready:
-        return replace(record, confirmed=True, good=None)
+        return replace(record, confirmed=True, good=None, starts=0)
     started = record.switched_at if record.switched_at is not None else now
     if terminal:
         why = f"revision {current.number} failed: {problem or 'cannot run'}"
+    elif record.starts >= MAX_UNCONFIRMED_STARTS:
+        why = f"revision {current.number} not ready after {record.starts} starts of the node daemon"
     elif now - started > timing.progress_deadline:
         why = f"revision {current.number} not ready within {timing.progress_deadline:g} s" + (
             f": {problem}" if problem else ""

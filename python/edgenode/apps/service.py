@@ -268,6 +268,11 @@ class AppService:
                 data = host.store.get_twin(record_key(name))
             record = RolloutRecord.decode(data, self._clock())
             self.rollouts[name] = record
+            if data and record.encode() != data:  # this start counted (or a damaged one)
+                try:
+                    host.commit([(record_key(name), record.encode())], [])
+                except Exception as exc:
+                    log.error("App %s: cannot store its rollout record: %s", name, exc)
         return record
 
     def _staged(

@@ -198,3 +198,27 @@ def test_the_record_survives_a_restart_with_a_fresh_deadline():
     assert stored.reason == back.reason
     for damaged in (b"", b"{", b"[]", None):
         assert RolloutRecord.decode(damaged, 1.0) == RolloutRecord()
+
+
+def test_a_revision_never_confirmed_over_three_daemon_starts_is_rolled_back():
+    record = assign(confirmed_on(1), revision(2, "b"), 100.0)
+    for start in (1, 2):
+        record = RolloutRecord.decode(record.encode(), 200.0 + start)
+        assert record.starts == start
+        assert step(record, 210.0 + start) is record  # a fresh deadline each time
+    record = RolloutRecord.decode(record.encode(), 300.0)
+    assert record.starts == 3
+    back = step(record, 300.0)
+    assert back.revision == 1
+    assert back.rolled_back
+    assert back.reason == (
+        "revision 2 not ready after 3 starts of the node daemon; rolled back to revision 1"
+    )
+    assert back.starts == 0
+    # Confirmed in time: the count is over.
+    record = assign(confirmed_on(1), revision(2), 100.0)
+    record = RolloutRecord.decode(record.encode(), 200.0)
+    record = step(observe(record, 2, 201.0), 207.0)
+    assert record.confirmed
+    assert record.starts == 0
+    assert RolloutRecord.decode(record.encode(), 300.0).starts == 0
