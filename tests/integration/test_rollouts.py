@@ -304,6 +304,8 @@ def test_a_canary_cut_off_from_the_hub_rolls_back_alone_and_reports_after(tmp_pa
                             return dict(body)
                     return None
 
+                local = await asyncio.to_thread(canary.status)
+                assert "svc Running ready, rolled back from revision 2" in local.stdout
                 body = await eventually(queued, "the rollback report in the outbox")
                 assert (body["revision"], body["failedRevision"]) == (1, 2)
                 assert body["rollbackReason"].startswith("revision 2 not ready within")

@@ -447,10 +447,14 @@ class AppService:
             self._summary.pop(name, None)
         else:
             self._observe(name, status)
-            self._summary[name] = {
+            entry = {
                 key: status[key]
                 for key in ("phase", "ready", "restarts", "revision", "reason", "pid", "runtime")
             }
+            if status.get("rolledBack"):
+                entry["rolledBack"] = True
+                entry["failedRevision"] = status.get("failedRevision")
+            self._summary[name] = entry
         self._write_summary()
 
     def _write_summary(self) -> None:

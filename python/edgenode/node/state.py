@@ -293,6 +293,7 @@ def _configs_text(configs: dict[str, Any]) -> str:
 
 def _apps_text(apps: dict[str, Any] | None) -> list[str]:
     """``apps:      2 (sampler Running ready, web CrashLoopBackOff: Error, 4 restarts)``
+    (a staged App that rolled back: ``, rolled back from revision 3``)
     and a line on the container engine."""
     if apps is None:
         return []
@@ -308,6 +309,8 @@ def _apps_text(apps: dict[str, Any] | None) -> list[str]:
             text += f": {app.get('reason')}"
         if app.get("restarts"):
             text += f", {app.get('restarts')} restarts"
+        if app.get("rolledBack"):
+            text += f", rolled back from revision {app.get('failedRevision')}"
         shown.append(text)
     if len(entries) > MAX_SHOWN_DEVICES:
         shown.append(f"... ({len(entries) - MAX_SHOWN_DEVICES} more)")
