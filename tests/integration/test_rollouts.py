@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(240)
 
 PY = sys.executable
 MIN_READY = 1.5
-DEADLINE = 6.0
+DEADLINE = 8.0
 WAIT = 60.0
 GOOD = """import os, time
 with open(os.environ["RUNLOG"], "a") as log:
