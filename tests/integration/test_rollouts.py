@@ -23,6 +23,7 @@ import json
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,10 @@ def test_a_good_revision_goes_wave_by_wave_a_bad_one_aborts_in_the_canary(tmp_pa
             await eventually(lambda: app.reached(1, "Complete"), "revision 1 complete", WAIT)
             assert sorted(app.started(1)) == sorted(FLEET)
             # Revision 2: wave by wave, in order, at most one north node at a time.
+            began = time.monotonic()
             app.apply(GOOD, "v2")
             await eventually(lambda: app.reached(2, "Complete"), "revision 2 complete", WAIT)
+            print(f"revision 2 out on 5 nodes in 3 waves: {time.monotonic() - began:.1f} s")
             done = await asyncio.to_thread(app.status)
             assert done.returncode == 0, done.stdout + done.stderr
             assert "app/svc revision 2 (from 1): Complete" in done.stdout
@@ -197,8 +200,10 @@ def test_a_good_revision_goes_wave_by_wave_a_bad_one_aborts_in_the_canary(tmp_pa
                 assert running(node, 2)
             good_pid = {name: apps_json(node)["pid"] for name, node in nodes.items()}
             # Revision 3 exits at once: the canary rolls back by itself, the hub aborts.
+            began = time.monotonic()
             app.apply(BAD, "v3")
             await eventually(lambda: app.reached(3, "Aborted"), "revision 3 aborted", WAIT)
+            print(f"revision 3 aborted in the canary: {time.monotonic() - began:.1f} s")
             aborted = await asyncio.to_thread(app.status)
             assert aborted.returncode == 1, aborted.stdout + aborted.stderr
             assert "wave canary: 0 of 1 done, 0 pending, 1 failed (c1)" in aborted.stdout
