@@ -3,17 +3,18 @@
 ``scripts/demo.sh`` runs the set-up, then this. It starts, with nothing to configure:
 one Mosquitto per node (generated config, free loopback ports, not the system broker),
 ``edgehub serve`` (SQLite in ``demo-data/hub``), two ``edgenode run`` nodes with different
-labels (tokens from ``edgectl node add``) and two simulated devices
-(``python -m edgenode.devices.simulate``, real MQTT clients in their own processes). Then
+labels (tokens from ``edgectl node add``), two simulated devices
+(``python -m edgenode.devices.simulate``, real MQTT clients in their own processes) and an
+App (``deploy/demo/sampler.py`` pushed as an artifact, run by node-a). Then
 it tells the story, printing every command it runs and its output, and checks every
 step's outcome within a bound of time (a step that does not happen stops the demo with
 exit status 1 and says what did not happen):
 
-1. the nodes join; 2. Devices, a Config and a Route are applied (each node gets what
-targets it); 3. a desired value changes: the thermostat's delta and its report coming
-back; 4. the hub stops: the nodes keep serving their devices and queue reports; 5. the
-hub starts again: everything queued arrives, nothing is lost (the meter's readings
-counted on both sides).
+1. the nodes join; 2. Devices, a Config, a Route and an App are applied (each node gets
+what targets it; the App runs on node-a and publishes on its bus); 3. a desired value
+changes: the thermostat's delta and its report coming back; 4. the hub stops: the nodes keep serving their devices and queue reports, the App
+keeps running; 5. the hub starts again: everything queued arrives, nothing is lost (the
+meter's readings counted on both sides); the App's log fetched from its node.
 
 Then it prints the commands to explore by hand and stays up until Ctrl-C (SIGINT) or
 SIGTERM, which stop every process it started (each in its own process group, and each
@@ -48,18 +49,27 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TypeVar
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 ROOT: Final = Path(__file__).resolve().parents[1]
 BROKER_SETTINGS: Final = ROOT / "deploy" / "mosquitto" / "edgenode.conf"
 """The Mosquitto settings a node needs (included in each demo broker's config)."""
 BIN: Final = Path(sys.executable).parent
 """The virtualenv's bin directory: edgectl, edgehub and edgenode are installed there."""
 FLEET: Final = ROOT / "deploy" / "demo" / "fleet.yaml"
+SAMPLER: Final = ROOT / "deploy" / "demo" / "sampler.py"
+"""The demo App's program (pushed as an artifact)."""
 MOSQUITTO: Final = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+OPENSSL: Final = shutil.which("openssl") or "/usr/bin/openssl"
 
 NODES: Final = {"node-a": "north", "node-b": "south"}
 """Node name → its ``site`` label (fleet.yaml targets the Config and the Route by it)."""
 THERMOSTAT: Final = ("thermo-1", "node-a")
 METER: Final = ("meter-1", "node-b")
+APP: Final = ("sampler", "node-a")
+"""The demo's App and the node it runs on (the only one labelled site=north)."""
+SAMPLE_INTERVAL: Final = 0.5
 NEW_TARGET: Final = 23
 
 HEARTBEAT: Final = 0.5
@@ -124,6 +134,7 @@ class Child:
     argv: list[str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as log:
@@ -133,6 +144,7 @@ class Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                env=self.env,
                 start_new_session=True,
                 preexec_fn=_die_with_the_demo,
             )
@@ -324,8 +336,15 @@ class Demo:
                 raise DemoError(f"{what} did not happen within {timeout:g} s")
             time.sleep(POLL)
 
-    def start(self, name: str, argv: list[str], log: Path, shown: str | None = None) -> Child:
-        child = Child(name, argv, log)
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        shown: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Child:
+        child = Child(name, argv, log, env=env)
         if shown is not None:
             self.command(f"{shown} &")
         child.start()
@@ -411,6 +430,75 @@ class Demo:
             raise DemoError(f"`{shown}` failed with exit status {result.returncode}")
         self.ok("kubectl lists the same Devices (the hub speaks the Kubernetes API)")
 
+    def run_the_app(self) -> None:
+        """An App: its program pushed as an artifact, run on the node its selector picks."""
+        app, app_node = APP
+        digest = self.edgectl("artifact", "push", self.rel(SAMPLER)).strip().splitlines()[-1]
+        manifest = self.data / "sampler-app.yaml"
+        manifest.write_text(
+            "# The demo's App (scripts/demo.py writes it with the pushed artifact's digest;\n"
+            "# reference: docs/apps.md)\n"
+            "apiVersion: edgenode.io/v1\n"
+            "kind: App\n"
+            f"metadata: {{name: {app}}}\n"
+            "spec:\n"
+            "  nodeSelector: {site: north}   # node-a\n"
+            f'  artifacts: [{{name: sampler.py, sha256: "{digest}"}}]\n'
+            '  command: ["python3", "sampler.py"]\n'
+            f'  env: {{SAMPLE_INTERVAL: "{SAMPLE_INTERVAL}"}}\n'
+            "  files: [{config: north-tuning, path: tuning.json}]   # the Config as a file\n"
+            "  restartPolicy: Always\n"
+        )
+        self.command(f"cat {self.rel(manifest)}")
+        self.output(manifest.read_text(), keep=None)
+        applied = self.edgectl("apply", "-f", self.rel(manifest)).strip()
+        if applied != f"app/{app} created":
+            raise DemoError(f"edgectl apply printed {applied!r}, expected 'app/{app} created'")
+        self.wait(f"{app} Running and ready on {app_node}", lambda: self.app_ready(app, app_node))
+        self.edgectl("get", "apps")
+        sample = self.wait(f"a sample of {app} on {app_node}'s bus", lambda: self.sample(app_node))
+        self.note(f"a sample on {app_node}'s bus (apps/{app}/{app_node}): {json.dumps(sample)}")
+        self.ok(
+            f"the App {app} runs on {app_node} only (site=north), reads north-tuning "
+            f"(comfort_band {sample.get('comfort_band')}) and publishes on {app_node}'s bus"
+        )
+
+    def app_ready(self, app: str, node: str) -> bool:
+        found = self.api(f"/v1/apps/{app}")
+        nodes = ((found or {}).get("status") or {}).get("nodes") or {}
+        entry = nodes.get(node) or {}
+        others = set(nodes) - {node}
+        if others:
+            raise DemoError(f"{app} reported by {sorted(others)}: it targets {node} only")
+        return entry.get("phase") == "Running" and entry.get("ready") is True
+
+    def app_pid(self, node: str, app: str) -> int | None:
+        """The App's pid from the node's own view (``edgenode status --json``)."""
+        summary = self.node_status(node).get("apps") or {}
+        entry = (summary.get("apps") or {}).get(app) or {}
+        pid = entry.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    def sample(self, node: str) -> dict[str, Any] | None:
+        """One sample of the demo App from ``node``'s broker (None within a second)."""
+        got: list[bytes] = []
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        client.on_connect = lambda c, *_: c.subscribe(f"apps/sampler/{node}")
+        client.on_message = lambda c, userdata, message: got.append(bytes(message.payload))
+        try:
+            client.connect("127.0.0.1", self.mqtt_ports[node], keepalive=10)
+        except OSError:
+            return None
+        deadline = time.monotonic() + 1.0
+        while not got and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+        client.disconnect()
+        try:
+            value = json.loads(got[0]) if got else None
+        except ValueError:
+            raise DemoError(f"the App's sample is not JSON: {got[0]!r}") from None
+        return value if isinstance(value, dict) else None
+
     def edgectl_quiet(self, *args: str) -> str:
         result = subprocess.run(
             [str(BIN / "edgectl"), *args],
@@ -436,7 +524,7 @@ class Demo:
         ]  # fmt: skip
         self.command("openssl " + shlex.join(args))
         result = subprocess.run(
-            ["openssl", *args], capture_output=True, text=True, cwd=ROOT, timeout=STEP_TIMEOUT
+            [OPENSSL, *args], capture_output=True, text=True, cwd=ROOT, timeout=STEP_TIMEOUT
         )
         if result.returncode != 0:
             raise DemoError(f"openssl could not make the hub's certificate: {result.stderr}")
@@ -609,6 +697,8 @@ class Demo:
                 [str(BIN / "edgenode"), "run", "--config", self.rel(config)],
                 self.node_dir(node) / "node.log",
                 f"edgenode run --config {self.rel(config)}",
+                # The virtualenv first on PATH: the demo's App runs its python3 (paho).
+                env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
             )
         self.wait(
             "both nodes Ready at the hub",
@@ -617,7 +707,7 @@ class Demo:
         self.edgectl("get", "nodes", "-o", "wide")
         self.ok("node-a and node-b joined: Ready")
 
-        self.section("2. apply Devices, a Config and a Route")
+        self.section("2. apply Devices, a Config, a Route and an App")
         self.command(f"cat {self.rel(FLEET)}")
         self.output(FLEET.read_text(), keep=None)
         applied = self.edgectl("apply", "-f", self.rel(FLEET))
@@ -652,6 +742,7 @@ class Demo:
             "only on site=south"
         )
         self.kubectl_look()
+        self.run_the_app()
 
         self.section("3. the devices connect: the thermostat applies its delta and reports back")
         self.start_device("thermostat", thermo, thermo_node)
@@ -732,6 +823,12 @@ class Demo:
             lambda: self.outbox(meter_node) >= QUEUED_READINGS + 1,
         )
         self.status_text(meter_node)
+        app, app_node = APP
+        sample = self.wait(f"a sample of {app} during the outage", lambda: self.sample(app_node))
+        self.ok(
+            f"{app} keeps running on {app_node} with the hub down (sample {sample['n']} on "
+            f"{app_node}'s bus, pid {self.app_pid(app_node, app)})"
+        )
         published = int(self.device_state(meter).get("published", 0))
         self.ok(
             f"{meter} has published {published} readings, the hub got {before} before it "
@@ -762,6 +859,8 @@ class Demo:
             ),
         )
         self.edgectl("twin", "get", thermo)
+        app, app_node = APP
+        self.edgectl("logs", "app", app, "--node", app_node, "--tail", "3")
         self.wait("both nodes reporting an empty outbox to the hub", self.hub_sees_drained)
         self.edgectl("get", "nodes")
         self.ok(
@@ -812,6 +911,8 @@ class Demo:
   edgectl twin set {thermo} target_temp=19
   edgectl telemetry {METER[0]} --follow
   kubectl get nodes                          # kubectl works too (docs/kubectl.md)
+  edgectl get apps
+  edgectl logs app {APP[0]} --node {APP[1]} --follow
   edgenode status --config {self.rel(self.node_dir("node-a") / "node.toml")}
   mosquitto_sub -h 127.0.0.1 -p {a} -t '$edge/devices/#' -v     # node-a's bus
   mosquitto_sub -h 127.0.0.1 -p {b} -t '$edge/devices/#' -v     # node-b's bus

@@ -31,12 +31,12 @@ cargo clippy --locked --features python -- -D warnings
 step "cargo test"
 cargo test --locked -q
 step "ruff"
-ruff check python tests bench scripts cloud cross
-ruff format --check python tests bench scripts cloud cross
+ruff check python tests bench scripts cloud cross deploy
+ruff format --check python tests bench scripts cloud cross deploy
 step "mypy --strict"
 mypy python/edgenode
 mypy --strict cloud/edgehub
-mypy --strict scripts/demo.py
+mypy --strict scripts/demo.py deploy/demo/sampler.py
 step "pytest"
 # The first lines say whether the deploy tests (tests/deploy: hub image, systemd unit,
 # compose fleet) run here: they need a container engine. The ARM ones run last, below.

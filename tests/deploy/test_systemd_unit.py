@@ -3,12 +3,15 @@ steps say (x86_64 wheel), joined to the hub image on a private network.
 
 The module's fixture does the install once; the tests then check, in order: READY=1 and
 the link, state owned by the dynamic user, the journal, Restart=always after SIGKILL, the
-watchdog after SIGSTOP, and how a new token reaches the service. Workload checks (an App's
-memory limit, one instance after a watchdog restart) go after them, on the same fixture.
+watchdog after SIGSTOP, and how a new token reaches the service; then the workload checks:
+an App over its memory limit is OOM-killed and reported so, and an App outlives a watchdog
+restart of the daemon with exactly one instance running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +52,21 @@ spec:
   nodeSelector: {{site: north}}
   data: {{round: "{round}"}}
 """
+APP_TIMEOUT = 90.0
+HOG = "b = bytearray(300 * 1024 * 1024)\nb[::4096] = b'x' * len(b[::4096])\nprint('survived')"
+"""Touches 300 MiB: over a 48Mi memoryMax it can only be OOM-killed."""
+SLEEPER_MARK = "edgenode-systemd-sleeper"
+"""In the sleeper App's command line: how ps finds its instances."""
+
+
+def app_text(name: str, command: list[str], **spec: object) -> str:
+    body = {
+        "apiVersion": "edgenode.io/v1",
+        "kind": "App",
+        "metadata": {"name": name},
+        "spec": {"node": NODE_NAME, "command": command, **spec},
+    }
+    return json.dumps(body)  # JSON is YAML: edgectl apply reads it
 
 
 @dataclass
@@ -86,6 +104,44 @@ class SystemdNode:
 
     def journal(self) -> str:
         return self.container.exec("journalctl", "-u", "edgenode", "--no-pager").stdout
+
+    def app_on_node(self, name: str) -> dict[str, object] | None:
+        """The node's entry in the App's status at the hub (None until it reported)."""
+        result = self.ctl.run("get", "app", name, "-o", "json")
+        if result.returncode != 0:
+            return None
+        nodes = (json.loads(result.stdout).get("status") or {}).get("nodes") or {}
+        entry = nodes.get(NODE_NAME)
+        return entry if isinstance(entry, dict) else None
+
+    def wait_app(self, name: str, phase: str) -> dict[str, object]:
+        def reached() -> dict[str, object] | None:
+            entry = self.app_on_node(name)
+            return entry if entry is not None and entry.get("phase") == phase else None
+
+        try:
+            return wait_for(f"App {name} {phase}", reached, APP_TIMEOUT)
+        except AssertionError:
+            raise AssertionError(
+                f"App {name} not {phase}: {self.app_on_node(name)}\n{self.journal()[-4000:]}"
+            ) from None
+
+    @contextlib.contextmanager
+    def short_watchdog(self) -> Iterator[int]:
+        """The unit restarted with WatchdogSec=TEST_WATCHDOG_SEC (a drop-in), so a hang is
+        seen in seconds; yields the new main pid; the drop-in goes and the unit restarts
+        after."""
+        drop_in = "/etc/systemd/system/edgenode.service.d/test-watchdog.conf"
+        self.container.exec("mkdir", "-p", str(Path(drop_in).parent))
+        self.container.sh(f"printf '[Service]\\nWatchdogSec={TEST_WATCHDOG_SEC}s\\n' > {drop_in}")
+        try:
+            self.systemctl("daemon-reload")
+            self.systemctl("restart", "edgenode")
+            yield self.wait_active()
+        finally:
+            self.container.exec("rm", "-f", drop_in)
+            self.systemctl("daemon-reload")
+            self.systemctl("restart", "edgenode")
 
     def wait_in_sync(self) -> dict[str, dict[str, str]]:
         return wait_for(
@@ -248,13 +304,7 @@ def test_a_killed_daemon_is_restarted(node: SystemdNode):
 
 
 def test_the_watchdog_restarts_a_hung_daemon(node: SystemdNode):
-    drop_in = "/etc/systemd/system/edgenode.service.d/test-watchdog.conf"
-    node.container.exec("mkdir", "-p", str(Path(drop_in).parent))
-    node.container.sh(f"printf '[Service]\\nWatchdogSec={TEST_WATCHDOG_SEC}s\\n' > {drop_in}")
-    try:
-        node.systemctl("daemon-reload")
-        node.systemctl("restart", "edgenode")
-        pid = node.wait_active()
+    with node.short_watchdog() as pid:
         node.wait_in_sync()
         restarts = int(node.show("NRestarts"))
         hung_at = time.monotonic()
@@ -265,10 +315,6 @@ def test_the_watchdog_restarts_a_hung_daemon(node: SystemdNode):
         assert "Watchdog timeout" in node.journal()
         print(f"watchdog ({TEST_WATCHDOG_SEC} s): hung daemon replaced after {took:.1f} s")
         assert new != pid
-    finally:
-        node.container.exec("rm", "-f", drop_in)
-        node.systemctl("daemon-reload")
-        node.systemctl("restart", "edgenode")
     node.wait_active()
     node.wait_in_sync()
 
@@ -306,3 +352,62 @@ def test_the_unit_leaves_room_for_workloads(node: SystemdNode):
     assert node.show("KillMode") == "process"
     assert node.show("MemoryDenyWriteExecute") == "no"
     assert node.show("ProtectControlGroups") == "no"
+
+
+HOST_CGROUP_V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+"""The container shares the host's cgroup hierarchy (no cgroup namespace here)."""
+
+
+def test_an_app_over_its_memory_limit_is_stopped_under_the_unit(node: SystemdNode):
+    """With cgroup v2, Delegate=yes hands the dynamic user its own subtree: the App gets a
+    memory cgroup and is OOM-killed. With cgroup v1 (this project's machines) systemd
+    delegates no controller hierarchy to an unprivileged user (the unit's memory cgroup
+    stays root's), so the node limits the App's address space (rlimit) and reports
+    MemoryLimit: enforced either way, and the status says how."""
+    node.wait_active()
+    spec = app_text(
+        "hog", ["python3", "-c", HOG], restartPolicy="Never", resources={"memoryMax": "48Mi"}
+    )
+    node.ctl.ok("apply", "-f", "-", stdin=spec)
+    try:
+        entry = node.wait_app("hog", "Failed")
+        expected = ("cgroup-v2", "OOMKilled") if HOST_CGROUP_V2 else ("rlimit", "MemoryLimit")
+        assert (entry.get("limits"), entry.get("reason")) == expected, entry
+        print(f"memoryMax under the unit: enforced by {expected[0]}, reported {expected[1]}")
+    finally:
+        node.ctl.ok("delete", "app", "hog")
+
+
+def test_an_app_outlives_a_watchdog_restart_with_one_instance(node: SystemdNode):
+    """KillMode=process: the watchdog kills the hung daemon, not its Apps; the daemon that
+    systemd starts next stops the instance the hung one left (docs/apps.md, "What survives
+    a restart") and starts the App again: exactly one instance, never two."""
+    node.wait_active()
+    command = ["python3", "-c", f"import time  # {SLEEPER_MARK}\nwhile True: time.sleep(1)"]
+    node.ctl.ok("apply", "-f", "-", stdin=app_text("sleeper", command))
+
+    def instances() -> list[str]:
+        ps = node.container.sh("ps -eo pid=,args= | grep -v grep | grep -F " + SLEEPER_MARK)
+        return [line.split()[0] for line in ps.splitlines() if line.strip()]
+
+    try:
+        with node.short_watchdog() as pid:
+            first = node.wait_app("sleeper", "Running")
+            assert instances() == [str(first["pid"])], instances()
+            node.container.exec("kill", "-STOP", str(pid))
+            node.wait_active(other_than=pid)
+            assert "Watchdog timeout" in node.journal()
+            node.wait_in_sync()  # the new daemon has started its Apps and is back on the hub
+
+            def running_again() -> dict[str, object] | None:
+                entry = node.app_on_node("sleeper")
+                fresh = entry and entry.get("phase") == "Running" and entry["pid"] != first["pid"]
+                return entry if fresh else None
+
+            second = wait_for("the new daemon's App instance", running_again, APP_TIMEOUT)
+            time.sleep(3.0)  # time enough for a wrongly started third copy to show
+            assert instances() == [str(second["pid"])], instances()
+    finally:
+        node.ctl.ok("delete", "app", "sleeper")
+    node.wait_active()
+    node.wait_in_sync()

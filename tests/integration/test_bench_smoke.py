@@ -10,25 +10,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
-    output = tmp_path / "core.json"
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_core.py"),
-            "--scale",
-            "0.002",
-            "--repeats",
-            "1",
-            "--output",
-            str(output),
-        ],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
+    output = tmp_path / "core.json"
+    result = run_bench(
+        "bench_core.py", "--scale", "0.002", "--repeats", "1", "--output", str(output)
+    )
     results = json.loads(output.read_text())
     assert set(results["router"]) == {"rust", "python"}
     assert (
@@ -38,3 +36,13 @@ def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
     assert results["twin"]["rust"]["delta"] == results["twin"]["python"]["delta"]
     assert results["outbox"]["rust"]["messages"] == 2000
     assert "router match_many" in result.stdout
+
+
+def test_the_apps_benchmark_runs_on_a_small_fleet(tmp_path):
+    """bench_apps.py end to end with 2 real nodes and one new revision."""
+    output = tmp_path / "apps.json"
+    run_bench("bench_apps.py", "--nodes", "2", "--changes", "1", "--output", str(output))
+    report = json.loads(output.read_text())
+    assert report["nodes"] == 2
+    assert report["first_apply_seconds"] > 0
+    assert len(report["new_revision_seconds"]) == 1

@@ -45,6 +45,9 @@ STORY_LINES = [
     "route/meter-energy created",
     "ok: each node got what targets it: the Config only on site=north, the Route only on "
     "site=south",
+    "$ edgectl artifact push deploy/demo/sampler.py",
+    "app/sampler created",
+    "ok: the App sampler runs on node-a only (site=north), reads north-tuning (comfort_band 0.5)",
     '{"target_temp": 21}: applying',  # after "thermo-1: delta v<its desired version>"
     "$ edgectl twin get thermo-1",
     "$ edgectl twin set thermo-1 target_temp=23",
@@ -54,7 +57,9 @@ STORY_LINES = [
     "== 4. the hub stops: the nodes keep serving their devices and queue reports",
     "ok: node-a answered thermo-1's twin/get from its own store (desired target_temp 23) "
     "with the hub down",
+    "ok: sampler keeps running on node-a with the hub down",
     "== 5. the hub starts again: everything queued arrives, nothing is lost",
+    "$ edgectl logs app sampler --node node-a --tail 3",
     "ok: thermo-1's reported state at the hub is the device's latest report",
     "source ",
     "edgectl get nodes -o wide",
@@ -64,11 +69,13 @@ STORY_LINES = [
 
 
 def leftovers(data: Path) -> list[str]:
-    """Processes (other than this one) whose command line names ``data``."""
+    """Processes (other than this one) whose command line names ``data`` or that run in a
+    folder under it (the App: ``python3 sampler.py`` in node-a's apps folder)."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(data) in cmdline and proc.info["pid"] != os.getpid():
+        named = str(data) in cmdline or (proc.info["cwd"] or "").startswith(str(data))
+        if named and proc.info["pid"] != os.getpid():
             found.append(f"{proc.info['pid']}: {cmdline}")
     return found
 
@@ -76,7 +83,7 @@ def leftovers(data: Path) -> list[str]:
 def ports_of(output: str) -> list[int]:
     """The hub's and the brokers' ports, from the demo's first "ok:" line."""
     match = re.search(
-        r"node links on ws://127\.0\.0\.1:(\d+), operator API on http://127\.0\.0\.1:(\d+); "
+        r"node links on wss://127\.0\.0\.1:(\d+), operator API on https://127\.0\.0\.1:(\d+); "
         r"brokers on ports (\d+) \(node-a\), (\d+) \(node-b\)",
         output,
     )
@@ -115,7 +122,8 @@ def test_the_readme_transcript_shows_steps_and_commands():
 
 def assert_story(result: subprocess.CompletedProcess[str], data: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = [line.strip() for line in result.stdout.splitlines()]
+    # The README shows the default data directory; this run's is under tmp_path.
+    lines = [line.strip().replace(str(data), "demo-data") for line in result.stdout.splitlines()]
     # Step headings end with the elapsed time ("  [  0.8s]"), which the README leaves out.
     missing = [
         wanted
@@ -141,7 +149,10 @@ def assert_story(result: subprocess.CompletedProcess[str], data: Path) -> None:
     assert leftovers(data) == []
     assert [port for port in ports_of(result.stdout) if not free(port)] == []
     assert not (data / "demo.pid").exists()
-    assert (data / "env.sh").read_text().count("export ") == 3
+    exported = re.findall(r"^export (\w+)=", (data / "env.sh").read_text(), re.MULTILINE)
+    assert sorted(exported) == [
+        "EDGECTL_HUB", "EDGECTL_TOKEN", "KUBECONFIG", "PATH", "SSL_CERT_FILE"
+    ]  # fmt: skip
 
 
 def test_the_demo_tells_the_whole_story_twice_in_a_row_and_leaves_nothing_running(tmp_path):
@@ -232,7 +243,8 @@ def test_a_signal_while_the_demo_stays_up_stops_every_process_it_started(tmp_pat
         time.sleep(1.0)
         assert demo.poll() is None, "the demo did not stay up"
         running = leftovers(data)
-        assert len(running) == 8, running  # 2 brokers, the hub, 2 nodes, 2 devices, the demo
+        # 2 brokers, the hub, 2 nodes, 2 devices, the App, the demo
+        assert len(running) == 9, running
         # A second demo on the same data directory is refused; the first is untouched.
         second = subprocess.run(
             [sys.executable, str(DEMO_PY), "--exit-after-story", "--data", str(data)],

@@ -109,6 +109,9 @@ class Context:
     engine: Engine | None = None
     engine_reason: str = ""
     enabled: bool = True
+    broker_env: dict[str, str] = field(default_factory=dict)
+    """Where the node's MQTT broker is (``EDGENODE_MQTT_HOST``/``_PORT``/``_TLS``): an App
+    finds the local bus without its address written into the App's spec."""
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     on_status: Callable[[str, dict[str, Any] | None], None] = lambda name, status: None
@@ -453,6 +456,7 @@ class AppRunner:
             "EDGENODE_APP": self.name,
             "EDGENODE_APP_REVISION": str(plan.revision),
             "EDGENODE_APP_DIR": app_dir,
+            **self.ctx.broker_env,
         }
 
     def _start(self, now: float) -> None:

@@ -65,7 +65,7 @@ from edgenode.apps.workdir import remove_tree
 from edgenode.service import DesiredResource, DesiredRow, NodeHost
 
 if TYPE_CHECKING:
-    from edgenode.config import Config
+    from edgenode.config import Config, MqttSection
     from edgenode.node.configs import ConfigEntry, ConfigService
 
 log = logging.getLogger("edgenode.apps")
@@ -74,6 +74,17 @@ APP_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 """An App name the node accepts (a resource name: it becomes a folder and a cgroup)."""
 STOP_SLACK_SECONDS: Final = KILL_WAIT_SECONDS + 2 * container.ENGINE_CALL_SECONDS
 """Beyond the longest grace period, how long a clean stop waits for its Apps."""
+
+
+def broker_env(mqtt: MqttSection) -> dict[str, str]:
+    """The node's broker for its Apps' environment (nothing when the node runs none).
+    Never its credentials: an App that needs them gets its own through a Config."""
+    if not mqtt.enabled:
+        return {}
+    env = {"EDGENODE_MQTT_HOST": mqtt.host, "EDGENODE_MQTT_PORT": str(mqtt.port)}
+    if mqtt.tls:
+        env["EDGENODE_MQTT_TLS"] = "1"
+    return env
 
 
 class AppService:
@@ -170,6 +181,7 @@ class AppService:
             engine=engine,
             engine_reason=reason,
             enabled=apps.enabled,
+            broker_env=broker_env(self.config.mqtt),
             on_status=self._status_changed,
             on_good=self._changed,
         )

@@ -23,7 +23,9 @@ from apps_harness import Harness, app_pids, body, environ, run
 from edgenode.apps import service as service_module
 from edgenode.apps.artifacts import ArtifactCache, ArtifactDigestError
 from edgenode.apps.process import INSTANCE_ENV, Instance, boot_id
+from edgenode.apps.service import broker_env
 from edgenode.apps.state import AppState, load_state, save_state
+from edgenode.config import MqttSection
 
 PY = sys.executable
 SLEEP = "import time\nwhile True: time.sleep(1)"
@@ -63,6 +65,8 @@ def test_apply_runs_the_app_in_its_work_dir_with_its_env_and_files(tmp_path: Pat
             assert env["interval"] == "5"
             assert env["EDGENODE_APP_REVISION"] == "4"
             assert env["HOME"] == str(harness.work("sampler"))
+            assert (env["EDGENODE_MQTT_HOST"], env["EDGENODE_MQTT_PORT"]) == ("127.0.0.1", "1883")
+            assert "EDGENODE_MQTT_TLS" not in env
             assert not [
                 k for k in env if k.startswith("EDGENODE_HUB") or k == "PYTEST_CURRENT_TEST"
             ]
@@ -635,3 +639,13 @@ def proc_gone(pid: int) -> bool:
     except OSError:
         return True
     return state in ("Z", "X")
+
+
+def test_apps_learn_where_the_broker_is_never_its_credentials():
+    mqtt = MqttSection(host="10.0.0.2", port=8883, tls=True, username="node", password="secret")
+    assert broker_env(mqtt) == {
+        "EDGENODE_MQTT_HOST": "10.0.0.2",
+        "EDGENODE_MQTT_PORT": "8883",
+        "EDGENODE_MQTT_TLS": "1",
+    }
+    assert broker_env(MqttSection(enabled=False)) == {}
