@@ -165,6 +165,10 @@ class AppRunner:
         self._sent: dict[str, Any] | None = None
         self._sent_at = -1e9
         self._report_due: float | None = None
+        self._ready_since: float | None = None
+        self._ready_revision = 0
+        self.rollout: dict[str, Any] | None = None
+        """A staged App's rollout fields for its status records (``rollout.py``)."""
         self._hold_disabled()
         if plan.error:
             self.machine.stop(FAILED, INVALID_SPEC, plan.error, terminal=False)
@@ -193,6 +197,10 @@ class AppRunner:
         assert spec is not None
         self.machine.configure(spec.restart_policy, spec.health, spec.grace, self.ctx.clock())
         if plan.run_key == old.run_key:
+            if self._running is not None and self._running.run_key == plan.run_key:
+                # The same thing under a new number (an undo brings an old spec back as a
+                # new revision): nothing restarts, the status says the new number.
+                self._running = plan
             return
         new_revision = plan.revision != old.revision
         if new_revision:
@@ -215,6 +223,12 @@ class AppRunner:
         """The daemon stops: stop the instance (it starts again with the daemon)."""
         self.machine.stop(STOPPED, NODE_STOPPED, "the node daemon stopped", terminal=True)
         self._wake.set()
+
+    def set_rollout(self, fields: dict[str, Any] | None) -> None:
+        """The rollout fields its status records carry from now on (reported at once)."""
+        if fields != self.rollout:
+            self.rollout = fields
+            self._wake.set()
 
     @property
     def good_digests(self) -> set[str]:
@@ -735,6 +749,16 @@ class AppRunner:
     def _report(self) -> None:
         status = self.status()
         now = self.ctx.clock()
+        # Since when it has been ready without a break (the hub's minReadySeconds).
+        if status["ready"]:
+            if self._ready_since is None or self._ready_revision != status["revision"]:
+                self._ready_since = round(self.ctx.wall(), 3)
+                self._ready_revision = status["revision"]
+        else:
+            self._ready_since = None
+        status["readySince"] = self._ready_since
+        if self.rollout is not None:
+            status.update(self.rollout)
         if status == self._sent:
             self._report_due = None
             return

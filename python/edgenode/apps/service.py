@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -35,6 +36,20 @@ from edgenode.apps.limits import Cgroups, app_cgroup_from_json, detect, remove_p
 from edgenode.apps.logs import AppLogs
 from edgenode.apps.plan import APP_KIND, Plan, make_plan
 from edgenode.apps.process import KILL_WAIT_SECONDS, leftovers, stop_leftovers
+from edgenode.apps.rollout import (
+    ASSIGNMENT_KIND,
+    TERMINAL_REASONS,
+    Revision,
+    RolloutRecord,
+    assign,
+    assigned_revision,
+    assignment_name,
+    kept_digests,
+    next_check,
+    observe,
+    record_key,
+    step,
+)
 from edgenode.apps.runner import AppRunner, Context
 from edgenode.apps.spec import DEFAULT_GRACE_SECONDS, AppSpecError, app_from_body
 from edgenode.apps.state import (
@@ -45,9 +60,9 @@ from edgenode.apps.state import (
     work_dir,
     write_summary,
 )
-from edgenode.apps.supervisor import Timing
+from edgenode.apps.supervisor import FAILED, Timing
 from edgenode.apps.workdir import remove_tree
-from edgenode.service import DesiredRow, NodeHost
+from edgenode.service import DesiredResource, DesiredRow, NodeHost
 
 if TYPE_CHECKING:
     from edgenode.config import Config, MqttSection
@@ -76,7 +91,7 @@ class AppService:
     """Runs and supervises the node's Apps (``edgenode.service.NodeService``)."""
 
     name: Final = "apps"
-    kinds: Final = frozenset({APP_KIND})
+    kinds: Final = frozenset({APP_KIND, ASSIGNMENT_KIND})
 
     def __init__(
         self,
@@ -97,6 +112,11 @@ class AppService:
         self._dirty = True
         self._summary: dict[str, dict[str, Any]] = {}
         self._mechanism = "rlimit"
+        self.rollouts: dict[str, RolloutRecord] = {}
+        """Staged Apps' rollout records (``rollout.py``), as committed to the store."""
+        self._problems: dict[str, tuple[int, str, bool]] = {}
+        """Per staged App: (revision, what is wrong with it, no retry can fix it)."""
+        self._clock = time.time
         if configs is not None:
             configs.listen(self._config_changed)
 
@@ -123,10 +143,14 @@ class AppService:
             await self._clean_leftovers(ctx)
             while True:
                 self._wake.clear()
+                self._check_rollouts(ctx.host)
                 if self._dirty:
                     self._dirty = False
                     self._reconcile(ctx)
-                await self._wake.wait()
+                checks = [t for r in self.rollouts.values() if (t := next_check(r)) is not None]
+                timeout = max(0.0, min(checks) - self._clock()) if checks else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             await self._stop_all()
 
@@ -209,6 +233,8 @@ class AppService:
             with contextlib.suppress(OSError):
                 save_state(self.data_dir, state)
         if not wanted:
+            with contextlib.suppress(Exception):
+                ctx.host.store.delete_twin(record_key(name))  # its rollout record
             if cgroup is not None:
                 cgroup.remove()
             if ctx.cgroups is not None:
@@ -221,17 +247,151 @@ class AppService:
     # --- Reconciling ----------------------------------------------------------------------------
 
     def plans(self, host: NodeHost) -> dict[str, Plan]:
-        """Every desired App as this node would run it now."""
+        """Every desired App as this node would run it now (a staged App: the revision
+        its rollout record says, after taking in its assignment)."""
         current: dict[str, ConfigEntry] = dict(self.configs.current) if self.configs else {}
         plans: dict[str, Plan] = {}
+        assignments = {r.name: r for r in host.desired(ASSIGNMENT_KIND)}
+        staged: set[str] = set()
         for resource in host.desired(APP_KIND):
             if not APP_NAME.fullmatch(resource.name):
                 # Its name becomes a folder: never trust it (the hub refuses such names).
                 log.error("App %r is not runnable here: not a resource name", resource.name[:80])
                 continue
+            if "strategy" in resource.spec:
+                staged.add(resource.name)
+                revision = self._staged(host, resource, assignments)
+                if revision is None:
+                    continue  # not assigned here yet, or stopped after a failed first one
+                resource = DesiredResource(resource.key, resource.revision, dict(revision.body))
             plan = make_plan(resource, current)
             plans[plan.name] = plan
+        for name in set(self.rollouts) - staged:
+            self._forget(host, name)
         return plans
+
+    # --- Staged rollouts (rollout.py) ---------------------------------------------------------
+
+    def _record(self, host: NodeHost, name: str) -> RolloutRecord:
+        record = self.rollouts.get(name)
+        if record is None:
+            data: bytes | None = None
+            with contextlib.suppress(Exception):
+                data = host.store.get_twin(record_key(name))
+            record = RolloutRecord.decode(data, self._clock())
+            self.rollouts[name] = record
+            if data and record.encode() != data:  # this start counted (or a damaged one)
+                try:
+                    host.commit([(record_key(name), record.encode())], [])
+                except Exception as exc:
+                    log.error("App %s: cannot store its rollout record: %s", name, exc)
+        return record
+
+    def _staged(
+        self, host: NodeHost, app: DesiredResource, assignments: dict[str, DesiredResource]
+    ) -> Revision | None:
+        """What a staged App runs here: its record after its assignment and its runner's
+        reports are taken in (committed when it changed)."""
+        name = app.name
+        record = self._record(host, name)
+        if record == RolloutRecord():
+            record = self._adopt(name, record)
+        found = assignments.get(assignment_name(name, self.config.node.name))
+        offered = None
+        if found is not None and found.spec.get("app") == name:
+            offered = assigned_revision(app.body, found.body)
+            if offered is None:
+                log.error("App %s: its assignment is malformed: ignored", name)
+        now = self._clock()
+        record = assign(record, offered, now)
+        revision, problem, terminal = self._problems.get(name, (0, "", False))
+        if revision != record.revision:
+            problem, terminal = "", False
+        record = step(record, now, problem, terminal)
+        self._keep(host, name, record)
+        return record.current
+
+    def _adopt(self, name: str, record: RolloutRecord) -> RolloutRecord:
+        """An App that ran unstaged here before it had a strategy: what it runs is the
+        good revision (it keeps running until the hub assigns another)."""
+        runner = self.runners.get(name)
+        body: dict[str, Any] | None = None
+        revision = 0
+        if runner is not None and runner.plan.spec is not None:
+            body, revision = dict(runner.plan.spec.body), runner.plan.revision
+        else:
+            state = load_state(self.data_dir, name)
+            current = state.current if state is not None else None
+            if current is not None and isinstance(current.get("body"), dict):
+                body, revision = current["body"], int(current.get("revision") or 0)
+        if body is None or revision < 1:
+            return record
+        return RolloutRecord(Revision(revision, body), self._clock(), confirmed=True)
+
+    def _keep(self, host: NodeHost, name: str, record: RolloutRecord) -> None:
+        """Take ``record`` as the App's: committed to the store first when what it says
+        changed (a failed commit is logged; the record is tried again at the next change),
+        then the runner's status fields."""
+        before = self.rollouts.get(name)
+        self.rollouts[name] = record
+        if before is None or before.to_json() != record.to_json():
+            if before is not None and before.revision != record.revision:
+                if record.rolled_back and record.revision is not None:
+                    log.warning("App %s: %s", name, record.reason)
+                elif record.current is None:
+                    log.error("App %s: %s", name, record.reason)
+                else:
+                    log.info("App %s: switching to revision %d", name, record.revision)
+            elif before is not None and record.confirmed and not before.confirmed:
+                log.info("App %s: revision %s confirmed", name, record.revision)
+            try:
+                host.commit([(record_key(name), record.encode())], [])
+            except Exception as exc:
+                log.error("App %s: cannot store its rollout record: %s", name, exc)
+        runner = self.runners.get(name)
+        if runner is not None:
+            runner.set_rollout(record.report())
+
+    def _forget(self, host: NodeHost, name: str) -> None:
+        """The App is gone or no longer staged: so is its record."""
+        self.rollouts.pop(name, None)
+        self._problems.pop(name, None)
+        with contextlib.suppress(Exception):
+            host.store.delete_twin(record_key(name))
+
+    def _check_rollouts(self, host: NodeHost) -> None:
+        """Time passed: confirm or roll back; reconcile when a current revision changed."""
+        now = self._clock()
+        for name, record in list(self.rollouts.items()):
+            revision, problem, terminal = self._problems.get(name, (0, "", False))
+            if revision != record.revision:
+                problem, terminal = "", False
+            after = step(record, now, problem, terminal)
+            if after is not record:
+                self._keep(host, name, after)
+                if after.revision != record.revision or after.good != record.good:
+                    self._dirty = True  # what runs, or the artifacts to keep, changed
+
+    def _observe(self, name: str, status: dict[str, Any]) -> None:
+        """A staged App's runner reported: its readiness and what is wrong with it."""
+        record = self.rollouts.get(name)
+        if record is None:
+            return
+        revision = status.get("revision")
+        ready_since = status.get("readySince") if status.get("ready") is True else None
+        if not status.get("ready") and isinstance(revision, int):
+            words = [str(status.get("phase") or "")]
+            if status.get("reason"):
+                words.append(f"({status['reason']})")
+            if status.get("message"):
+                words.append(str(status["message"]))
+            terminal = status.get("phase") == FAILED and status.get("reason") in TERMINAL_REASONS
+            self._problems[name] = (revision, " ".join(w for w in words if w), terminal)
+        after = observe(record, revision if isinstance(revision, int) else None, ready_since)
+        if after is not record:
+            self.rollouts[name] = after
+        if self._wake is not None:
+            self._wake.set()
 
     def _reconcile(self, ctx: Context) -> None:
         plans = self.plans(ctx.host)
@@ -240,6 +400,8 @@ class AppService:
             keep |= plan.digests
         for runner in self.runners.values():
             keep |= runner.good_digests
+        for record in self.rollouts.values():
+            keep |= kept_digests(record)
         with contextlib.suppress(Exception):
             ctx.host.artifacts.keep(keep)
         for name, runner in list(self.runners.items()):
@@ -257,6 +419,9 @@ class AppService:
 
     def _add(self, ctx: Context, plan: Plan) -> None:
         runner = AppRunner(ctx, plan, load_state(self.data_dir, plan.name))
+        record = self.rollouts.get(plan.name)
+        if record is not None:
+            runner.set_rollout(record.report())
         self.runners[plan.name] = runner
         task = asyncio.create_task(runner.run(), name=f"app-{plan.name}")
         self._tasks[plan.name] = task
@@ -293,10 +458,15 @@ class AppService:
         if status is None:
             self._summary.pop(name, None)
         else:
-            self._summary[name] = {
+            self._observe(name, status)
+            entry = {
                 key: status[key]
                 for key in ("phase", "ready", "restarts", "revision", "reason", "pid", "runtime")
             }
+            if status.get("rolledBack"):
+                entry["rolledBack"] = True
+                entry["failedRevision"] = status.get("failedRevision")
+            self._summary[name] = entry
         self._write_summary()
 
     def _write_summary(self) -> None:

@@ -141,7 +141,9 @@ def store_summary(db_path: Path) -> dict[str, Any]:
         resources = db.execute(
             "SELECT key, revision FROM resources WHERE data IS NOT NULL ORDER BY key"
         ).fetchall()
-        twins = db.execute("SELECT count(*) FROM twins").fetchone()[0]
+        twins = db.execute(  # '@' keys are the node's own records (App rollouts)
+            "SELECT count(*) FROM twins WHERE device NOT LIKE '@%'"
+        ).fetchone()[0]
         count, oldest = db.execute("SELECT count(*), min(created) FROM outbox").fetchone()
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: not a readable edgenode store: {exc}") from None
@@ -291,6 +293,7 @@ def _configs_text(configs: dict[str, Any]) -> str:
 
 def _apps_text(apps: dict[str, Any] | None) -> list[str]:
     """``apps:      2 (sampler Running ready, web CrashLoopBackOff: Error, 4 restarts)``
+    (a staged App that rolled back: ``, rolled back from revision 3``)
     and a line on the container engine."""
     if apps is None:
         return []
@@ -306,6 +309,8 @@ def _apps_text(apps: dict[str, Any] | None) -> list[str]:
             text += f": {app.get('reason')}"
         if app.get("restarts"):
             text += f", {app.get('restarts')} restarts"
+        if app.get("rolledBack"):
+            text += f", rolled back from revision {app.get('failedRevision')}"
         shown.append(text)
     if len(entries) > MAX_SHOWN_DEVICES:
         shown.append(f"... ({len(entries) - MAX_SHOWN_DEVICES} more)")

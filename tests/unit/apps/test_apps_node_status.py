@@ -42,6 +42,12 @@ def test_the_apps_lines_of_edgenode_status(tmp_path: Path):
     assert stopped is not None
     assert stopped["stale"] is True
     assert _apps_text(stopped)[0].endswith("; as last recorded (the daemon is not running)")
+    rolled = {**SUMMARY, "apps": {"svc": {"phase": "Running", "ready": True, "revision": 2,
+                                          "rolledBack": True, "failedRevision": 3}}}  # fmt: skip
+    (tmp_path / "apps.json").write_text(json.dumps(rolled))
+    assert _apps_text(_apps(tmp_path, 4242))[0] == (
+        "apps:      1 (svc Running ready, rolled back from revision 3)"
+    )
     assert _apps(tmp_path / "nowhere", 1) is None
     assert _apps_text(None) == []
 

@@ -46,6 +46,7 @@ def test_status_reads_the_store_without_writing_it(tmp_path):
     store.apply_changes([("Config/a", 3, b"{}"), ("Config/b", 4, None)], 4)
     store.append(b"x" * 10, 5)
     store.put_twin("dev-1", b"{}")
+    store.put_twin("@app-rollout/svc", b"{}")  # the node's own record: not a device
     store.close()
     before = (tmp_path / "node.db").read_bytes()
     write_pid_file(tmp_path)  # this test process stands in for a daemon
