@@ -56,6 +56,7 @@ from edgenode.service import OutRecord
 from edgenode.store import Store
 
 READY = "node ready"
+HOLDING = "node holding"
 TIMEOUT = 300.0
 """Seconds any one phase (publishing, a drain) may take before the run fails."""
 WINDOW = 50
@@ -91,9 +92,13 @@ def report(device: str, seq: int) -> bytes:
 # --------------------------------------------------------------------- node ----
 
 
-async def node_main(port: int, db: str, devices: int, expect: int) -> None:
+async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = False) -> None:
     """Serve until ``expect`` reports are in the outbox (0: connect once and stop), then
-    print when each was appended and the CPU time between the first and last append."""
+    print when each was appended and the CPU time between the first and last append
+    (``hold``: wait for a line on stdin before connecting, for a profiler to attach)."""
+    if hold:
+        print(HOLDING, flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
     store = Store(db)
     specs = [DeviceSpec(f"dev{i}", DESIRED) for i in range(devices)]
     me = psutil.Process()
@@ -139,16 +144,36 @@ async def node_main(port: int, db: str, devices: int, expect: int) -> None:
 
 
 class Node:
-    """The node process of one measurement."""
+    """The node process of one measurement (``profile``: py-spy samples it into that
+    file, collapsed stacks, from READY until it exits)."""
 
-    def __init__(self, port: int, db: Path, devices: int, expect: int) -> None:
+    def __init__(
+        self, port: int, db: Path, devices: int, expect: int, profile: Path | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--node", "--port", str(port), "--db", str(db),
-             "--devices", str(devices), "--expect", str(expect)],
+             "--devices", str(devices), "--expect", str(expect),
+             *(["--hold"] if profile is not None else [])],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
+        assert self.process.stdin is not None
+        self.profiler: subprocess.Popen[bytes] | None = None
+        if profile is not None:
+            # The node waits (imports done, nothing connected) until py-spy is attached.
+            if self.process.stdout.readline().strip() != HOLDING:
+                raise RuntimeError("the node did not start")
+            self.profiler = subprocess.Popen(
+                [py_spy(), "record", "--pid", str(self.process.pid), "--rate", "500",
+                 "--format", "raw", "--output", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(2.0)
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
         if self.process.stdout.readline().strip() != READY:
             raise RuntimeError("the node did not start")
 
@@ -156,12 +181,23 @@ class Node:
         out, _ = self.process.communicate(timeout=TIMEOUT)
         if self.process.returncode != 0:
             raise RuntimeError(f"the node failed ({self.process.returncode})")
+        if self.profiler is not None:
+            self.profiler.wait(timeout=60)
         return json.loads(out.strip().splitlines()[-1])
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+        if self.profiler is not None and self.profiler.poll() is None:
+            self.profiler.kill()
+            self.profiler.wait(timeout=10)
+
+
+def py_spy() -> str:
+    """py-spy next to this Python (``pip install py-spy`` into the venv)."""
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else "py-spy"
 
 
 # ------------------------------------------------------------------ devices ----
@@ -264,7 +300,12 @@ def ceiling_command(port: int, *extra: str) -> list[str]:
 
 
 def backlog_run(
-    devices: int, reports: int, workdir: Path, max_inflight: int, nodelay: bool
+    devices: int,
+    reports: int,
+    workdir: Path,
+    max_inflight: int,
+    nodelay: bool,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     total = devices * reports
     db = workdir / f"backlog-{devices}.db"
@@ -281,7 +322,7 @@ def backlog_run(
             stdout=subprocess.DEVNULL,
         )
         ceiling_s = time.perf_counter() - started
-        node = Node(port, db, devices, total)
+        node = Node(port, db, devices, total, profile)
         try:
             result = node.result()
         finally:
@@ -330,13 +371,14 @@ def run(
     workdir: Path,
     max_inflight: int,
     nodelay: bool,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
         "devices": devices,
         "max_inflight_messages": max_inflight,
         "broker_tcp_nodelay": nodelay,
     }
-    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay)
+    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay, profile)
     result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay)
     return result
 
@@ -368,13 +410,20 @@ def main() -> None:
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the node during the backlog drain: collapsed stacks into this file "
+        "(one N; see bench/profile_top.py)",
+    )
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.node:
-        asyncio.run(node_main(args.port, args.db, args.devices, args.expect))
+        asyncio.run(node_main(args.port, args.db, args.devices, args.expect, args.hold))
         return
     # A single run paces as many reports as its backlog had (the smoke test stays quick).
     paced = args.paced_reports or (
@@ -393,6 +442,7 @@ def main() -> None:
                 Path(workdir),
                 args.max_inflight,
                 not args.broker_nagle,
+                args.profile,
             )
             show(result)
             runs.append(result)
