@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ import psutil
 from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
 from edgenode.devices.bus import StoreCommit
-from edgenode.service import OutRecord
+from edgenode.devtwin import BatchResult
+from edgenode.service import BatchTarget
 from edgenode.store import Store
 
 READY = "node ready"
@@ -102,29 +103,30 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
     store = Store(db)
     specs = [DeviceSpec(f"dev{i}", DESIRED) for i in range(devices)]
     me = psutil.Process()
-    appended: list[tuple[float, bytes]] = []
+    commits: list[tuple[float, int]] = []
+    total = 0
     done = asyncio.Event()
     cpu_at_first = 0.0
 
-    class TimedCommit(StoreCommit):
-        """What the daemon's commit port does (one transaction per batch, records in the
-        node's envelope), noting when each record was committed."""
+    class TimedLayer(DeviceLayer):
+        """The device layer noting when each batch of reports was committed (the core's
+        batch call commits before it returns); the reports are read after the run."""
 
-        def commit(
-            self, twins: Sequence[tuple[str, bytes]], records: Sequence[OutRecord]
-        ) -> list[int | None]:
-            nonlocal cpu_at_first
-            if not appended:
+        def _batch_in_core(
+            self, target: BatchTarget, messages: list[tuple[str, bytes, int, int]]
+        ) -> BatchResult:
+            nonlocal cpu_at_first, total
+            if not commits:
                 cpu_at_first = cpu_seconds(me)
-            seqs = super().commit(twins, records)
-            at = time.monotonic()
-            appended.extend((at, record.body) for record in records)
-            if len(appended) >= expect:
+            result = super()._batch_in_core(target, messages)
+            commits.append((time.monotonic(), messages))
+            total += result.counters.get("updates_accepted", 0)
+            if total >= expect:
                 done.set()
-            return seqs
+            return result
 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = DeviceLayer(store, settings, specs, [], TimedCommit(store, "bench"))
+    layer = TimedLayer(store, settings, specs, [], StoreCommit(store, "bench"))
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
@@ -137,9 +139,12 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
         await task
     store.close()
     appends = []
-    for at, payload in appended:
-        record = json.loads(payload)
-        appends.append((record["device"], record["reported"]["seq"], at))
+    for at, messages in commits:
+        for topic, payload, _, _ in messages:
+            if not topic.endswith("/twin/update"):
+                continue  # the broker's $SYS counters
+            seq = json.loads(payload)["reported"]["seq"]
+            appends.append((topic.split("/")[2], seq, at))
     print(json.dumps({"cpu_seconds": cpu, "stats": stats, "appends": appends}), flush=True)
 
 

@@ -87,7 +87,7 @@ fn extract_target(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
 #[pyclass(name = "TopicRouter", module = "edgenode._edgecore_fast")]
 #[derive(Default)]
 pub struct PyTopicRouter {
-    inner: router::TopicRouter,
+    pub(crate) inner: router::TopicRouter,
 }
 
 impl PyTopicRouter {
