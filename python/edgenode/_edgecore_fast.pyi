@@ -4,6 +4,7 @@
 results and exceptions (classes from :mod:`edgenode.errors`).
 """
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -29,6 +30,10 @@ class TopicRouter:
     def match_many(self, topics: Sequence[str]) -> list[list[int]]:
         """``[match(t) for t in topics]`` in one call (any iterable of str but a str
         itself, which raises TypeError; the first bad topic raises)."""
+    def match_flat(self, topics: Sequence[str]) -> tuple[array[int], array[int]]:
+        """``match_many`` flat: ``(ids, offsets)``, two ``array('q')``; the targets of
+        ``topics[i]`` are ``ids[offsets[i]:offsets[i + 1]]``. No Python object per topic
+        (no list for the garbage collector to walk); same errors as ``match_many``."""
     def __len__(self) -> int:
         """Number of (filter, target) pairs."""
 
