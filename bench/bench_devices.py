@@ -153,8 +153,17 @@ class Node:
     file, collapsed stacks, from READY until it exits)."""
 
     def __init__(
-        self, port: int, db: Path, devices: int, expect: int, profile: Path | None = None
+        self,
+        port: int,
+        db: Path,
+        devices: int,
+        expect: int,
+        profile: Path | None = None,
+        core: str | None = None,
     ) -> None:
+        env = dict(os.environ)
+        if core is not None:
+            env["EDGENODE_BACKEND"] = core
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--node", "--port", str(port), "--db", str(db),
              "--devices", str(devices), "--expect", str(expect),
@@ -162,6 +171,7 @@ class Node:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )  # fmt: skip
         assert self.process.stdout is not None
         assert self.process.stdin is not None
@@ -311,6 +321,7 @@ def backlog_run(
     max_inflight: int,
     nodelay: bool,
     profile: Path | None = None,
+    core: str | None = None,
 ) -> dict[str, Any]:
     total = devices * reports
     db = workdir / f"backlog-{devices}.db"
@@ -327,7 +338,7 @@ def backlog_run(
             stdout=subprocess.DEVNULL,
         )
         ceiling_s = time.perf_counter() - started
-        node = Node(port, db, devices, total, profile)
+        node = Node(port, db, devices, total, profile, core)
         try:
             result = node.result()
         finally:
@@ -346,12 +357,18 @@ def backlog_run(
 
 
 def paced_run(
-    devices: int, total: int, rate: float, workdir: Path, max_inflight: int, nodelay: bool
+    devices: int,
+    total: int,
+    rate: float,
+    workdir: Path,
+    max_inflight: int,
+    nodelay: bool,
+    core: str | None = None,
 ) -> dict[str, Any]:
     db = workdir / f"paced-{devices}.db"
     sent: dict[tuple[str, int], float] = {}
     with broker(workdir, max_inflight, nodelay) as port:
-        node = Node(port, db, devices, total)
+        node = Node(port, db, devices, total, core=core)
         try:
             asyncio.run(asyncio.wait_for(publish_paced(port, devices, total, rate, sent), TIMEOUT))
             result = node.result()
@@ -377,14 +394,16 @@ def run(
     max_inflight: int,
     nodelay: bool,
     profile: Path | None = None,
+    core: str | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
+        "backend": core or backend,
         "devices": devices,
         "max_inflight_messages": max_inflight,
         "broker_tcp_nodelay": nodelay,
     }
-    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay, profile)
-    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay)
+    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay, profile, core)
+    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay, core)
     return result
 
 
@@ -416,6 +435,11 @@ def main() -> None:
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
     parser.add_argument(
+        "--backends",
+        help="comma-separated: the node's core for each run (rust,python: both, same run); "
+        "default: the chosen one",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="py-spy the node during the backlog drain: collapsed stacks into this file "
@@ -435,26 +459,31 @@ def main() -> None:
         int(args.rate * DEFAULT_PACED_SECONDS) if args.sweep else args.devices * args.reports
     )
     sizes = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.devices]
+    cores: list[str | None] = (
+        [name.strip() for name in args.backends.split(",")] if args.backends else [None]
+    )
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         for n in sizes:
-            reports = max(1, args.backlog // n) if args.sweep else args.reports
-            result = run(
-                n,
-                reports,
-                args.rate,
-                paced,
-                Path(workdir),
-                args.max_inflight,
-                not args.broker_nagle,
-                args.profile,
-            )
-            show(result)
-            runs.append(result)
+            for core in cores:
+                reports = max(1, args.backlog // n) if args.sweep else args.reports
+                result = run(
+                    n,
+                    reports,
+                    args.rate,
+                    paced,
+                    Path(workdir),
+                    args.max_inflight,
+                    not args.broker_nagle,
+                    args.profile,
+                    core,
+                )
+                show(result)
+                runs.append(result)
     output: dict[str, Any] = {
         "backend": backend,
         "load_average": os.getloadavg(),
-        **({"runs": runs} if args.sweep else runs[0]),
+        **({"runs": runs} if args.sweep or len(runs) > 1 else runs[0]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=2) + "\n")
