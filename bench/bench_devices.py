@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,11 @@ from edgenode import backend
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
 from edgenode.devices.bus import StoreCommit
 from edgenode.devtwin import BatchResult
-from edgenode.service import BatchTarget
+from edgenode.service import BatchTarget, OutRecord
 from edgenode.store import Store
 
+VIA_PORT_ENV = "EDGENODE_BENCH_VIA_PORT"
+"""Set to 1 (``--via-port``): the node commits through its port, as before the batch call."""
 READY = "node ready"
 HOLDING = "node holding"
 TIMEOUT = 300.0
@@ -103,7 +105,7 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
     store = Store(db)
     specs = [DeviceSpec(f"dev{i}", DESIRED) for i in range(devices)]
     me = psutil.Process()
-    commits: list[tuple[float, int]] = []
+    commits: list[tuple[float, Any]] = []
     total = 0
     done = asyncio.Event()
     cpu_at_first = 0.0
@@ -125,8 +127,28 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
                 done.set()
             return result
 
+    class TimedCommit(StoreCommit):
+        """``--via-port``: the path before the core's batch call (the whole batch through
+        TwinService, then the port's commit), noting when each twin record was committed."""
+
+        def commit(
+            self, twins: Sequence[tuple[str, bytes]], records: Sequence[OutRecord]
+        ) -> list[int | None]:
+            nonlocal cpu_at_first, total
+            if not commits:
+                cpu_at_first = cpu_seconds(me)
+            seqs = super().commit(twins, records)
+            bodies = [record.body for record in records if record.kind == "twin"]
+            commits.append((time.monotonic(), bodies))
+            total += len(bodies)
+            if total >= expect:
+                done.set()
+            return seqs
+
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = TimedLayer(store, settings, specs, [], StoreCommit(store, "bench"))
+    via_port = os.environ.get(VIA_PORT_ENV) == "1"
+    port_ = TimedCommit(store, "bench") if via_port else StoreCommit(store, "bench")
+    layer = TimedLayer(store, settings, specs, [], port_)
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
@@ -139,8 +161,13 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
         await task
     store.close()
     appends = []
-    for at, messages in commits:
-        for topic, payload, _, _ in messages:
+    for at, items in commits:
+        for item in items:
+            if via_port:  # a twin record's body
+                record = json.loads(item)
+                appends.append((record["device"], record["reported"]["seq"], at))
+                continue
+            topic, payload, _, _ = item
             if not topic.endswith("/twin/update"):
                 continue  # the broker's $SYS counters
             seq = json.loads(payload)["reported"]["seq"]
@@ -435,6 +462,12 @@ def main() -> None:
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
     parser.add_argument(
+        "--via-port",
+        action="store_true",
+        help="the path before the core's batch call (TwinService per batch, the port's "
+        "commit): an A/B of the batch call in the same minutes",
+    )
+    parser.add_argument(
         "--backends",
         help="comma-separated: the node's core for each run (rust,python: both, same run); "
         "default: the chosen one",
@@ -454,6 +487,8 @@ def main() -> None:
     if args.node:
         asyncio.run(node_main(args.port, args.db, args.devices, args.expect, args.hold))
         return
+    if args.via_port:
+        os.environ[VIA_PORT_ENV] = "1"  # the node processes inherit it
     # A single run paces as many reports as its backlog had (the smoke test stays quick).
     paced = args.paced_reports or (
         int(args.rate * DEFAULT_PACED_SECONDS) if args.sweep else args.devices * args.reports
@@ -482,6 +517,7 @@ def main() -> None:
                 runs.append(result)
     output: dict[str, Any] = {
         "backend": backend,
+        "path": "port" if args.via_port else "batch call",
         "load_average": os.getloadavg(),
         **({"runs": runs} if args.sweep or len(runs) > 1 else runs[0]),
     }

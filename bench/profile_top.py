@@ -25,6 +25,34 @@ def frame_name(frame: str) -> str:
     return head
 
 
+def package(frame: str) -> str:
+    """Which part of the node a frame is in (by its file's path)."""
+    if "aiomqtt" in frame:
+        return "aiomqtt"
+    if "/paho/" in frame or "mqtt/" in frame:
+        return "paho-mqtt"
+    if any(part in frame for part in ("asyncio", "selectors", "threading", "socket.py")):
+        return "asyncio and the stdlib around the loop"
+    if "edgenode" in frame:
+        return "edgenode"
+    if "json" in frame:
+        return "json"
+    return "other"
+
+
+def by_package(path: Path) -> tuple[int, Counter[str]]:
+    """Samples by the package of their innermost frame."""
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        total += int(count_text)
+        counts[package(stack.split(";")[-1])] += int(count_text)
+    return total, counts
+
+
 def summarize(path: Path) -> tuple[int, Counter[str], Counter[str]]:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -48,7 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--packages", action="store_true", help="own time by package")
     args = parser.parse_args()
+    if args.packages:
+        total, counts = by_package(args.profile)
+        for name, count in counts.most_common():
+            print(f"  {100 * count / total:5.1f}%  {name}")
+        return
     total, own, inclusive = summarize(args.profile)
     print(f"{total} samples")
     print("own time:")
