@@ -50,7 +50,7 @@ import aiomqtt
 import psutil
 
 from edgenode import backend
-from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
+from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.bus import StoreCommit
 from edgenode.devtwin import BatchResult
 from edgenode.service import BatchTarget, OutRecord
@@ -68,7 +68,12 @@ CONNECT_CONCURRENCY = 100
 """Device connections opened at once (1,000 at once would only queue in the kernel)."""
 CLIENT_ID = "bench-node"
 CEILING_ID = "bench-ceiling"
-REPORT_TOPIC = "$edge/devices/{}/twin/update"
+TELEMETRY_ENV = "EDGENODE_BENCH_TELEMETRY"
+"""Set to 1 (``--telemetry``): the devices send telemetry through an upstream route."""
+TELEMETRY = os.environ.get(TELEMETRY_ENV) == "1"
+REPORT_TOPIC = "$edge/devices/{}/telemetry/t" if TELEMETRY else "$edge/devices/{}/twin/update"
+TELEMETRY_ROUTE = "$edge/devices/+/telemetry/#"
+"""``--telemetry``: the node's upstream route (priority 4) for what the devices send."""
 DESIRED: dict[str, Any] = {"mode": "eco", "target": 21}
 DEFAULT_BACKLOG = 20_000
 """Reports in a sweep's backlog, whatever N (each device sends backlog / N)."""
@@ -122,7 +127,7 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
                 cpu_at_first = cpu_seconds(me)
             result = super()._batch_in_core(target, messages)
             commits.append((time.monotonic(), messages))
-            total += result.counters.get("updates_accepted", 0)
+            total += result.appended
             if total >= expect:
                 done.set()
             return result
@@ -138,7 +143,7 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
             if not commits:
                 cpu_at_first = cpu_seconds(me)
             seqs = super().commit(twins, records)
-            bodies = [record.body for record in records if record.kind == "twin"]
+            bodies = [r.body for r in records if r.kind in ("twin", "telemetry")]
             commits.append((time.monotonic(), bodies))
             total += len(bodies)
             if total >= expect:
@@ -148,7 +153,8 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
     via_port = os.environ.get(VIA_PORT_ENV) == "1"
     port_ = TimedCommit(store, "bench") if via_port else StoreCommit(store, "bench")
-    layer = TimedLayer(store, settings, specs, [], port_)
+    routes = [RouteSpec(TELEMETRY_ROUTE, priority=4)] if TELEMETRY else []
+    layer = TimedLayer(store, settings, specs, routes, port_)
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
@@ -163,13 +169,14 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
     appends = []
     for at, items in commits:
         for item in items:
-            if via_port:  # a twin record's body
+            if via_port:  # a twin or telemetry record's body
                 record = json.loads(item)
-                appends.append((record["device"], record["reported"]["seq"], at))
+                sent = json.loads(record["payload"]) if TELEMETRY else record
+                appends.append((record["device"], sent["reported"]["seq"], at))
                 continue
             topic, payload, _, _ = item
-            if not topic.endswith("/twin/update"):
-                continue  # the broker's $SYS counters
+            if not topic.endswith(REPORT_TOPIC.split("{}")[1]):
+                continue  # the broker's counters, the node's own retained deltas
             seq = json.loads(payload)["reported"]["seq"]
             appends.append((topic.split("/")[2], seq, at))
     print(json.dumps({"cpu_seconds": cpu, "stats": stats, "appends": appends}), flush=True)
@@ -462,6 +469,12 @@ def main() -> None:
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
     parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="the devices send telemetry (the same JSON) through an upstream route instead "
+        "of twin reports",
+    )
+    parser.add_argument(
         "--via-port",
         action="store_true",
         help="the path before the core's batch call (TwinService per batch, the port's "
@@ -489,6 +502,10 @@ def main() -> None:
         return
     if args.via_port:
         os.environ[VIA_PORT_ENV] = "1"  # the node processes inherit it
+    if args.telemetry:
+        os.environ[TELEMETRY_ENV] = "1"  # the node processes inherit it
+        global REPORT_TOPIC
+        REPORT_TOPIC = "$edge/devices/{}/telemetry/t"
     # A single run paces as many reports as its backlog had (the smoke test stays quick).
     paced = args.paced_reports or (
         int(args.rate * DEFAULT_PACED_SECONDS) if args.sweep else args.devices * args.reports
@@ -518,6 +535,7 @@ def main() -> None:
     output: dict[str, Any] = {
         "backend": backend,
         "path": "port" if args.via_port else "batch call",
+        "messages": "telemetry via an upstream route" if args.telemetry else "twin reports",
         "load_average": os.getloadavg(),
         **({"runs": runs} if args.sweep or len(runs) > 1 else runs[0]),
     }
