@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from edgenode.backoff import Backoff
 from edgenode.devices.actions import Action, Publish, Uplink
@@ -594,18 +595,22 @@ class DeviceLayer:
     ) -> None:
         """Publish (topic, payload, retain, qos) in order and wait for the broker's acks.
 
-        The sync part of each publish (handing the packet to paho) runs in task order,
-        so the broker sees them in order; only the PUBACK waits overlap. At most
-        MAX_BATCH at a time (a resync of 1,000 devices' deltas would otherwise exceed
-        aiomqtt's pending_calls_threshold and log a warning per publish)."""
+        Each packet is handed to paho in order, so the broker sees them in order; then ONE
+        wait covers the acknowledgements of the whole chunk (aiomqtt's own ``publish``
+        costs a task, an event and a ``wait_for`` per message: most of a reply's cost).
+        At most MAX_BATCH at a time (a resync of 1,000 devices' deltas)."""
+        pending: dict[int, Any] | None = getattr(client, "_pending_publishes", None)
         for first in range(0, len(publishes), MAX_BATCH):
             chunk = publishes[first : first + MAX_BATCH]
-            await asyncio.gather(
-                *(
-                    client.publish(topic, payload, qos=qos, retain=retain)
-                    for topic, payload, retain, qos in chunk
+            if pending is None:  # an aiomqtt without it: its publish, one by one
+                await asyncio.gather(
+                    *(
+                        client.publish(topic, payload, qos=qos, retain=retain)
+                        for topic, payload, retain, qos in chunk
+                    )
                 )
-            )
+            else:
+                await _publish_chunk(client, pending, chunk)
             self.counters["published"] += len(chunk)
 
     # ------------------------------------------------------------ out-of-band ----
@@ -631,6 +636,51 @@ class DeviceLayer:
         except aiomqtt.MqttError as exc:
             # The next connect resyncs every delta and subscription.
             log.warning("MQTT operation failed (will resync on reconnect): %s", exc)
+
+
+class _Acks:
+    """The broker's acknowledgements of a chunk of publishes, counted down: aiomqtt calls
+    ``set()`` once per acknowledged message id it finds in ``_pending_publishes``."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.done = asyncio.Event()
+
+    def set(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.done.set()
+
+
+async def _publish_chunk(
+    client: aiomqtt.Client,
+    pending: dict[int, Any],
+    chunk: Sequence[tuple[str, bytes, bool, int]],
+) -> None:
+    """Hand every publish of ``chunk`` to paho, in order, then wait once for the broker's
+    acknowledgements of all of them (MqttError after OPERATION_TIMEOUT, as aiomqtt's
+    ``publish`` does; MqttCodeError if paho refuses one, e.g. disconnected)."""
+    paho = client._client
+    acks = _Acks()
+    mids: list[int] = []
+    try:
+        for topic, payload, retain, qos in chunk:
+            info = paho.publish(topic, payload, qos, retain)
+            if info.rc != MQTT_ERR_SUCCESS:
+                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+            if qos > 0 and not info.is_published():
+                pending[info.mid] = acks
+                mids.append(info.mid)
+                acks.waiting += 1
+        if mids:
+            try:
+                await asyncio.wait_for(acks.done.wait(), OPERATION_TIMEOUT)
+            except TimeoutError:
+                raise aiomqtt.MqttError("Operation timed out") from None
+    finally:
+        for mid in mids:
+            if pending.get(mid) is acks:
+                del pending[mid]
 
 
 def _nothing(priority: int, count: int) -> None:

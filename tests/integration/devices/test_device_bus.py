@@ -589,14 +589,15 @@ def test_records_the_full_outbox_refuses_are_counted_while_the_rest_of_the_batch
 def test_a_batch_the_core_could_not_commit_is_delivered_again(broker, tmp_path):
     """The core's batch call (the hot path) meeting a real failure: another process
     holds the database's write lock past the busy timeout, so the batch's commit fails
-    (StoreError "database is locked"). Nothing is acknowledged; once the lock is gone the
-    broker delivers the report again and it is applied once, from the stored twin.
+    (StoreError "database is locked"). Nothing is acknowledged; the broker delivers the
+    report again, the retry gets the lock once it is released, and the report is applied
+    once, from the stored twin.
     (Another process: POSIX locks do not separate connections of one process that use
     two copies of SQLite, the extension's and Python's.)"""
     path = tmp_path / "locked.db"
     store = Store(str(path))
     blocker = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(path)],
+        [sys.executable, "-c", LOCK_HOLDER, str(path), str(LOCK_SECONDS)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -614,8 +615,6 @@ def test_a_batch_the_core_could_not_commit_is_delivered_again(broker, tmp_path):
             assert blocker.stdout.readline().strip() == "locked"
             await lamp.publish("twin/update", {"reported": {"mode": "eco"}, "clientToken": "u"})
             await eventually(lambda: layer.stats().get("commit_failures", 0) == 1, 15)
-            blocker.stdin.write("release\n")
-            blocker.stdin.flush()
             reply = await lamp.next_json("twin/update/accepted")
             assert (reply["clientToken"], reply["version"]) == ("u", 1)
             await eventually(lambda: len(outbox(store)) == 1)
@@ -637,12 +636,16 @@ def test_a_batch_the_core_could_not_commit_is_delivered_again(broker, tmp_path):
         store.close()
 
 
+LOCK_SECONDS = 6.5
+"""How long the lock holder keeps the write lock: longer than the store's busy timeout
+(5 s, so the first commit fails), shorter than twice it (so the retry, waiting for the
+lock, succeeds): exactly one failure however fast the node reconnects."""
 LOCK_HOLDER = """
-import sqlite3, sys
+import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 sys.stdin.readline()
 db.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
-sys.stdin.readline()
+time.sleep(float(sys.argv[2]))
 db.execute("ROLLBACK")
 """
