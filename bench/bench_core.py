@@ -6,7 +6,10 @@ here, never asserted in tests: the machines are shared and noisy.
 
 Workloads (from the foundation issue):
 - router: 10,000 filters (mixed exact / ``+`` / ``#``), 1,000,000 topics matched
-  with ``match_many`` in batches of 1,000;
+  with ``match_many`` in batches of 1,000; first as a user calls it (the garbage
+  collector on, no ``gc.freeze()``) with both result shapes, ``match_many`` (a list per
+  topic) and ``match_flat`` (ids plus offsets, no object per topic), then ``match_many``
+  with the input frozen as before;
 - twin: ``delta`` on a ~1.2 KB document with 3 changed leaves;
 - report: a device report through ``DeviceTwin.apply_report`` + ``commit`` on a ~1.2 KB
   twin (payload bytes -> parse -> limits -> merge -> stamp -> delta -> the reply, delta,
@@ -95,8 +98,9 @@ def router_workload(filter_count: int, topic_count: int) -> tuple[list[str], lis
 
 
 def bench_router(
-    core: ModuleType, filters: list[str], topics: list[str], repeats: int
+    core: ModuleType, filters: list[str], topics: list[str], repeats: int, flat: bool = False
 ) -> dict[str, Any]:
+    """``match_many`` (or with ``flat``, ``match_flat``) in batches of 1,000 topics."""
     router = core.TopicRouter()
     for target, topic_filter in enumerate(filters):
         router.add(topic_filter, target)
@@ -107,9 +111,14 @@ def bench_router(
         nonlocal matched
         matched = 0
         start = time.perf_counter()
-        for batch in batches:
-            for result in router.match_many(batch):
-                matched += len(result)
+        if flat:
+            for batch in batches:
+                ids, _offsets = router.match_flat(batch)
+                matched += len(ids)
+        else:
+            for batch in batches:
+                for result in router.match_many(batch):
+                    matched += len(result)
         return time.perf_counter() - start
 
     seconds, samples = median_of(repeats, run)
@@ -333,12 +342,28 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.scale
 
     filters, topics = router_workload(10_000, int(1_000_000 * scale))
+    results: dict[str, Any] = {"machine": machine_description(), "scale": scale}
+    # First as a user calls it: no gc.freeze(), the collector on, both result shapes.
+    gc.collect()
+    results["router_unfrozen"] = {
+        shape: {
+            name: bench_router(core, filters, topics, args.repeats, flat=shape == "match_flat")
+            for name, core in backends.items()
+        }
+        for shape in ("match_many", "match_flat")
+    }
+    counts = {
+        (shape, name): run["targets_matched"]
+        for shape, by_backend in results["router_unfrozen"].items()
+        for name, run in by_backend.items()
+    }
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"the router runs disagree on what matched: {counts}")
     # The million input topics are benchmark scaffolding: without this, every full
     # collection triggered by the result lists walks them (~300 ns a topic on both
     # backends) and the run measures the garbage collector instead of the router.
     gc.collect()
     gc.freeze()
-    results: dict[str, Any] = {"machine": machine_description(), "scale": scale}
     results["router"] = {
         name: bench_router(core, filters, topics, args.repeats) for name, core in backends.items()
     }
@@ -360,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("the backends disagree on the benchmark delta")
 
     router_r, router_p = results["router"]["rust"], results["router"]["python"]
+    many_r, many_p = (results["router_unfrozen"]["match_many"][n] for n in ("rust", "python"))
+    flat_r, flat_p = (results["router_unfrozen"]["match_flat"][n] for n in ("rust", "python"))
     twin_r, twin_p = results["twin"]["rust"], results["twin"]["python"]
     out_r, out_p = results["outbox"]["rust"], results["outbox"]["python"]
     rep_r, rep_p = results["report"]["rust"], results["report"]["python"]
@@ -367,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         "report_rust_over_python": ratio(rep_r["reports_per_second"], rep_p["reports_per_second"]),
         "router_rust_over_python": ratio(
             router_r["topics_per_second"], router_p["topics_per_second"]
+        ),
+        "router_unfrozen_match_many_rust_over_python": ratio(
+            many_r["topics_per_second"], many_p["topics_per_second"]
+        ),
+        "router_unfrozen_match_flat_rust_over_python": ratio(
+            flat_r["topics_per_second"], flat_p["topics_per_second"]
         ),
         "twin_rust_over_python": ratio(twin_r["deltas_per_second"], twin_p["deltas_per_second"]),
         "outbox_append_rust_over_python": ratio(
@@ -377,6 +410,18 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     rows = [
+        (
+            "router match_many, GC on (topics/s)",
+            many_r["topics_per_second"],
+            many_p["topics_per_second"],
+            "report",
+        ),
+        (
+            "router match_flat, GC on (topics/s)",
+            flat_r["topics_per_second"],
+            flat_p["topics_per_second"],
+            "5,000,000",
+        ),
         (
             "router match_many (topics/s)",
             router_r["topics_per_second"],
@@ -412,10 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {results['machine']['cpu']} ({results['machine']['cores']} cores), "
         f"Python {results['machine']['python']}, scale {scale}, median of {args.repeats}"
     )
-    print(f"{'workload':32} {'rust':>14} {'python':>14} {'ratio':>7}  goal")
+    print(f"{'workload':36} {'rust':>14} {'python':>14} {'ratio':>7}  goal")
     for label, rust_value, python_value, goal in rows:
         print(
-            f"{label:32} {rust_value:>14,.0f} {python_value:>14,.0f} "
+            f"{label:36} {rust_value:>14,.0f} {python_value:>14,.0f} "
             f"{ratio(rust_value, python_value):>6.1f}x  {goal}"
         )
     print(

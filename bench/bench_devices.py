@@ -50,12 +50,16 @@ import aiomqtt
 import psutil
 
 from edgenode import backend
-from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings
+from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.bus import StoreCommit
-from edgenode.service import OutRecord
+from edgenode.devtwin import BatchResult
+from edgenode.service import BatchTarget, OutRecord
 from edgenode.store import Store
 
+VIA_PORT_ENV = "EDGENODE_BENCH_VIA_PORT"
+"""Set to 1 (``--via-port``): the node commits through its port, as before the batch call."""
 READY = "node ready"
+HOLDING = "node holding"
 TIMEOUT = 300.0
 """Seconds any one phase (publishing, a drain) may take before the run fails."""
 WINDOW = 50
@@ -64,7 +68,12 @@ CONNECT_CONCURRENCY = 100
 """Device connections opened at once (1,000 at once would only queue in the kernel)."""
 CLIENT_ID = "bench-node"
 CEILING_ID = "bench-ceiling"
-REPORT_TOPIC = "$edge/devices/{}/twin/update"
+TELEMETRY_ENV = "EDGENODE_BENCH_TELEMETRY"
+"""Set to 1 (``--telemetry``): the devices send telemetry through an upstream route."""
+TELEMETRY = os.environ.get(TELEMETRY_ENV) == "1"
+REPORT_TOPIC = "$edge/devices/{}/telemetry/t" if TELEMETRY else "$edge/devices/{}/twin/update"
+TELEMETRY_ROUTE = "$edge/devices/+/telemetry/#"
+"""``--telemetry``: the node's upstream route (priority 4) for what the devices send."""
 DESIRED: dict[str, Any] = {"mode": "eco", "target": 21}
 DEFAULT_BACKLOG = 20_000
 """Reports in a sweep's backlog, whatever N (each device sends backlog / N)."""
@@ -91,35 +100,61 @@ def report(device: str, seq: int) -> bytes:
 # --------------------------------------------------------------------- node ----
 
 
-async def node_main(port: int, db: str, devices: int, expect: int) -> None:
+async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = False) -> None:
     """Serve until ``expect`` reports are in the outbox (0: connect once and stop), then
-    print when each was appended and the CPU time between the first and last append."""
+    print when each was appended and the CPU time between the first and last append
+    (``hold``: wait for a line on stdin before connecting, for a profiler to attach)."""
+    if hold:
+        print(HOLDING, flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
     store = Store(db)
     specs = [DeviceSpec(f"dev{i}", DESIRED) for i in range(devices)]
     me = psutil.Process()
-    appended: list[tuple[float, bytes]] = []
+    commits: list[tuple[float, Any]] = []
+    total = 0
     done = asyncio.Event()
     cpu_at_first = 0.0
 
+    class TimedLayer(DeviceLayer):
+        """The device layer noting when each batch of reports was committed (the core's
+        batch call commits before it returns); the reports are read after the run."""
+
+        def _batch_in_core(
+            self, target: BatchTarget, messages: list[tuple[str, bytes, int, int]]
+        ) -> BatchResult:
+            nonlocal cpu_at_first, total
+            if not commits:
+                cpu_at_first = cpu_seconds(me)
+            result = super()._batch_in_core(target, messages)
+            commits.append((time.monotonic(), messages))
+            total += result.appended
+            if total >= expect:
+                done.set()
+            return result
+
     class TimedCommit(StoreCommit):
-        """What the daemon's commit port does (one transaction per batch, records in the
-        node's envelope), noting when each record was committed."""
+        """``--via-port``: the path before the core's batch call (the whole batch through
+        TwinService, then the port's commit), noting when each twin record was committed."""
 
         def commit(
             self, twins: Sequence[tuple[str, bytes]], records: Sequence[OutRecord]
         ) -> list[int | None]:
-            nonlocal cpu_at_first
-            if not appended:
+            nonlocal cpu_at_first, total
+            if not commits:
                 cpu_at_first = cpu_seconds(me)
             seqs = super().commit(twins, records)
-            at = time.monotonic()
-            appended.extend((at, record.body) for record in records)
-            if len(appended) >= expect:
+            bodies = [r.body for r in records if r.kind in ("twin", "telemetry")]
+            commits.append((time.monotonic(), bodies))
+            total += len(bodies)
+            if total >= expect:
                 done.set()
             return seqs
 
     settings = MqttSettings(port=port, client_id=CLIENT_ID)
-    layer = DeviceLayer(store, settings, specs, [], TimedCommit(store, "bench"))
+    via_port = os.environ.get(VIA_PORT_ENV) == "1"
+    port_ = TimedCommit(store, "bench") if via_port else StoreCommit(store, "bench")
+    routes = [RouteSpec(TELEMETRY_ROUTE, priority=4)] if TELEMETRY else []
+    layer = TimedLayer(store, settings, specs, routes, port_)
     task = asyncio.get_running_loop().create_task(layer.run())
     await asyncio.wait_for(layer.connected.wait(), 30)
     print(READY, flush=True)
@@ -132,23 +167,62 @@ async def node_main(port: int, db: str, devices: int, expect: int) -> None:
         await task
     store.close()
     appends = []
-    for at, payload in appended:
-        record = json.loads(payload)
-        appends.append((record["device"], record["reported"]["seq"], at))
+    for at, items in commits:
+        for item in items:
+            if via_port:  # a twin or telemetry record's body
+                record = json.loads(item)
+                sent = json.loads(record["payload"]) if TELEMETRY else record
+                appends.append((record["device"], sent["reported"]["seq"], at))
+                continue
+            topic, payload, _, _ = item
+            if not topic.endswith(REPORT_TOPIC.split("{}")[1]):
+                continue  # the broker's counters, the node's own retained deltas
+            seq = json.loads(payload)["reported"]["seq"]
+            appends.append((topic.split("/")[2], seq, at))
     print(json.dumps({"cpu_seconds": cpu, "stats": stats, "appends": appends}), flush=True)
 
 
 class Node:
-    """The node process of one measurement."""
+    """The node process of one measurement (``profile``: py-spy samples it into that
+    file, collapsed stacks, from READY until it exits)."""
 
-    def __init__(self, port: int, db: Path, devices: int, expect: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        db: Path,
+        devices: int,
+        expect: int,
+        profile: Path | None = None,
+        core: str | None = None,
+    ) -> None:
+        env = dict(os.environ)
+        if core is not None:
+            env["EDGENODE_BACKEND"] = core
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--node", "--port", str(port), "--db", str(db),
-             "--devices", str(devices), "--expect", str(expect)],
+             "--devices", str(devices), "--expect", str(expect),
+             *(["--hold"] if profile is not None else [])],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )  # fmt: skip
         assert self.process.stdout is not None
+        assert self.process.stdin is not None
+        self.profiler: subprocess.Popen[bytes] | None = None
+        if profile is not None:
+            # The node waits (imports done, nothing connected) until py-spy is attached.
+            if self.process.stdout.readline().strip() != HOLDING:
+                raise RuntimeError("the node did not start")
+            self.profiler = subprocess.Popen(
+                [py_spy(), "record", "--pid", str(self.process.pid), "--rate", "500",
+                 "--format", "raw", "--output", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(2.0)
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
         if self.process.stdout.readline().strip() != READY:
             raise RuntimeError("the node did not start")
 
@@ -156,12 +230,23 @@ class Node:
         out, _ = self.process.communicate(timeout=TIMEOUT)
         if self.process.returncode != 0:
             raise RuntimeError(f"the node failed ({self.process.returncode})")
+        if self.profiler is not None:
+            self.profiler.wait(timeout=60)
         return json.loads(out.strip().splitlines()[-1])
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+        if self.profiler is not None and self.profiler.poll() is None:
+            self.profiler.kill()
+            self.profiler.wait(timeout=10)
+
+
+def py_spy() -> str:
+    """py-spy next to this Python (``pip install py-spy`` into the venv)."""
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else "py-spy"
 
 
 # ------------------------------------------------------------------ devices ----
@@ -264,7 +349,13 @@ def ceiling_command(port: int, *extra: str) -> list[str]:
 
 
 def backlog_run(
-    devices: int, reports: int, workdir: Path, max_inflight: int, nodelay: bool
+    devices: int,
+    reports: int,
+    workdir: Path,
+    max_inflight: int,
+    nodelay: bool,
+    profile: Path | None = None,
+    core: str | None = None,
 ) -> dict[str, Any]:
     total = devices * reports
     db = workdir / f"backlog-{devices}.db"
@@ -281,7 +372,7 @@ def backlog_run(
             stdout=subprocess.DEVNULL,
         )
         ceiling_s = time.perf_counter() - started
-        node = Node(port, db, devices, total)
+        node = Node(port, db, devices, total, profile, core)
         try:
             result = node.result()
         finally:
@@ -300,12 +391,18 @@ def backlog_run(
 
 
 def paced_run(
-    devices: int, total: int, rate: float, workdir: Path, max_inflight: int, nodelay: bool
+    devices: int,
+    total: int,
+    rate: float,
+    workdir: Path,
+    max_inflight: int,
+    nodelay: bool,
+    core: str | None = None,
 ) -> dict[str, Any]:
     db = workdir / f"paced-{devices}.db"
     sent: dict[tuple[str, int], float] = {}
     with broker(workdir, max_inflight, nodelay) as port:
-        node = Node(port, db, devices, total)
+        node = Node(port, db, devices, total, core=core)
         try:
             asyncio.run(asyncio.wait_for(publish_paced(port, devices, total, rate, sent), TIMEOUT))
             result = node.result()
@@ -330,14 +427,17 @@ def run(
     workdir: Path,
     max_inflight: int,
     nodelay: bool,
+    profile: Path | None = None,
+    core: str | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
+        "backend": core or backend,
         "devices": devices,
         "max_inflight_messages": max_inflight,
         "broker_tcp_nodelay": nodelay,
     }
-    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay)
-    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay)
+    result |= backlog_run(devices, reports, workdir, max_inflight, nodelay, profile, core)
+    result |= paced_run(devices, paced_reports, rate, workdir, max_inflight, nodelay, core)
     return result
 
 
@@ -368,38 +468,76 @@ def main() -> None:
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "devices.json"
     )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="the devices send telemetry (the same JSON) through an upstream route instead "
+        "of twin reports",
+    )
+    parser.add_argument(
+        "--via-port",
+        action="store_true",
+        help="the path before the core's batch call (TwinService per batch, the port's "
+        "commit): an A/B of the batch call in the same minutes",
+    )
+    parser.add_argument(
+        "--backends",
+        help="comma-separated: the node's core for each run (rust,python: both, same run); "
+        "default: the chosen one",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the node during the backlog drain: collapsed stacks into this file "
+        "(one N; see bench/profile_top.py)",
+    )
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.node:
-        asyncio.run(node_main(args.port, args.db, args.devices, args.expect))
+        asyncio.run(node_main(args.port, args.db, args.devices, args.expect, args.hold))
         return
+    if args.via_port:
+        os.environ[VIA_PORT_ENV] = "1"  # the node processes inherit it
+    if args.telemetry:
+        os.environ[TELEMETRY_ENV] = "1"  # the node processes inherit it
+        global REPORT_TOPIC
+        REPORT_TOPIC = "$edge/devices/{}/telemetry/t"
     # A single run paces as many reports as its backlog had (the smoke test stays quick).
     paced = args.paced_reports or (
         int(args.rate * DEFAULT_PACED_SECONDS) if args.sweep else args.devices * args.reports
     )
     sizes = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.devices]
+    cores: list[str | None] = (
+        [name.strip() for name in args.backends.split(",")] if args.backends else [None]
+    )
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         for n in sizes:
-            reports = max(1, args.backlog // n) if args.sweep else args.reports
-            result = run(
-                n,
-                reports,
-                args.rate,
-                paced,
-                Path(workdir),
-                args.max_inflight,
-                not args.broker_nagle,
-            )
-            show(result)
-            runs.append(result)
+            for core in cores:
+                reports = max(1, args.backlog // n) if args.sweep else args.reports
+                result = run(
+                    n,
+                    reports,
+                    args.rate,
+                    paced,
+                    Path(workdir),
+                    args.max_inflight,
+                    not args.broker_nagle,
+                    args.profile,
+                    core,
+                )
+                show(result)
+                runs.append(result)
     output: dict[str, Any] = {
         "backend": backend,
+        "path": "port" if args.via_port else "batch call",
+        "messages": "telemetry via an upstream route" if args.telemetry else "twin reports",
         "load_average": os.getloadavg(),
-        **({"runs": runs} if args.sweep else runs[0]),
+        **({"runs": runs} if args.sweep or len(runs) > 1 else runs[0]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=2) + "\n")

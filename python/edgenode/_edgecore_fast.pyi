@@ -4,7 +4,8 @@
 results and exceptions (classes from :mod:`edgenode.errors`).
 """
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 # ---------------------------------------------------------------- router ----
@@ -29,6 +30,10 @@ class TopicRouter:
     def match_many(self, topics: Sequence[str]) -> list[list[int]]:
         """``[match(t) for t in topics]`` in one call (any iterable of str but a str
         itself, which raises TypeError; the first bad topic raises)."""
+    def match_flat(self, topics: Sequence[str]) -> tuple[array[int], array[int]]:
+        """``match_many`` flat: ``(ids, offsets)``, two ``array('q')``; the targets of
+        ``topics[i]`` are ``ids[offsets[i]:offsets[i + 1]]``. No Python object per topic
+        (no list for the garbage collector to walk); same errors as ``match_many``."""
     def __len__(self) -> int:
         """Number of (filter, target) pairs."""
 
@@ -224,3 +229,57 @@ class Store:
         """Copy every readable row of a (damaged) store at ``path`` into a new store at
         ``dest`` (which must not exist); counts per table plus ``errors`` (read or copy
         failures). The original is never modified."""
+
+# ----------------------------------------------------------------- batch ----
+
+class BatchResult:
+    """What a batch left to do (see ``handle_batch``): ``publishes`` (topic, payload,
+    retain, qos) in order, then ``acks`` (packet id, qos) of every message with QoS > 0;
+    ``counters``: the fast path's TwinService counters; ``appended`` records, ``urgent``
+    their lowest priority (None: none); kinds of the records ``refused`` by the outbox's
+    quota and of those ``oversize`` for an envelope; ``fast``: messages handled without
+    the fallback."""
+
+    @property
+    def publishes(self) -> list[tuple[str, bytes, bool, int]]: ...
+    @property
+    def acks(self) -> list[tuple[int, int]]: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def appended(self) -> int: ...
+    @property
+    def urgent(self) -> int | None: ...
+    @property
+    def refused(self) -> list[str]: ...
+    @property
+    def oversize(self) -> list[str]: ...
+    @property
+    def fast(self) -> int: ...
+
+def handle_batch(
+    store: Store,
+    twins: Mapping[str, DeviceTwin],
+    router: TopicRouter | None,
+    messages: Sequence[tuple[str, bytes, int, int]],
+    now: float,
+    heads: tuple[bytes, bytes],
+    priority: int,
+    ttl: float | None,
+    fallback: Callable[
+        [int],
+        tuple[
+            list[tuple[str, bytes, bool, int]],
+            list[tuple[str, bytes, int, float | None, str | None]],
+            list[tuple[str, bytes]],
+        ],
+    ],
+) -> BatchResult:
+    """A batch of received device messages (topic, payload, QoS, packet id) in ONE call:
+    route, apply the reports of the devices in ``twins`` (on topics ``router`` does not
+    match, accepted by the twin), build the replies, retained deltas and uplink records
+    (``heads``: the ``twin`` and ``device-state`` envelopes up to the body), and commit
+    the twins and records in ONE store transaction. Every other message goes to
+    ``fallback(index)``, in order. Nothing is published or acknowledged here.
+    StoreError: nothing was committed (drop the twins the batch changed). The store,
+    twins and router must be of this backend (TypeError otherwise)."""

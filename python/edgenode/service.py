@@ -117,6 +117,31 @@ class CommitPort(Protocol):
     ) -> list[int | None]: ...
 
 
+@dataclass(frozen=True)
+class BatchTarget:
+    """Where a batch call of the core commits on its own (``edgenode.devtwin.handle_batch``,
+    the device layer's hot path): what :meth:`CommitPort.commit` would do, in parts. The
+    port's ``store``; ``node``, the name the record envelopes carry; ``default_ttl`` for a
+    record without one (None: no expiry); ``appended(priority, count)``, called after a
+    commit that appended records, with their most urgent priority and their number (the
+    daemon wakes its uplink).
+    """
+
+    store: Store
+    node: str
+    default_ttl: float | None
+    appended: Callable[[int, int], None]
+
+
+class BatchPort(CommitPort, Protocol):
+    """A commit port that also lets the core commit a batch itself (same transaction,
+    same envelope, same TTL, same wake-up as :meth:`CommitPort.commit`)."""
+
+    def batch_target(self) -> BatchTarget | None:
+        """The target, or None to keep every commit on :meth:`CommitPort.commit`."""
+        ...
+
+
 class RetainedMessages:
     """The retained messages the node owns on its local bus, by topic.
 

@@ -86,12 +86,17 @@ def encode_uplink(kind: str, body: Any, node: str, ts: float | None = None) -> b
     return payload
 
 
+def envelope_head(kind: str, node: str, ts: float | None = None) -> bytes:
+    """A record's bytes up to its body: ``head + body + b"}"`` is :func:`encode_uplink_raw`
+    of that body (before its size check). ValueError for a bad kind."""
+    # The record of an empty body ends with '"body":{}}': cut the empty object off.
+    return encode_uplink(kind, {}, node, ts)[: -len(b"{}}")]
+
+
 def encode_uplink_raw(kind: str, body: bytes, node: str, ts: float | None = None) -> bytes:
     """:func:`encode_uplink` of a body that is already compact JSON (``ensure_ascii=False``
     bytes, e.g. a twin record made by the DeviceTwin): the same bytes, without parsing it."""
-    head = encode_uplink(kind, {}, node, ts)
-    # head ends with '"body":{}}': put the body in place of the empty object.
-    payload = head[: -len(b"{}}")] + body + b"}"
+    payload = envelope_head(kind, node, ts) + body + b"}"
     if len(payload) > MAX_UPLINK_PAYLOAD:
         raise ValueError(f"uplink record of {len(payload)} bytes exceeds {MAX_UPLINK_PAYLOAD}")
     return payload

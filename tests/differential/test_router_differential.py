@@ -9,6 +9,7 @@ be identical.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -86,6 +87,16 @@ def test_both_backends_and_the_reference_agree_on_add_remove_and_match(
     expected_all = [sorted({t for f, t in pairs if reference_matches(f, x)}) for x in topics]
     assert routers["python"].match_many(topics) == expected_all
     assert routers["rust"].match_many(topics) == expected_all
+    flat_ids = array("q", [t for found in expected_all for t in found])
+    flat_offsets = array("q", [0])
+    for found in expected_all:
+        flat_offsets.append(flat_offsets[-1] + len(found))
+    for name, router in routers.items():
+        for shape in (list, tuple, iter):
+            ids, offsets = router.match_flat(shape(topics))
+            assert (type(ids), type(offsets)) == (array, array), name
+            assert (ids.typecode, offsets.typecode) == ("q", "q")
+            assert (ids, offsets) == (flat_ids, flat_offsets), (name, shape)
 
 
 # Arbitrary text, weighted towards the characters the rules are about.
@@ -123,6 +134,18 @@ def test_match_many_fails_on_the_same_first_bad_topic_in_both(batch: list[Any]) 
         router.add("a", 2)
     assert outcome(lambda: python_router.match_many(batch)) == outcome(
         lambda: rust_router.match_many(batch)
+    )
+    assert outcome(lambda: python_router.match_flat(batch)) == outcome(
+        lambda: rust_router.match_flat(batch)
+    )
+
+
+@given(topics=NON_STR | HOSTILE_TEXT)
+def test_match_flat_refuses_what_is_not_a_sequence_of_topics_alike(topics: Any) -> None:
+    rust = native_core()
+    python_router, rust_router = _pure.TopicRouter(), rust.TopicRouter()
+    assert outcome(lambda: python_router.match_flat(topics)) == outcome(
+        lambda: rust_router.match_flat(topics)
     )
 
 

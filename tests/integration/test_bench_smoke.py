@@ -36,6 +36,11 @@ def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
     assert results["twin"]["rust"]["delta"] == results["twin"]["python"]["delta"]
     assert results["outbox"]["rust"]["messages"] == 2000
     assert "router match_many" in result.stdout
+    unfrozen = results["router_unfrozen"]
+    assert set(unfrozen) == {"match_many", "match_flat"}
+    matched = {run["targets_matched"] for shape in unfrozen.values() for run in shape.values()}
+    assert matched == {results["router"]["rust"]["targets_matched"]}
+    assert "router match_flat, GC on" in result.stdout
 
 
 def test_the_apps_benchmark_runs_on_a_small_fleet(tmp_path):

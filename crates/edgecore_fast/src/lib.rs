@@ -12,6 +12,8 @@ pub mod store;
 pub mod twin;
 
 #[cfg(feature = "python")]
+mod py_devbatch;
+#[cfg(feature = "python")]
 mod py_devtwin;
 #[cfg(feature = "python")]
 mod py_errors;
@@ -33,5 +35,6 @@ fn _edgecore_fast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_twin::register(m)?;
     py_store::register(m)?;
     py_devtwin::register(m)?;
+    py_devbatch::register(m)?;
     Ok(())
 }

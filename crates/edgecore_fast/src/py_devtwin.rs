@@ -74,7 +74,7 @@ fn rejected(py: Python<'_>, code: u16, message: String, token: Option<String>) -
 }
 
 /// `now` as the specification's `_check_now` takes it: a finite int or float, not bool.
-fn check_now(now: &Bound<'_, PyAny>) -> PyResult<f64> {
+pub(crate) fn check_now(now: &Bound<'_, PyAny>) -> PyResult<f64> {
     let is_number = now.is_exact_instance_of::<PyFloat>()
         || (now.is_exact_instance_of::<PyInt>() && !now.is_instance_of::<PyBool>());
     if !is_number {
@@ -112,7 +112,7 @@ fn check_version(value: &Bound<'_, PyAny>) -> PyResult<i64> {
 
 #[pyclass(module = "edgenode._edgecore_fast", name = "DeviceTwin")]
 pub struct PyDeviceTwin {
-    inner: Twin,
+    pub(crate) inner: Twin,
 }
 
 #[pymethods]

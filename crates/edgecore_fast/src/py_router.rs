@@ -87,7 +87,7 @@ fn extract_target(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
 #[pyclass(name = "TopicRouter", module = "edgenode._edgecore_fast")]
 #[derive(Default)]
 pub struct PyTopicRouter {
-    inner: router::TopicRouter,
+    pub(crate) inner: router::TopicRouter,
 }
 
 impl PyTopicRouter {
@@ -183,10 +183,67 @@ impl PyTopicRouter {
         PyList::new(py, results)
     }
 
+    /// ``match_many`` flat: ``(ids, offsets)``, two ``array('q')``.
+    fn match_flat<'py>(
+        slf: &Bound<'py, Self>,
+        topics: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let py = topics.py();
+        let not_a_sequence = || {
+            PyTypeError::new_err(format!(
+                "topics must be a sequence of str, not {}",
+                type_name(topics)
+            ))
+        };
+        if topics.is_instance_of::<PyString>() {
+            return Err(not_a_sequence());
+        }
+        let mut ids: Vec<i64> = Vec::new();
+        let mut offsets: Vec<i64> = Vec::with_capacity(topics.len().unwrap_or(0) + 1);
+        offsets.push(0);
+        let mut one = |router: &mut PyTopicRouter, topic: &Bound<'py, PyAny>| -> PyResult<()> {
+            let text = borrow_str(topic, "topic", TopicKind::Name)?;
+            let found = router
+                .inner
+                .match_topic(text)
+                .map_err(|err| topic_error(py, err))?;
+            // Targets are below 2**63 (checked by `add`).
+            ids.extend(found.iter().map(|&target| target as i64));
+            offsets.push(ids.len() as i64);
+            Ok(())
+        };
+        if let Ok(list) = topics.downcast::<PyList>() {
+            let mut router = slf.borrow_mut();
+            for topic in list.iter() {
+                one(&mut router, &topic)?;
+            }
+        } else if let Ok(tuple) = topics.downcast::<PyTuple>() {
+            let mut router = slf.borrow_mut();
+            for topic in tuple.iter() {
+                one(&mut router, &topic)?;
+            }
+        } else {
+            let iterator = topics.try_iter().map_err(|_| not_a_sequence())?;
+            for topic in iterator {
+                let topic = topic?;
+                one(&mut slf.borrow_mut(), &topic)?;
+            }
+        }
+        Ok((int64_array(py, &ids)?, int64_array(py, &offsets)?))
+    }
+
     /// Number of (filter, target) pairs.
     fn __len__(&self) -> usize {
         self.inner.len()
     }
+}
+
+/// An `array('q')` holding `values` (one copy of their bytes, no object per value).
+fn int64_array<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyAny>> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    py.import("array")?
+        .getattr("array")?
+        .call1(("q", PyBytes::new(py, &bytes)))
 }
 
 /// Raise TopicError naming the problem if ``filter`` is not a valid MQTT filter.

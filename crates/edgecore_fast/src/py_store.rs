@@ -170,7 +170,7 @@ impl PyStore {
     }
 
     /// Run `f` on the open store with the GIL released.
-    fn with<T: Send>(
+    pub(crate) fn with<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Store) -> store::Result<T> + Send,

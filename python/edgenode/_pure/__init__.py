@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from edgenode._pure.devbatch import BatchResult, handle_batch
     from edgenode._pure.devtwin import (
         MAX_PAYLOAD_BYTES,
         PARSE_MAX_DEPTH,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     )
 
 _SOURCES = {
+    "BatchResult": "devbatch",
+    "handle_batch": "devbatch",
     "MAX_PAYLOAD_BYTES": "devtwin",
     "PARSE_MAX_DEPTH": "devtwin",
     "DeviceTwin": "devtwin",
@@ -75,12 +78,14 @@ __all__ = [
     "MAX_TOPIC_BYTES",
     "PARSE_MAX_DEPTH",
     "SCHEMA_VERSION",
+    "BatchResult",
     "DeviceTwin",
     "ReportOutcome",
     "Store",
     "TopicRouter",
     "check_limits",
     "delta",
+    "handle_batch",
     "merge_patch",
     "stamp",
     "validate_filter",

@@ -45,19 +45,28 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiomqtt
+from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from edgenode.backoff import Backoff
 from edgenode.devices.actions import Action, Publish, Uplink
 from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.routes import RouteTable
-from edgenode.devices.twins import TOPIC_ROOT, TwinService
+from edgenode.devices.twins import TOPIC_ROOT, TWIN_UPLINK_PRIORITY, TwinService
+from edgenode.devtwin import BatchResult, handle_batch
 from edgenode.errors import StoreError
-from edgenode.service import CommitPort, OutRecord, RetainedMessages, TwinWrite
+from edgenode.service import (
+    BatchPort,
+    BatchTarget,
+    CommitPort,
+    OutRecord,
+    RetainedMessages,
+    TwinWrite,
+)
 from edgenode.store import Store
-from edgenode.uplink import encode_uplink_raw
+from edgenode.uplink import encode_uplink_raw, envelope_head
 
 log = logging.getLogger("edgenode.devices")
 
@@ -92,6 +101,13 @@ class StoreCommit:
         self._store = store
         self._node = node
 
+    def batch_target(self) -> BatchTarget | None:
+        """The same commit for the core's batch call; None (every commit through
+        :meth:`commit`) for a subclass that changes ``commit``."""
+        if type(self).commit is not StoreCommit.commit:
+            return None
+        return BatchTarget(self._store, self._node, None, _nothing)
+
     def commit(self, twins: Sequence[TwinWrite], records: Sequence[OutRecord]) -> list[int | None]:
         payloads = [encode_uplink_raw(r.kind, r.body, self._node) for r in records]
         return self._store.commit_batch(
@@ -113,12 +129,20 @@ class DeferredTwinWrites:
         self.store = store
         self.deferring = False
         self._held: dict[str, bytes] = {}
+        self._fresh: dict[str, bytes] = {}
 
     def put_twin(self, device: str, doc: bytes) -> None:
         if self.deferring:
             self._held[device] = doc
+            self._fresh[device] = doc
         else:
             self.store.put_twin(device, doc)
+
+    def take_fresh(self) -> list[tuple[str, bytes]]:
+        """The documents held since the last call (they stay held, for reads)."""
+        fresh = list(self._fresh.items())
+        self._fresh.clear()
+        return fresh
 
     def get_twin(self, device: str) -> bytes | None:
         held = self._held.get(device)
@@ -126,6 +150,7 @@ class DeferredTwinWrites:
 
     def delete_twin(self, device: str) -> bool:
         self._held.pop(device, None)
+        self._fresh.pop(device, None)
         return self.store.delete_twin(device)
 
     def held(self) -> list[tuple[str, bytes]]:
@@ -137,11 +162,13 @@ class DeferredTwinWrites:
         """The held documents are stored: stop holding them."""
         self.deferring = False
         self._held.clear()
+        self._fresh.clear()
 
     def discard(self) -> None:
         """Forget the held documents (their changes will be applied again)."""
         self.deferring = False
         self._held.clear()
+        self._fresh.clear()
 
 
 class UplinkFailed(Exception):
@@ -175,6 +202,8 @@ class DeviceLayer:
         self.settings = settings
         self._clock = clock
         self._port: CommitPort = port if port is not None else StoreCommit(store)
+        self._target = _batch_target(self._port)
+        """Where the core commits a batch of messages itself (None: through the port)."""
         self.retained = retained if retained is not None else RetainedMessages()
         self.retained.listen(self._retained_changed)
         self._twin_writes = DeferredTwinWrites(store)
@@ -319,6 +348,99 @@ class DeviceLayer:
 
     async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
         """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
+        target = self._target
+        if target is None:
+            await self._handle_batch_via_port(client, batch)
+            return
+        messages = [(m.topic.value, _payload_bytes(m.payload), m.qos, m.mid) for m in batch]
+        if any(message[0] == BROKER_DROPPED_TOPIC for message in messages):
+            self._broker_counters([(name, payload) for name, payload, _, _ in messages])
+        result = self._batch_in_core(target, messages)
+        publishes = result.publishes
+        stale = self._stale_retained(batch)
+        if stale:
+            publishes = [*publishes, *((p.topic, p.payload, p.retain, p.qos) for p in stale)]
+        await self._publish_all(client, publishes)
+        paho = client._client  # manual acks: see _client_for
+        for mid, qos in result.acks:
+            paho.ack(mid, qos)
+        self.counters["acked"] += len(batch)
+
+    def _batch_in_core(
+        self, target: BatchTarget, messages: list[tuple[str, bytes, int, int]]
+    ) -> BatchResult:
+        """The batch in ONE core call (``edgenode.devtwin.handle_batch``): the reports of
+        served devices are handled, enveloped and committed there; every other message
+        comes back here (``fallback``) for the TwinService, in order, and what it did is
+        committed in the same transaction. On a failure nothing is stored and the twins
+        held in memory are dropped, as ``_apply`` does."""
+        now = self._clock()
+        service = self.service
+        writes = self._twin_writes
+        node, default_ttl = target.node, target.default_ttl
+
+        def fallback(index: int) -> Any:
+            name, payload, _, _ = messages[index]
+            if name == BROKER_DROPPED_TOPIC:
+                return [], [], []  # counted above
+            publishes: list[tuple[str, bytes, bool, int]] = []
+            records: list[tuple[str, bytes, int, float | None, str | None]] = []
+            for action in service.handle_many([(name, payload)], now):
+                if isinstance(action, Uplink):
+                    try:
+                        data = encode_uplink_raw(action.kind, action.body, node, now)
+                    except ValueError as exc:
+                        self.counters["uplink_oversize"] += 1
+                        log.error("uplink %s record dropped: %s", action.kind, exc)
+                        continue
+                    ttl = default_ttl if action.ttl is None else action.ttl
+                    records.append((action.kind, data, action.priority, ttl, action.coalesce_key))
+                else:
+                    publishes.append((action.topic, action.payload, action.retain, action.qos))
+            return publishes, records, writes.take_fresh()
+
+        heads = (envelope_head("twin", node, now), envelope_head("device-state", node, now))
+        writes.deferring = True
+        try:
+            result = handle_batch(
+                target.store,
+                service.cached_twins,
+                service.routes.router,
+                messages,
+                now,
+                heads,
+                TWIN_UPLINK_PRIORITY,
+                default_ttl,
+                fallback,
+            )
+        except StoreError as exc:
+            writes.discard()
+            service.forget_cached()
+            self.counters["uplink_errors"] += 1
+            raise UplinkFailed(f"a batch of {len(messages)} messages not committed: {exc}") from exc
+        except BaseException:
+            writes.discard()
+            service.forget_cached()
+            raise
+        writes.committed()
+        service.counters.update(result.counters)
+        self.counters["uplinks"] += result.appended
+        self.counters["batch_fast"] += result.fast
+        if result.urgent is not None:
+            target.appended(result.urgent, result.appended)
+        if result.refused:
+            self.counters["uplink_rejected"] += len(result.refused)
+            kinds = ", ".join(sorted(set(result.refused)))
+            log.warning("outbox full: %d records dropped (%s)", len(result.refused), kinds)
+        if result.oversize:
+            self.counters["uplink_oversize"] += len(result.oversize)
+            log.error("%d uplink records too large dropped", len(result.oversize))
+        return result
+
+    async def _handle_batch_via_port(
+        self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]
+    ) -> None:
+        """The batch through the commit port (a port without a batch target)."""
         messages = [(m.topic.value, _payload_bytes(m.payload)) for m in batch]
         if any(name == BROKER_DROPPED_TOPIC for name, _ in messages):
             messages = self._broker_counters(messages)
@@ -466,15 +588,29 @@ class DeviceLayer:
         )
 
     async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
-        # The sync part of each publish (handing the packet to paho) runs in task order,
-        # so the broker sees them in order; only the PUBACK waits overlap. At most
-        # MAX_BATCH at a time (a resync of 1,000 devices' deltas would otherwise exceed
-        # aiomqtt's pending_calls_threshold and log a warning per publish).
+        await self._publish_all(client, [(p.topic, p.payload, p.retain, p.qos) for p in publishes])
+
+    async def _publish_all(
+        self, client: aiomqtt.Client, publishes: Sequence[tuple[str, bytes, bool, int]]
+    ) -> None:
+        """Publish (topic, payload, retain, qos) in order and wait for the broker's acks.
+
+        Each packet is handed to paho in order, so the broker sees them in order; then ONE
+        wait covers the acknowledgements of the whole chunk (aiomqtt's own ``publish``
+        costs a task, an event and a ``wait_for`` per message: most of a reply's cost).
+        At most MAX_BATCH at a time (a resync of 1,000 devices' deltas)."""
+        pending: dict[int, Any] | None = getattr(client, "_pending_publishes", None)
         for first in range(0, len(publishes), MAX_BATCH):
             chunk = publishes[first : first + MAX_BATCH]
-            await asyncio.gather(
-                *(client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain) for p in chunk)
-            )
+            if pending is None:  # an aiomqtt without it: its publish, one by one
+                await asyncio.gather(
+                    *(
+                        client.publish(topic, payload, qos=qos, retain=retain)
+                        for topic, payload, retain, qos in chunk
+                    )
+                )
+            else:
+                await _publish_chunk(client, pending, chunk)
             self.counters["published"] += len(chunk)
 
     # ------------------------------------------------------------ out-of-band ----
@@ -500,6 +636,64 @@ class DeviceLayer:
         except aiomqtt.MqttError as exc:
             # The next connect resyncs every delta and subscription.
             log.warning("MQTT operation failed (will resync on reconnect): %s", exc)
+
+
+class _Acks:
+    """The broker's acknowledgements of a chunk of publishes, counted down: aiomqtt calls
+    ``set()`` once per acknowledged message id it finds in ``_pending_publishes``."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.done = asyncio.Event()
+
+    def set(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.done.set()
+
+
+async def _publish_chunk(
+    client: aiomqtt.Client,
+    pending: dict[int, Any],
+    chunk: Sequence[tuple[str, bytes, bool, int]],
+) -> None:
+    """Hand every publish of ``chunk`` to paho, in order, then wait once for the broker's
+    acknowledgements of all of them (MqttError after OPERATION_TIMEOUT, as aiomqtt's
+    ``publish`` does; MqttCodeError if paho refuses one, e.g. disconnected)."""
+    paho = client._client
+    acks = _Acks()
+    mids: list[int] = []
+    try:
+        for topic, payload, retain, qos in chunk:
+            info = paho.publish(topic, payload, qos, retain)
+            if info.rc != MQTT_ERR_SUCCESS:
+                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+            if qos > 0 and not info.is_published():
+                pending[info.mid] = acks
+                mids.append(info.mid)
+                acks.waiting += 1
+        if mids:
+            try:
+                await asyncio.wait_for(acks.done.wait(), OPERATION_TIMEOUT)
+            except TimeoutError:
+                raise aiomqtt.MqttError("Operation timed out") from None
+    finally:
+        for mid in mids:
+            if pending.get(mid) is acks:
+                del pending[mid]
+
+
+def _nothing(priority: int, count: int) -> None:
+    """No one to wake (a port without an uplink)."""
+
+
+def _batch_target(port: CommitPort) -> BatchTarget | None:
+    """The port's batch target, if it offers one (:class:`~edgenode.service.BatchPort`)."""
+    method = getattr(port, "batch_target", None)
+    if method is None:
+        return None
+    target: BatchTarget | None = cast(BatchPort, port).batch_target()
+    return target
 
 
 def _payload_bytes(payload: Any) -> bytes:

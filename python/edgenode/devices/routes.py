@@ -75,6 +75,11 @@ class RouteTable:
                         f"(matched by route filter {loops[0]!r})"
                     )
 
+    @property
+    def router(self) -> TopicRouter | None:
+        """The routes' filters (each mapped to its route's index); None without routes."""
+        return self._router if self.routes else None
+
     def filters(self) -> list[str]:
         """The distinct filters the node must subscribe to, in route order."""
         return list(dict.fromkeys(route.from_filter for route in self.routes))

@@ -66,6 +66,8 @@ MAX_TELEMETRY_BYTES: Final = 192 * 1024
 uplink records stay below 256 KiB)."""
 TWIN_UPLINK_PRIORITY: Final = 3
 STATE_UPLINK_PRIORITY: Final = 3
+"""The same as TWIN_UPLINK_PRIORITY: the core's batch call (``edgenode.devtwin.handle_batch``)
+gives a report's twin and device-state records one priority."""
 LOG_BURST: Final = 20
 """Bad-input warnings logged per LOG_WINDOW; the rest are only counted
 (``log_suppressed``), so a misbehaving device cannot flood the node's log."""
@@ -262,6 +264,12 @@ class TwinService:
         if device not in self._specs:
             return None
         return self._twin(device).view(now)
+
+    @property
+    def cached_twins(self) -> dict[str, DeviceTwin]:
+        """The twins held in memory, by device (served devices only): the core's batch
+        call applies reports to them directly."""
+        return self._twins
 
     def forget_cached(self) -> None:
         """Drop the twins held in memory: the next use of each reads the store again

@@ -52,6 +52,7 @@ from edgenode.node.status import (
 )
 from edgenode.node.transfers import ArtifactDownloads, LogStreams
 from edgenode.service import (
+    BatchTarget,
     DesiredResource,
     DesiredRow,
     LogSource,
@@ -169,6 +170,21 @@ class Daemon:
         if appended and self._link is not None:
             self._link.outbox_changed(min(appended))
         return seqs
+
+    def batch_target(self) -> BatchTarget:
+        """:meth:`commit` in parts, for the core's batch call (the device layer's hot path,
+        ``edgenode.devtwin.handle_batch``): the same store, envelope, default TTL and
+        wake-up of the uplink."""
+        return BatchTarget(
+            self.store,
+            self._config.node.name,
+            self._config.outbox.default_ttl or None,
+            self._outbox_changed,
+        )
+
+    def _outbox_changed(self, priority: int, _count: int) -> None:
+        if self._link is not None:
+            self._link.outbox_changed(priority)
 
     def desired(self, kind: str) -> list[DesiredResource]:
         """The current desired resources of ``kind``, from the store (bodies that are not

@@ -512,7 +512,9 @@ def test_the_device_benchmark_runs_end_to_end(tmp_path):
 def test_messages_whose_uplink_could_not_be_stored_are_delivered_again(broker, store):
     """A batch commit failing other than by the outbox's full policy (here the first two:
     an I/O error) leaves the batch unacknowledged; the node reconnects, the broker delivers
-    it again, and the twin change and the telemetry end up stored exactly as sent."""
+    it again, and the twin change and the telemetry end up stored exactly as sent. (A port
+    that changes ``commit`` gets every batch through it: the core's batch call is tested
+    against a real failure below.)"""
     failures = [StoreError("disk I/O error"), StoreError("disk I/O error")]
 
     class Flaky(StoreCommit):
@@ -582,3 +584,68 @@ def test_records_the_full_outbox_refuses_are_counted_while_the_rest_of_the_batch
         assert json.loads(store.get_twin("lamp") or b"{}")["reported"] == {"on": True}
     finally:
         store.close()
+
+
+def test_a_batch_the_core_could_not_commit_is_delivered_again(broker, tmp_path):
+    """The core's batch call (the hot path) meeting a real failure: another process
+    holds the database's write lock past the busy timeout, so the batch's commit fails
+    (StoreError "database is locked"). Nothing is acknowledged; the broker delivers the
+    report again, the retry gets the lock once it is released, and the report is applied
+    once, from the stored twin.
+    (Another process: POSIX locks do not separate connections of one process that use
+    two copies of SQLite, the extension's and Python's.)"""
+    path = tmp_path / "locked.db"
+    store = Store(str(path))
+    blocker = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path), str(LOCK_SECONDS)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert blocker.stdin is not None
+    assert blocker.stdout is not None
+
+    async def scenario() -> None:
+        async with (
+            node(store, broker, [DeviceSpec("lamp")]) as layer,
+            device_client(broker.port, "lamp") as lamp,
+        ):
+            blocker.stdin.write("lock\n")
+            blocker.stdin.flush()
+            assert blocker.stdout.readline().strip() == "locked"
+            await lamp.publish("twin/update", {"reported": {"mode": "eco"}, "clientToken": "u"})
+            await eventually(lambda: layer.stats().get("commit_failures", 0) == 1, 15)
+            reply = await lamp.next_json("twin/update/accepted")
+            assert (reply["clientToken"], reply["version"]) == ("u", 1)
+            await eventually(lambda: len(outbox(store)) == 1)
+            stats = layer.stats()
+            assert stats["batch_fast"] >= 1  # the core handled it, not the port
+            assert (stats["connects"], stats["uplink_errors"]) == (2, 1)
+
+    try:
+        run(scenario)
+        records = outbox(store)
+        assert [(r["kind"], r["reported"], r["version"]) for r in records] == [
+            ("twin", {"mode": "eco"}, 1)
+        ]
+        stored = json.loads(store.get_twin("lamp") or b"{}")
+        assert (stored["reported"], stored["version"]["reported"]) == ({"mode": "eco"}, 1)
+    finally:
+        blocker.kill()
+        blocker.wait(timeout=10)
+        store.close()
+
+
+LOCK_SECONDS = 6.5
+"""How long the lock holder keeps the write lock: longer than the store's busy timeout
+(5 s, so the first commit fails), shorter than twice it (so the retry, waiting for the
+lock, succeeds): exactly one failure however fast the node reconnects."""
+LOCK_HOLDER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+sys.stdin.readline()
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+db.execute("ROLLBACK")
+"""
