@@ -270,7 +270,9 @@ class Daemon:
             raise DaemonError(f"{key} {data_dir} is not writable: {exc.strerror or exc}") from None
         try:
             self._store = Store(
-                str(self.config.db_path), outbox_max_bytes=self.config.outbox.max_bytes
+                str(self.config.db_path),
+                synchronous=self.config.store.synchronous,
+                outbox_max_bytes=self.config.outbox.max_bytes,
             )
         except StoreCorruptError as exc:
             remove_pid_file(data_dir)
