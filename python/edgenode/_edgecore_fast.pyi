@@ -147,6 +147,9 @@ class Store:
     def applied_revision(self) -> int: ...
     def next_seq(self) -> int:
         """The sequence number the next appended outbox record gets (1 in a new file)."""
+    def reserve_seq(self) -> int:
+        """Take ``next_seq()`` for a record sent without being stored (a sample), writing
+        nothing; the counter is persisted by the next write transaction or ``close``."""
     def apply_changes(
         self, changes: Sequence[tuple[str, int, bytes | None]], revision: int
     ) -> None:

@@ -164,7 +164,11 @@ class AppsSection:
 @dataclass(frozen=True)
 class StatusSection:
     interval: float = 30.0
-    """Seconds between node status records (coalesced: only the newest waits)."""
+    """Seconds between node status samples. While connected each goes to the hub without
+    a disk write; while not, only the newest is kept (see ``persist_interval``)."""
+    persist_interval: float = 300.0
+    """While the hub is unreachable (or standalone), seconds between durable writes of the
+    newest status (coalesced in the outbox: only the newest waits); 0: every sample."""
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,8 @@ log_max_bytes = 10485760          # each App's log is rotated at this size (one 
 container_runtime = "auto"        # auto (docker, then podman), docker, podman or none
 
 [status]
-interval = 30.0                   # seconds between node status reports
+interval = 30.0                   # seconds between node status samples (sent, not stored)
+persist_interval = 300.0          # offline: seconds between stored status records
 
 [metrics]
 listen = "127.0.0.1:9101"         # Prometheus text endpoint; "" disables it
@@ -662,6 +667,8 @@ def _validate(config: Config, base: Path) -> Config:
         )
     if not config.status.interval >= MIN_STATUS_INTERVAL:
         raise ConfigError(f"{src}: [status] interval: must be at least {MIN_STATUS_INTERVAL}")
+    if not config.status.persist_interval >= 0:
+        raise ConfigError(f"{src}: [status] persist_interval: must not be negative")
     if config.metrics.listen:
         parse_listen(config.metrics.listen, f"{src}: [metrics] listen")
     level = config.log.level.lower()

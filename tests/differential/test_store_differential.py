@@ -105,6 +105,8 @@ STRATEGIES: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "get_twin": st.tuples(st.just("get_twin"), keys),
     "list_twins": st.tuples(st.just("list_twins")),
     "delete_twin": st.tuples(st.just("delete_twin"), keys),
+    "reserve_seq": st.tuples(st.just("reserve_seq")),
+    "next_seq": st.tuples(st.just("next_seq")),
     "reopen": st.tuples(st.just("reopen")),
 }
 # The outbox is the heart: its operations are drawn several times as often.

@@ -272,6 +272,10 @@ impl PyStore {
         self.with(py, |s| Ok(s.next_seq()))
     }
 
+    fn reserve_seq(&self, py: Python<'_>) -> PyResult<i64> {
+        self.with(py, |s| Ok(s.reserve_seq()))
+    }
+
     fn apply_changes(
         &self,
         py: Python<'_>,

@@ -448,6 +448,18 @@ impl Store {
         self.meta.next_seq
     }
 
+    /// Take the next sequence number for a record that is sent without being stored (a
+    /// sample, such as the node's status while connected), writing nothing: the counter
+    /// is persisted by the next write transaction or `close`. After a crash before that,
+    /// the file's `next_seq` is at or below the taken number; the node says so in its
+    /// hello and the hub forgets the sequence numbers from there on (docs/protocol.md),
+    /// so a number is never taken twice in a way the hub could confuse.
+    pub fn reserve_seq(&mut self) -> i64 {
+        let seq = self.meta.next_seq;
+        self.meta.next_seq += 1;
+        seq
+    }
+
     fn check_new_revision(&self, revision: i64) -> Result<()> {
         check_revision(revision)?;
         if revision < self.meta.applied_revision {
@@ -1291,6 +1303,19 @@ mod tests {
             priority,
             ttl: None,
         }
+    }
+
+    #[test]
+    fn reserved_sequence_numbers_are_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
+        assert_eq!(s.append(b"a", 5, None, None, Some(0.0)).unwrap(), 1);
+        assert_eq!((s.reserve_seq(), s.reserve_seq()), (2, 3));
+        assert_eq!(s.append(b"b", 5, None, None, Some(0.0)).unwrap(), 4);
+        s.reserve_seq();
+        s.close().unwrap();
+        let s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
+        assert_eq!(s.next_seq(), 6);
     }
 
     #[test]

@@ -375,6 +375,17 @@ class Store:
         self._conn()
         return self._meta.next_seq
 
+    def reserve_seq(self) -> int:
+        """Take the next sequence number for a record sent without being stored (a
+        sample), writing nothing; the next write transaction or ``close`` persists the
+        counter. After a crash before that the file's ``next_seq`` is at or below the
+        taken number, which the node's hello tells the hub (it forgets from there)."""
+        with self._lock:
+            self._conn()
+            seq = self._meta.next_seq
+            self._meta.next_seq += 1
+            return seq
+
     def _check_not_older(self, revision: int) -> None:
         """Checked inside the write transaction, so concurrent callers cannot race it."""
         if revision < self._meta.applied_revision:
