@@ -46,12 +46,14 @@ def test_a_new_store_is_a_wal_database_with_the_current_schema_version(core, tmp
     path = tmp_path / "node.db"
     store = core.Store(str(path))
     assert store.path == str(path)
-    assert core.SCHEMA_VERSION == 2
+    assert core.SCHEMA_VERSION == 3
     assert core.DEFAULT_OUTBOX_MAX_BYTES == 64 * 1024 * 1024
     store.append(b"x", now=0)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    store = core.Store(str(path))  # the per-priority drop counters start empty
+    assert store.drop_counts() == []
 
 
 @pytest.mark.parametrize("synchronous", ["off", "NORMAL", "", None, 1])
@@ -155,6 +157,7 @@ def test_both_backends_create_the_same_sqlite_master(tmp_path):
         "resources",
         "twins",
         "outbox",
+        "drops",
     }
 
 
@@ -214,14 +217,14 @@ def test_a_version_one_file_is_migrated_and_keeps_its_data(core, tmp_path):
     assert store.append(b"s", coalesce_key="status", now=2) == 5
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_newer_schema_version_is_refused_naming_both_versions(core, tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 9")
-    newer = r"schema version 9 is newer than this build supports \(2\)"
+    newer = r"schema version 9 is newer than this build supports \(3\)"
     with pytest.raises(StoreError, match=newer):
         core.Store(str(path))
 

@@ -276,6 +276,10 @@ impl PyStore {
         self.with(py, |s| Ok(s.reserve_seq()))
     }
 
+    fn drop_counts(&self, py: Python<'_>) -> PyResult<Vec<(i64, i64, i64)>> {
+        self.with(py, |s| s.drop_counts())
+    }
+
     fn apply_changes(
         &self,
         py: Python<'_>,

@@ -14,7 +14,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// `PRAGMA user_version` of files this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Default outbox quota: the sum of payload lengths.
 pub const DEFAULT_OUTBOX_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Most urgent priority (sent first) and least urgent one.
@@ -70,6 +70,11 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_order ON outbox (priority, seq);
 CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
 ";
 
 /// Schema version 1 (no store clock, no coalescing), kept to test migrations.
@@ -106,14 +111,26 @@ CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
 ";
 
 /// `MIGRATIONS[i] = (v, sql)` upgrades a file from schema version `v` to `v + 1`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "\
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "\
 ALTER TABLE meta ADD COLUMN clock REAL NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN coalesce_key TEXT;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
 ",
-)];
+    ),
+    (
+        2,
+        "\
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
+",
+    ),
+];
 
 const SQLITE_CORRUPT: i32 = 11;
 const NUL_IN_PATH: &str = "store path must not contain a NUL character";
@@ -132,7 +149,10 @@ const SELECT_COALESCE: &str = "SELECT seq, length(payload) FROM outbox WHERE coa
 const EXPIRE_DUE: &str =
     "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1)";
 const EXPIRE_DELETE: &str = "DELETE FROM outbox WHERE expires IS NOT NULL AND expires <= ?1 \
-    RETURNING length(payload)";
+    RETURNING priority, length(payload)";
+const UPSERT_DROPS: &str = "INSERT INTO drops (priority, expired, quota) VALUES (?1, ?2, ?3) \
+    ON CONFLICT (priority) DO UPDATE SET expired = expired + excluded.expired, \
+    quota = quota + excluded.quota";
 
 /// Every failure of the store; the binding maps each kind to a Python class.
 #[derive(Debug, Clone, PartialEq)]
@@ -782,6 +802,19 @@ impl Store {
         })
     }
 
+    /// `(priority, expired, quota)`: records dropped per priority by their TTL and by the
+    /// quota policy since the file has schema version 3 (priorities with drops only, in
+    /// priority order). The totals (`outbox_stats`) go back further.
+    pub fn drop_counts(&self) -> Result<Vec<(i64, i64, i64)>> {
+        self.conn
+            .prepare_cached("SELECT priority, expired, quota FROM drops ORDER BY priority")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| translate(&self.path, e))
+    }
+
     // ------------------------------------------------------------ salvage --
 
     /// Copy every readable row of the store at `path` into a new store at `dest`.
@@ -876,9 +909,10 @@ fn append_in(
     }
     let need = meta.outbox_bytes - freed + incoming - max_bytes;
     let mut evicted: Vec<(i64, i64)> = Vec::new();
+    let mut evicted_priorities: Vec<i64> = Vec::new();
     if need > 0 {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, length(payload) FROM outbox WHERE priority >= ?1 \
+            "SELECT seq, length(payload), priority FROM outbox WHERE priority >= ?1 \
              ORDER BY priority DESC, seq ASC",
         )?;
         let mut rows = stmt.query([threshold])?;
@@ -889,6 +923,7 @@ fn append_in(
             if victims.iter().any(|v| v.0 == seq) {
                 continue;
             }
+            evicted_priorities.push(row.get(2)?);
             evicted.push((seq, length));
             gained += length;
             if gained >= need {
@@ -915,6 +950,7 @@ fn append_in(
             meta.dropped_quota += 1;
         }
     }
+    count_drops(conn, &evicted_priorities, false)?;
     let first = meta.next_seq;
     let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
     let mut seqs = Vec::with_capacity(records.len());
@@ -936,15 +972,36 @@ fn append_in(
 }
 
 fn expire_in(conn: &Connection, meta: &mut Meta, t: f64) -> rusqlite::Result<i64> {
-    let mut stmt = conn.prepare_cached(EXPIRE_DELETE)?;
-    let mut rows = stmt.query([t])?;
-    let mut n = 0i64;
-    while let Some(row) = rows.next()? {
-        meta.outbox_bytes -= row.get::<_, i64>(0)?;
-        n += 1;
+    let mut priorities: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(EXPIRE_DELETE)?;
+        let mut rows = stmt.query([t])?;
+        while let Some(row) = rows.next()? {
+            priorities.push(row.get(0)?);
+            meta.outbox_bytes -= row.get::<_, i64>(1)?;
+        }
     }
+    let n = priorities.len() as i64;
     meta.dropped_expired += n;
+    count_drops(conn, &priorities, true)?;
     Ok(n)
+}
+
+/// Add the dropped records' priorities to the per-priority counters (`drops`).
+fn count_drops(conn: &Connection, priorities: &[i64], expired: bool) -> rusqlite::Result<()> {
+    if priorities.is_empty() {
+        return Ok(());
+    }
+    let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+    for priority in priorities {
+        *counts.entry(*priority).or_insert(0) += 1;
+    }
+    let mut upsert = conn.prepare_cached(UPSERT_DROPS)?;
+    for (priority, n) in counts {
+        let (e, q) = if expired { (n, 0) } else { (0, n) };
+        upsert.execute(params![priority, e, q])?;
+    }
+    Ok(())
 }
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
@@ -1306,6 +1363,22 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_counted_per_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir, 10);
+        s.append(b"aaaa", 9, None, None, Some(0.0)).unwrap();
+        s.append(b"bbbb", 7, Some(5.0), None, Some(0.0)).unwrap();
+        s.append(b"cc", 9, None, None, Some(0.0)).unwrap();
+        // 10 bytes: the oldest priority-9 record goes for a priority-2 one.
+        s.append(b"dddd", 2, None, None, Some(1.0)).unwrap();
+        assert_eq!(s.drop_counts().unwrap(), vec![(9, 0, 1)]);
+        s.expire(Some(6.0)).unwrap();
+        assert_eq!(s.drop_counts().unwrap(), vec![(7, 1, 0), (9, 0, 1)]);
+        let stats = s.outbox_stats(Some(6.0)).unwrap();
+        assert_eq!((stats.dropped_expired, stats.dropped_quota), (1, 1));
+    }
+
+    #[test]
     fn reserved_sequence_numbers_are_never_given_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
@@ -1488,7 +1561,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 7").unwrap();
         drop(conn);
         let err = Store::open(path.to_str().unwrap(), Synchronous::Normal, 100).unwrap_err();
-        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains('2')));
+        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains("(3)")));
     }
 
     #[test]

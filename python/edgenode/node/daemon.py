@@ -41,6 +41,7 @@ from edgenode.node.state import (
     STANDALONE,
     STOPPED,
     LinkState,
+    drops_by_priority,
     remove_pid_file,
     write_link_state,
     write_pid_file,
@@ -422,9 +423,11 @@ class Daemon:
         while True:
             try:
                 stats = self.store.outbox_stats()
-                self.metrics.set_outbox(stats)
+                drops = self.store.drop_counts()
+                self.metrics.set_outbox(stats, drops)
+                outbox: dict[str, Any] = {**stats, "dropped_by_priority": drops_by_priority(drops)}
                 body = collect_status(
-                    self.config.node.data_dir, stats, self._started, self.hub_connected
+                    self.config.node.data_dir, outbox, self._started, self.hub_connected
                 )
                 data = json.dumps(
                     body, separators=(",", ":"), allow_nan=False, ensure_ascii=False
