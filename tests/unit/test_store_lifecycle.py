@@ -19,7 +19,8 @@ from edgenode._pure import store as pure_store
 from edgenode.errors import ConfigError, StoreCorruptError, StoreError
 
 RUST_STORE_SOURCE = Path(__file__).parents[2] / "crates" / "edgecore_fast" / "src" / "store.rs"
-PAGE_SIZE = 4096
+PAGE_SIZE = pure_store.PAGE_SIZE_BYTES
+"""Of the files these tests make (new stores)."""
 
 
 def backends() -> list[ModuleType]:
@@ -140,6 +141,23 @@ def test_an_explicit_now_never_moves_the_persisted_clock_backwards(core, tmp_pat
 
 
 # ------------------------------------------------------- schema & format --
+
+
+def test_new_files_get_small_pages_and_older_files_keep_theirs(core, tmp_path):
+    """1 KiB pages: a commit writes a WAL frame per page it changes (docs/store.md)."""
+    new = tmp_path / "new.db"
+    core.Store(str(new)).close()
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:  # a file made by a build with 4 KiB pages
+        db.execute("PRAGMA page_size = 4096")
+        db.executescript(pure_store.SCHEMA_V1_SQL + "PRAGMA user_version = 1;")
+    store = core.Store(str(old))
+    assert store.append(b"x", now=0) == 1
+    store.close()
+    for path, size in ((new, 1024), (old, 4096)):
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA page_size").fetchone() == (size,)
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_the_schema_sql_is_textually_identical_in_both_backends():

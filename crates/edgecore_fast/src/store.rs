@@ -20,6 +20,10 @@ pub const DEFAULT_OUTBOX_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Most urgent priority (sent first) and least urgent one.
 pub const MIN_PRIORITY: i64 = 0;
 pub const MAX_PRIORITY: i64 = 9;
+/// Page size of new database files (an existing file keeps its own). Every page a commit
+/// changes is one WAL frame of this size, so small pages write less flash per commit
+/// (measured: bench/bench_disk.py, docs/store.md "Disk writes").
+pub const PAGE_SIZE_BYTES: i64 = 1024;
 /// SQLite's own auto-checkpoint threshold, in WAL pages.
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
 /// Size the WAL file is truncated back to after a checkpoint.
@@ -1007,6 +1011,9 @@ fn count_drops(conn: &Connection, priorities: &[i64], expired: bool) -> rusqlite
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // Before the first write (switching to WAL writes the header): a no-op on a file that
+    // exists, whose page size is fixed.
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE_BYTES}"))?;
     conn.execute_batch("PRAGMA journal_mode = WAL")?;
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",

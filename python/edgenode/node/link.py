@@ -381,6 +381,15 @@ class CloudLink:
     # --- Events ---------------------------------------------------------------------------
 
     def _handle_events(self, proto: NodeProtocol, outcome: _Outcome) -> None:
+        acked: list[int] = []
+        """The acks of every frame read in this step: deleted in ONE store transaction."""
+        try:
+            self._handle_each(proto, outcome, acked)
+        finally:
+            if acked:
+                self._uplink_acked(acked)
+
+    def _handle_each(self, proto: NodeProtocol, outcome: _Outcome, acked: list[int]) -> None:
         for event in proto.events_received():
             match event:
                 case Welcomed():
@@ -402,7 +411,7 @@ class CloudLink:
                 case SnapshotReceived():
                     self._apply_snapshot(proto, event)
                 case UplinkAcked():
-                    self._uplink_acked(event.sequences)
+                    acked.extend(event.sequences)
                 case RetryAfter():
                     outcome.retry_after = max(outcome.retry_after, event.delay)
                     outcome.error = f"hub busy, retry after {event.delay:.1f} s: {event.message}"
