@@ -47,7 +47,9 @@ def waiting_by_priority(node: NodeProcess) -> dict[int, int]:
 def test_a_full_outbox_drops_the_least_urgent_oldest_first_and_counts_per_priority(
     node: NodeProcess,
 ):
-    node.configure(None, outbox={"max_bytes": QUOTA}, mqtt={"enabled": False})
+    node.configure(
+        None, outbox={"max_bytes": QUOTA}, mqtt={"enabled": False}, apps={"enabled": False}
+    )
     low = produce(node, 100, 9)
     assert "None" not in low  # equal priority: the oldest make room
     status = node.status_json()["outbox"]
