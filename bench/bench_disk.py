@@ -17,6 +17,9 @@ Phases, each at ``synchronous = normal`` (the default) and ``full``:
   are scaled to the default interval (30 s) to give bytes per day. Every byte written in
   the run is charged to the status reports, so the figure is an upper bound (time-driven
   writes are counted 15 times too often); the raw rate over the run is printed too.
+- **offline** (only with ``--phases ...,offline``): the hub unreachable; the node stores
+  its newest status every ``[status] persist_interval``, shortened to
+  ``--persist-interval`` (default 5 s) and scaled to the default (300 s) per day.
 - **burst**: 100 devices report at 1 Hz each (100 reports/s) for ``--report-seconds``;
   bytes per report = bytes written from the start of the window until the outbox has been
   drained to the hub (its deletes are part of the cost) / reports acknowledged by the node
@@ -55,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_BROKER_SETTINGS = ROOT / "deploy" / "mosquitto" / "edgenode.conf"
 MOSQUITTO = "/usr/sbin/mosquitto"
 DEFAULT_STATUS_INTERVAL = 30.0
+DEFAULT_PERSIST_INTERVAL = 300.0
 DAY = 86_400.0
 DEVICES_AT_100 = 100
 WARMUP = 5.0
@@ -143,16 +147,18 @@ class Node:
         synchronous: str,
         status_interval: float,
         devices: int,
+        offline_url: str = "",
+        persist_interval: float = 300.0,
     ) -> None:
         directory.mkdir()
         self.data_dir = directory / "data"
         token = hub.node_add(name)
         sections: dict[str, dict[str, Any]] = {
             "node": {"name": name, "data_dir": str(self.data_dir)},
-            "hub": {"url": hub.link, "token": token},
+            "hub": {"url": offline_url or hub.link, "token": token},
             "mqtt": {"port": broker.port},
             "store": {"synchronous": synchronous},
-            "status": {"interval": status_interval},
+            "status": {"interval": status_interval, "persist_interval": persist_interval},
             "metrics": {"listen": ""},
             "log": {"level": "warning"},
         }
@@ -170,7 +176,8 @@ class Node:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        wait_until(lambda: self._state("link-state.json").get("state") == "connected", "the link")
+        wanted = "disconnected" if offline_url else "connected"
+        wait_until(lambda: self._state("link-state.json").get("state") == wanted, "the link")
         if devices:
             wait_until(
                 lambda: self._state("devices.json").get("broker_connected"), "the device layer"
@@ -297,6 +304,39 @@ def idle_phase(
     }
 
 
+def offline_phase(
+    work: Path, hub: HubProcess, broker: Broker, name: str, sync: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The hub unreachable (a closed port): the newest status is stored every
+    ``persist_interval``, shortened to ``--persist-interval`` and scaled to the default."""
+    node = Node(
+        work / name,
+        name,
+        hub,
+        broker,
+        synchronous=sync,
+        status_interval=args.status_interval,
+        devices=0,
+        offline_url=f"ws://127.0.0.1:{free_port()}",
+        persist_interval=args.persist_interval,
+    )
+    try:
+        time.sleep(WARMUP)
+        start, began = node.written(), time.monotonic()
+        time.sleep(args.idle_seconds)
+        written, elapsed = node.written() - start, time.monotonic() - began
+    finally:
+        node.stop()
+    per_store = written / (elapsed / args.persist_interval)
+    return {
+        "seconds": round(elapsed, 1),
+        "persist_interval": args.persist_interval,
+        "bytes": written,
+        "bytes_per_stored_status": round(per_store),
+        "bytes_per_day": round(per_store * DAY / DEFAULT_PERSIST_INTERVAL),
+    }
+
+
 def report_phase(
     work: Path,
     hub: HubProcess,
@@ -338,6 +378,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="work directory (on the disk under test)")
     parser.add_argument("--idle-seconds", type=float, default=90.0)
     parser.add_argument("--status-interval", type=float, default=2.0)
+    parser.add_argument("--persist-interval", type=float, default=5.0)
     parser.add_argument("--report-seconds", type=float, default=60.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sync", default="normal,full", help="settings to measure")
@@ -367,6 +408,10 @@ def main() -> None:
                         runs["idle"].append(
                             idle_phase(work, hub, broker, f"idle-{tag}", sync, args)
                         )
+                    if "offline" in phases:
+                        runs["offline"].append(
+                            offline_phase(work, hub, broker, f"offline-{tag}", sync, args)
+                        )
                     if "burst" in phases:
                         runs["burst"].append(
                             report_phase(
@@ -380,6 +425,8 @@ def main() -> None:
                 summary: dict[str, Any] = {"runs": runs}
                 if runs.get("idle"):
                     summary["idle_bytes_per_day"] = median_of(runs["idle"], "bytes_per_day")
+                if runs.get("offline"):
+                    summary["offline_bytes_per_day"] = median_of(runs["offline"], "bytes_per_day")
                 if runs.get("burst"):
                     summary["bytes_per_report_at_100"] = median_of(
                         runs["burst"], "bytes_per_report"
@@ -389,6 +436,7 @@ def main() -> None:
                 results[sync] = summary
                 print(
                     f"synchronous={sync}: idle {summary.get('idle_bytes_per_day', '-')} B/day, "
+                    f"offline {summary.get('offline_bytes_per_day', '-')} B/day, "
                     f"{summary.get('bytes_per_report_at_100', '-')} B/report at 100/s, "
                     f"{summary.get('bytes_per_report_lone', '-')} B/report lone 1/s",
                     file=sys.stderr,
