@@ -62,7 +62,7 @@ DEFAULT_PERSIST_INTERVAL = 300.0
 DAY = 86_400.0
 DEVICES_AT_100 = 100
 WARMUP = 5.0
-"""Seconds of reports before a window opens (connections, first twins)."""
+"""Default seconds before a window opens (connections, first twins; ``--warmup``)."""
 DRAIN_TIMEOUT = 60.0
 STEP_TIMEOUT = 30.0
 BUDGET_IDLE_PER_DAY = 5_000_000
@@ -224,10 +224,10 @@ def report(seq: int) -> bytes:
 
 
 async def devices_report(
-    port: int, devices: int, rate_each: float, seconds: float, node: Node
+    port: int, devices: int, rate_each: float, seconds: float, node: Node, warmup: float
 ) -> tuple[int, int]:
     """``devices`` clients, each publishing QoS 1 at ``rate_each`` Hz (phases spread);
-    after ``WARMUP`` s a window of ``seconds`` opens. Returns (bytes written by the node
+    after ``warmup`` s a window of ``seconds`` opens. Returns (bytes written by the node
     from the window's start until its outbox drained, reports acknowledged in it)."""
     stop = asyncio.Event()
     window = {"open": False, "count": 0}
@@ -249,7 +249,7 @@ async def devices_report(
 
     tasks = [asyncio.create_task(device(i)) for i in range(devices)]
     try:
-        await asyncio.sleep(WARMUP)
+        await asyncio.sleep(warmup)
         start = node.written()
         window["open"] = True
         await asyncio.sleep(seconds)
@@ -287,7 +287,7 @@ def idle_phase(
         devices=0,
     )
     try:
-        time.sleep(WARMUP)
+        time.sleep(args.warmup)
         start, began = node.written(), time.monotonic()
         time.sleep(args.idle_seconds)
         written, elapsed = node.written() - start, time.monotonic() - began
@@ -321,7 +321,7 @@ def offline_phase(
         persist_interval=args.persist_interval,
     )
     try:
-        time.sleep(WARMUP)
+        time.sleep(args.warmup)
         start, began = node.written(), time.monotonic()
         time.sleep(args.idle_seconds)
         written, elapsed = node.written() - start, time.monotonic() - began
@@ -357,7 +357,7 @@ def report_phase(
     )
     try:
         written, count = asyncio.run(
-            devices_report(broker.port, devices, 1.0, args.report_seconds, node)
+            devices_report(broker.port, devices, 1.0, args.report_seconds, node, args.warmup)
         )
     finally:
         node.stop()
@@ -379,6 +379,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=90.0)
     parser.add_argument("--status-interval", type=float, default=2.0)
     parser.add_argument("--persist-interval", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=WARMUP)
     parser.add_argument("--report-seconds", type=float, default=60.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sync", default="normal,full", help="settings to measure")

@@ -38,3 +38,41 @@ def test_benchmark_runs_on_both_backends_and_writes_its_results_file(tmp_path):
     assert results["twin"]["rust"]["delta"] == results["twin"]["python"]["delta"]
     assert results["outbox"]["rust"]["messages"] == 2000
     assert "router match_many" in result.stdout
+
+
+def test_the_disk_benchmark_runs_every_phase_against_real_processes(tmp_path):
+    """bench/bench_disk.py on a tiny workload (a few seconds per phase, one setting): real
+    hub, Mosquitto and node processes; the structure is checked, not the figures."""
+    output = tmp_path / "disk.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_disk.py"),
+            "--dir",
+            str(tmp_path),
+            "--sync",
+            "normal",
+            "--phases",
+            "idle,offline,lone",
+            "--idle-seconds",
+            "1",
+            "--persist-interval",
+            "0.5",
+            "--report-seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())["results"]["normal"]
+    assert {"idle_bytes_per_day", "offline_bytes_per_day", "bytes_per_report_lone"} <= set(results)
+    (lone,) = results["runs"]["lone"]
+    assert lone["reports"] >= 1  # the device's reports were acknowledged by the node
+    assert lone["bytes"] > 0  # reports are durable: something reached the disk
