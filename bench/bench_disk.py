@@ -369,6 +369,36 @@ def report_phase(
     }
 
 
+def batch_sweep(work: Path, sync: str, sizes: list[int], reports: int) -> dict[str, Any]:
+    """The store alone, in this process: bytes written (``/proc/self/io``) per report when
+    ``k`` reports (100 devices' twins and their coalesced twin records, ~600 B documents)
+    go into one commit and their acks into one more: what a group-commit window of ``k``
+    reports would cost per report."""
+    from edgenode.store import Store
+
+    found: dict[str, Any] = {}
+    for k in sizes:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            store = Store(str(Path(tmp) / "node.db"), synchronous=sync)
+            me = os.getpid()
+            start = write_bytes(me)
+            done = 0
+            while done < reports:
+                twins, records = [], []
+                for i in range(done, done + k):
+                    device = f"dev-{i % DEVICES_AT_100:03d}"
+                    doc = json.dumps({"reported": {"temperature": i % 50, "pad": "x" * 500}})
+                    twins.append((device, doc.encode()))
+                    record = json.dumps({"kind": "twin", "device": device, "seq": i}).encode()
+                    records.append((record + b" " * 150, 3, None, f"twin/{device}"))
+                seqs = store.commit_batch(twins, records)
+                store.ack([seq for seq in seqs if seq is not None])
+                done += k
+            store.close()
+            found[str(k)] = round((write_bytes(me) - start) / done)
+    return found
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
@@ -385,8 +415,24 @@ def main() -> None:
     parser.add_argument("--sync", default="normal,full", help="settings to measure")
     parser.add_argument("--phases", default="idle,burst,lone")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--batch-sweep",
+        default="",
+        help="instead: the store alone, bytes per report at these reports per commit (1,10,100)",
+    )
     args = parser.parse_args()
     base = Path(args.dir) if args.dir else None
+    if args.batch_sweep:
+        sizes = [int(k) for k in args.batch_sweep.split(",")]
+        with tempfile.TemporaryDirectory(dir=base, prefix="bench-disk-") as tmp:
+            sweep = {
+                sync: batch_sweep(Path(tmp), sync, sizes, 3000) for sync in args.sync.split(",")
+            }
+        text = json.dumps({"bench": "disk-batch", "backend": backend, "sweep": sweep}, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     phases = args.phases.split(",")
