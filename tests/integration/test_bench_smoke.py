@@ -76,3 +76,29 @@ def test_the_disk_benchmark_runs_every_phase_against_real_processes(tmp_path):
     (lone,) = results["runs"]["lone"]
     assert lone["reports"] >= 1  # the device's reports were acknowledged by the node
     assert lone["bytes"] > 0  # reports are durable: something reached the disk
+
+
+def test_the_disk_benchmark_batch_sweep_runs_on_the_store(tmp_path):
+    output = tmp_path / "batch.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_disk.py"),
+            "--dir",
+            str(tmp_path),
+            "--sync",
+            "normal",
+            "--batch-sweep",
+            "1,100",
+            "--out",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads(output.read_text())["sweep"]["normal"]
+    assert set(sweep) == {"1", "100"}
+    assert all(value > 0 for value in sweep.values())
