@@ -152,6 +152,9 @@ class Store:
     def applied_revision(self) -> int: ...
     def next_seq(self) -> int:
         """The sequence number the next appended outbox record gets (1 in a new file)."""
+    def reserve_seq(self) -> int:
+        """Take ``next_seq()`` for a record sent without being stored (a sample), writing
+        nothing; the counter is persisted by the next write transaction or ``close``."""
     def apply_changes(
         self, changes: Sequence[tuple[str, int, bytes | None]], revision: int
     ) -> None:
@@ -219,6 +222,9 @@ class Store:
     def ack_ranges(self, ranges: Sequence[tuple[int, int]]) -> int:
         """Delete every ``lo <= seq <= hi``; how many were deleted."""
     def expire(self, *, now: float | None = None) -> int: ...
+    def drop_counts(self) -> list[tuple[int, int, int]]:
+        """``(priority, expired, quota)``: records dropped per priority by TTL and by the
+        quota policy (priorities with drops only, in priority order)."""
     def outbox_stats(self, *, now: float | None = None) -> dict[str, int | float]:
         """messages, bytes, oldest_age, next_seq, max_bytes, dropped_expired,
         dropped_quota, rejected, coalesced (counters persist across restarts)."""

@@ -69,6 +69,8 @@ ROUTE_KEYS: Final = ("from", "to", "priority", "ttl", "enabled")
 CONFIG_KEYS: Final = ("name", "data")
 MIN_LOG_BYTES: Final = 4096
 CONTAINER_RUNTIMES: Final = ("auto", "docker", "podman", "none")
+SYNCHRONOUS_SETTINGS: Final = ("normal", "full")
+"""``[store] synchronous``: SQLite's ``PRAGMA synchronous`` in WAL mode (docs/store.md)."""
 MAX_CONFIGS: Final = 1_000
 MAX_CONFIG_ENTRIES: Final = 4096
 CONFIG_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -141,6 +143,13 @@ class OutboxSection:
 
 
 @dataclass(frozen=True)
+class StoreSection:
+    synchronous: str = "normal"
+    """``normal``: a commit survives a process kill, not a power loss; ``full``: it
+    survives both (the WAL is synced on every commit). See docs/store.md, "Durability"."""
+
+
+@dataclass(frozen=True)
 class AppsSection:
     enabled: bool = True
     """Run the Apps the hub targets at this node (false: report them Failed, run nothing)."""
@@ -155,7 +164,11 @@ class AppsSection:
 @dataclass(frozen=True)
 class StatusSection:
     interval: float = 30.0
-    """Seconds between node status records (coalesced: only the newest waits)."""
+    """Seconds between node status samples. While connected each goes to the hub without
+    a disk write; while not, only the newest is kept (see ``persist_interval``)."""
+    persist_interval: float = 300.0
+    """While the hub is unreachable (or standalone), seconds between durable writes of the
+    newest status (coalesced in the outbox: only the newest waits); 0: every sample."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,7 @@ class Config:
     hub: HubSection = field(default_factory=HubSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
+    store: StoreSection = field(default_factory=StoreSection)
     apps: AppsSection = field(default_factory=AppsSection)
     status: StatusSection = field(default_factory=StatusSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
@@ -246,6 +260,7 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "hub": HubSection,
     "mqtt": MqttSection,
     "outbox": OutboxSection,
+    "store": StoreSection,
     "apps": AppsSection,
     "status": StatusSection,
     "metrics": MetricsSection,
@@ -297,6 +312,9 @@ kubeedge = true                   # also serve KubeEdge's device API ($hw/events
 max_bytes = 67108864              # disk quota of the uplink outbox (payload bytes)
 default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
 
+[store]
+synchronous = "normal"            # normal: survives a process kill; full: also power loss
+
 [apps]
 # Apps (workloads) the hub targets at this node (docs/apps.md).
 enabled = true                    # false: run no Apps (they are reported Failed)
@@ -305,7 +323,8 @@ log_max_bytes = 10485760          # each App's log is rotated at this size (one 
 container_runtime = "auto"        # auto (docker, then podman), docker, podman or none
 
 [status]
-interval = 30.0                   # seconds between node status reports
+interval = 30.0                   # seconds between node status samples (sent, not stored)
+persist_interval = 300.0          # offline: seconds between stored status records
 
 [metrics]
 listen = "127.0.0.1:9101"         # Prometheus text endpoint; "" disables it
@@ -633,6 +652,11 @@ def _validate(config: Config, base: Path) -> Config:
         raise ConfigError(f"{src}: [outbox] max_bytes: must be at least 1")
     if config.outbox.default_ttl < 0:
         raise ConfigError(f"{src}: [outbox] default_ttl: must not be negative")
+    synchronous = config.store.synchronous.lower()
+    if synchronous not in SYNCHRONOUS_SETTINGS:
+        raise ConfigError(
+            f"{src}: [store] synchronous: must be one of {', '.join(SYNCHRONOUS_SETTINGS)}"
+        )
     if config.apps.artifacts_max_bytes < 1:
         raise ConfigError(f"{src}: [apps] artifacts_max_bytes: must be at least 1")
     if config.apps.log_max_bytes < MIN_LOG_BYTES:
@@ -643,12 +667,21 @@ def _validate(config: Config, base: Path) -> Config:
         )
     if not config.status.interval >= MIN_STATUS_INTERVAL:
         raise ConfigError(f"{src}: [status] interval: must be at least {MIN_STATUS_INTERVAL}")
+    if not config.status.persist_interval >= 0:
+        raise ConfigError(f"{src}: [status] persist_interval: must not be negative")
     if config.metrics.listen:
         parse_listen(config.metrics.listen, f"{src}: [metrics] listen")
     level = config.log.level.lower()
     if level not in LOG_LEVELS:
         raise ConfigError(f"{src}: [log] level: must be one of {', '.join(LOG_LEVELS)}")
-    return dataclasses.replace(config, node=node, hub=hub, mqtt=mqtt, log=LogSection(level))
+    return dataclasses.replace(
+        config,
+        node=node,
+        hub=hub,
+        mqtt=mqtt,
+        store=StoreSection(synchronous),
+        log=LogSection(level),
+    )
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -105,6 +105,9 @@ STRATEGIES: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "get_twin": st.tuples(st.just("get_twin"), keys),
     "list_twins": st.tuples(st.just("list_twins")),
     "delete_twin": st.tuples(st.just("delete_twin"), keys),
+    "reserve_seq": st.tuples(st.just("reserve_seq")),
+    "next_seq": st.tuples(st.just("next_seq")),
+    "drop_counts": st.tuples(st.just("drop_counts")),
     "reopen": st.tuples(st.just("reopen")),
 }
 # The outbox is the heart: its operations are drawn several times as often.
@@ -165,6 +168,10 @@ def test_both_backends_agree_on_every_operation_sequence(ops):
                     event("commit_batch: the quota refused a record, others landed")
             final = [s.outbox_stats(now=1000) for s in stores]
             assert final[0] == final[1]
+            drops = [s.drop_counts() for s in stores]
+            assert drops[0] == drops[1]
+            assert sum(e for _, e, _ in drops[0]) <= final[0]["dropped_expired"]
+            assert sum(q for _, _, q in drops[0]) == final[0]["dropped_quota"]
             rows = [(s.peek(100, now=1000), s.list_twins()) for s in stores]
             assert rows[0] == rows[1]
             for counter in ("dropped_expired", "dropped_quota", "rejected", "coalesced"):

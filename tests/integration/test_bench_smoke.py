@@ -51,3 +51,51 @@ def test_the_apps_benchmark_runs_on_a_small_fleet(tmp_path):
     assert report["nodes"] == 2
     assert report["first_apply_seconds"] > 0
     assert len(report["new_revision_seconds"]) == 1
+
+
+def test_the_disk_benchmark_runs_every_phase_against_real_processes(tmp_path):
+    """bench/bench_disk.py on a tiny workload (a few seconds per phase, one setting): real
+    hub, Mosquitto and node processes; the structure is checked, not the figures."""
+    output = tmp_path / "disk.json"
+    run_bench(
+        "bench_disk.py",
+        "--dir",
+        str(tmp_path),
+        "--sync",
+        "normal",
+        "--phases",
+        "idle,offline,lone",
+        "--idle-seconds",
+        "1",
+        "--persist-interval",
+        "0.5",
+        "--report-seconds",
+        "2",
+        "--warmup",
+        "0.5",
+        "--out",
+        str(output),
+    )
+    results = json.loads(output.read_text())["results"]["normal"]
+    assert {"idle_bytes_per_day", "offline_bytes_per_day", "bytes_per_report_lone"} <= set(results)
+    (lone,) = results["runs"]["lone"]
+    assert lone["reports"] >= 1  # the device's reports were acknowledged by the node
+    assert lone["bytes"] > 0  # reports are durable: something reached the disk
+
+
+def test_the_disk_benchmark_batch_sweep_runs_on_the_store(tmp_path):
+    output = tmp_path / "batch.json"
+    run_bench(
+        "bench_disk.py",
+        "--dir",
+        str(tmp_path),
+        "--sync",
+        "normal",
+        "--batch-sweep",
+        "1,100",
+        "--out",
+        str(output),
+    )
+    sweep = json.loads(output.read_text())["sweep"]["normal"]
+    assert set(sweep) == {"1", "100"}
+    assert all(value > 0 for value in sweep.values())

@@ -19,7 +19,8 @@ from edgenode._pure import store as pure_store
 from edgenode.errors import ConfigError, StoreCorruptError, StoreError
 
 RUST_STORE_SOURCE = Path(__file__).parents[2] / "crates" / "edgecore_fast" / "src" / "store.rs"
-PAGE_SIZE = 4096
+PAGE_SIZE = pure_store.PAGE_SIZE_BYTES
+"""Of the files these tests make (new stores)."""
 
 
 def backends() -> list[ModuleType]:
@@ -46,12 +47,14 @@ def test_a_new_store_is_a_wal_database_with_the_current_schema_version(core, tmp
     path = tmp_path / "node.db"
     store = core.Store(str(path))
     assert store.path == str(path)
-    assert core.SCHEMA_VERSION == 2
+    assert core.SCHEMA_VERSION == 3
     assert core.DEFAULT_OUTBOX_MAX_BYTES == 64 * 1024 * 1024
     store.append(b"x", now=0)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    store = core.Store(str(path))  # the per-priority drop counters start empty
+    assert store.drop_counts() == []
 
 
 @pytest.mark.parametrize("synchronous", ["off", "NORMAL", "", None, 1])
@@ -140,6 +143,23 @@ def test_an_explicit_now_never_moves_the_persisted_clock_backwards(core, tmp_pat
 # ------------------------------------------------------- schema & format --
 
 
+def test_new_files_get_small_pages_and_older_files_keep_theirs(core, tmp_path):
+    """1 KiB pages: a commit writes a WAL frame per page it changes (docs/store.md)."""
+    new = tmp_path / "new.db"
+    core.Store(str(new)).close()
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:  # a file made by a build with 4 KiB pages
+        db.execute("PRAGMA page_size = 4096")
+        db.executescript(pure_store.SCHEMA_V1_SQL + "PRAGMA user_version = 1;")
+    store = core.Store(str(old))
+    assert store.append(b"x", now=0) == 1
+    store.close()
+    for path, size in ((new, 1024), (old, 4096)):
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA page_size").fetchone() == (size,)
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 def test_the_schema_sql_is_textually_identical_in_both_backends():
     assert rust_constant("SCHEMA_SQL") == pure_store.SCHEMA_SQL
     assert rust_constant("SCHEMA_V1_SQL") == pure_store.SCHEMA_V1_SQL
@@ -155,6 +175,7 @@ def test_both_backends_create_the_same_sqlite_master(tmp_path):
         "resources",
         "twins",
         "outbox",
+        "drops",
     }
 
 
@@ -214,14 +235,14 @@ def test_a_version_one_file_is_migrated_and_keeps_its_data(core, tmp_path):
     assert store.append(b"s", coalesce_key="status", now=2) == 5
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_newer_schema_version_is_refused_naming_both_versions(core, tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 9")
-    newer = r"schema version 9 is newer than this build supports \(2\)"
+    newer = r"schema version 9 is newer than this build supports \(3\)"
     with pytest.raises(StoreError, match=newer):
         core.Store(str(path))
 

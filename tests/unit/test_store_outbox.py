@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +28,34 @@ def test_sequence_numbers_start_at_one_and_increase_strictly(core, tmp_path):
     assert store.append(b"a", now=0) == 1
     assert store.append_many([(b"b", 5, None), (b"c", 0, None)], now=0) == [2, 3]
     assert store.append(b"d", now=0) == 4
+
+
+def meta_next_seq(tmp_path: Path) -> int:
+    """``meta.next_seq`` as the file holds it (a separate read-only connection)."""
+    db = sqlite3.connect(f"file:{tmp_path / 'node.db'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT next_seq FROM meta").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_reserve_seq_takes_a_number_without_writing_and_the_next_write_persists_it(core, tmp_path):
+    store = open_store(core, tmp_path)
+    assert store.append(b"a", now=0) == 1
+    wal = tmp_path / "node.db-wal"
+    size = wal.stat().st_size
+    assert [store.reserve_seq(), store.reserve_seq()] == [2, 3]
+    assert store.next_seq() == 4
+    assert wal.stat().st_size == size  # nothing written
+    assert meta_next_seq(tmp_path) == 2  # a crash now: the hub hears next_seq 2
+    assert store.peek(10, now=0) == [(1, 5, b"a")]  # a reserved number is no record
+    assert store.append(b"b", now=0) == 4
+    assert meta_next_seq(tmp_path) == 5
+    store.reserve_seq()
+    store.close()  # close persists the counter too
+    assert meta_next_seq(tmp_path) == 6
+    with pytest.raises(StoreError, match="closed"):
+        store.reserve_seq()
 
 
 def test_sequence_numbers_are_never_reused_after_everything_was_acked_and_reopened(core, tmp_path):
@@ -253,6 +282,48 @@ def test_quota_evicts_less_or_equally_urgent_records_largest_priority_oldest_fir
     assert seqs_of(store.peek(now=0)) == [4, 1, 5, 6]
     stats = store.outbox_stats(now=0)
     assert (stats["dropped_quota"], stats["bytes"], stats["rejected"]) == (2, 10, 0)
+
+
+def test_quota_drops_are_counted_per_priority_and_kept_across_restarts(core, tmp_path):
+    store = open_store(core, tmp_path, outbox_max_bytes=10)
+    assert store.drop_counts() == []
+    store.append_many([(b"aa", 5, None), (b"bb", 9, None), (b"cc", 9, None)], now=0)
+    store.append_many([(b"dd", 3, None), (b"ee", 5, None)], now=0)
+    store.append(b"ffffff", 5, now=0)  # 6 bytes: both priority-9 records and seq 1
+    assert store.drop_counts() == [(5, 0, 1), (9, 0, 2)]
+    store.append(b"g", 1, 5, now=0)  # 1 byte: the oldest of the priority-5 records goes
+    store.close()
+    store = open_store(core, tmp_path, outbox_max_bytes=10)
+    assert store.expire(now=5) == 1
+    assert store.drop_counts() == [(1, 1, 0), (5, 0, 2), (9, 0, 2)]
+    stats = store.outbox_stats(now=5)
+    assert (stats["dropped_quota"], stats["dropped_expired"]) == (4, 1)
+
+
+def test_a_full_outbox_keeps_taking_more_urgent_records_while_less_urgent_ones_remain(
+    core, tmp_path
+):
+    store = open_store(core, tmp_path, outbox_max_bytes=100)
+    # Full: ten 10-byte records, priorities 9, 8, ..., 5 twice each, in that order.
+    store.append_many([(b"%010d" % i, 9 - i // 2, None) for i in range(10)], now=0)
+    evicted: list[int] = []
+    for _ in range(10):
+        before = {seq: prio for seq, prio, _ in store.peek(100, now=0)}
+        assert store.append(b"u" * 10, 2, now=0) is not None  # never refused
+        after = {seq for seq, _, _ in store.peek(100, now=0)}
+        (gone,) = set(before) - after
+        evicted.append(gone)
+        assert before[gone] == max(before.values())  # the least urgent went first ...
+        assert gone == min(s for s, p in before.items() if p == before[gone])  # ... oldest
+    assert evicted == list(range(1, 11))
+    assert store.drop_counts() == [(p, 0, 2) for p in range(5, 10)]
+    # Only more urgent records (priority 2) remain: a priority-3 record is refused ...
+    with pytest.raises(OutboxFullError):
+        store.append(b"x" * 10, 3, now=0)
+    # ... and one of the same priority replaces the oldest of them.
+    assert store.append(b"y" * 10, 2, now=0) == 21
+    assert store.drop_counts()[0] == (2, 0, 1)
+    assert store.outbox_stats(now=0)["rejected"] == 1
 
 
 def test_quota_never_evicts_more_urgent_records_and_rejects_instead(core, tmp_path):

@@ -272,6 +272,14 @@ impl PyStore {
         self.with(py, |s| Ok(s.next_seq()))
     }
 
+    fn reserve_seq(&self, py: Python<'_>) -> PyResult<i64> {
+        self.with(py, |s| Ok(s.reserve_seq()))
+    }
+
+    fn drop_counts(&self, py: Python<'_>) -> PyResult<Vec<(i64, i64, i64)>> {
+        self.with(py, |s| s.drop_counts())
+    }
+
     fn apply_changes(
         &self,
         py: Python<'_>,

@@ -14,12 +14,16 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// `PRAGMA user_version` of files this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Default outbox quota: the sum of payload lengths.
 pub const DEFAULT_OUTBOX_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Most urgent priority (sent first) and least urgent one.
 pub const MIN_PRIORITY: i64 = 0;
 pub const MAX_PRIORITY: i64 = 9;
+/// Page size of new database files (an existing file keeps its own). Every page a commit
+/// changes is one WAL frame of this size, so small pages write less flash per commit
+/// (measured: bench/bench_disk.py, docs/store.md "Disk writes").
+pub const PAGE_SIZE_BYTES: i64 = 1024;
 /// SQLite's own auto-checkpoint threshold, in WAL pages.
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
 /// Size the WAL file is truncated back to after a checkpoint.
@@ -70,6 +74,11 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_order ON outbox (priority, seq);
 CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
 ";
 
 /// Schema version 1 (no store clock, no coalescing), kept to test migrations.
@@ -106,14 +115,26 @@ CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
 ";
 
 /// `MIGRATIONS[i] = (v, sql)` upgrades a file from schema version `v` to `v + 1`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "\
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "\
 ALTER TABLE meta ADD COLUMN clock REAL NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN coalesce_key TEXT;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
 ",
-)];
+    ),
+    (
+        2,
+        "\
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
+",
+    ),
+];
 
 const SQLITE_CORRUPT: i32 = 11;
 const NUL_IN_PATH: &str = "store path must not contain a NUL character";
@@ -132,7 +153,10 @@ const SELECT_COALESCE: &str = "SELECT seq, length(payload) FROM outbox WHERE coa
 const EXPIRE_DUE: &str =
     "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1)";
 const EXPIRE_DELETE: &str = "DELETE FROM outbox WHERE expires IS NOT NULL AND expires <= ?1 \
-    RETURNING length(payload)";
+    RETURNING priority, length(payload)";
+const UPSERT_DROPS: &str = "INSERT INTO drops (priority, expired, quota) VALUES (?1, ?2, ?3) \
+    ON CONFLICT (priority) DO UPDATE SET expired = expired + excluded.expired, \
+    quota = quota + excluded.quota";
 
 /// Every failure of the store; the binding maps each kind to a Python class.
 #[derive(Debug, Clone, PartialEq)]
@@ -446,6 +470,18 @@ impl Store {
     /// forget the sequence numbers of the node's previous life (see docs/protocol.md).
     pub fn next_seq(&self) -> i64 {
         self.meta.next_seq
+    }
+
+    /// Take the next sequence number for a record that is sent without being stored (a
+    /// sample, such as the node's status while connected), writing nothing: the counter
+    /// is persisted by the next write transaction or `close`. After a crash before that,
+    /// the file's `next_seq` is at or below the taken number; the node says so in its
+    /// hello and the hub forgets the sequence numbers from there on (docs/protocol.md),
+    /// so a number is never taken twice in a way the hub could confuse.
+    pub fn reserve_seq(&mut self) -> i64 {
+        let seq = self.meta.next_seq;
+        self.meta.next_seq += 1;
+        seq
     }
 
     fn check_new_revision(&self, revision: i64) -> Result<()> {
@@ -770,6 +806,19 @@ impl Store {
         })
     }
 
+    /// `(priority, expired, quota)`: records dropped per priority by their TTL and by the
+    /// quota policy since the file has schema version 3 (priorities with drops only, in
+    /// priority order). The totals (`outbox_stats`) go back further.
+    pub fn drop_counts(&self) -> Result<Vec<(i64, i64, i64)>> {
+        self.conn
+            .prepare_cached("SELECT priority, expired, quota FROM drops ORDER BY priority")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| translate(&self.path, e))
+    }
+
     // ------------------------------------------------------------ salvage --
 
     /// Copy every readable row of the store at `path` into a new store at `dest`.
@@ -864,9 +913,10 @@ fn append_in(
     }
     let need = meta.outbox_bytes - freed + incoming - max_bytes;
     let mut evicted: Vec<(i64, i64)> = Vec::new();
+    let mut evicted_priorities: Vec<i64> = Vec::new();
     if need > 0 {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, length(payload) FROM outbox WHERE priority >= ?1 \
+            "SELECT seq, length(payload), priority FROM outbox WHERE priority >= ?1 \
              ORDER BY priority DESC, seq ASC",
         )?;
         let mut rows = stmt.query([threshold])?;
@@ -877,6 +927,7 @@ fn append_in(
             if victims.iter().any(|v| v.0 == seq) {
                 continue;
             }
+            evicted_priorities.push(row.get(2)?);
             evicted.push((seq, length));
             gained += length;
             if gained >= need {
@@ -903,6 +954,7 @@ fn append_in(
             meta.dropped_quota += 1;
         }
     }
+    count_drops(conn, &evicted_priorities, false)?;
     let first = meta.next_seq;
     let mut insert = conn.prepare_cached(INSERT_OUTBOX)?;
     let mut seqs = Vec::with_capacity(records.len());
@@ -924,20 +976,44 @@ fn append_in(
 }
 
 fn expire_in(conn: &Connection, meta: &mut Meta, t: f64) -> rusqlite::Result<i64> {
-    let mut stmt = conn.prepare_cached(EXPIRE_DELETE)?;
-    let mut rows = stmt.query([t])?;
-    let mut n = 0i64;
-    while let Some(row) = rows.next()? {
-        meta.outbox_bytes -= row.get::<_, i64>(0)?;
-        n += 1;
+    let mut priorities: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(EXPIRE_DELETE)?;
+        let mut rows = stmt.query([t])?;
+        while let Some(row) = rows.next()? {
+            priorities.push(row.get(0)?);
+            meta.outbox_bytes -= row.get::<_, i64>(1)?;
+        }
     }
+    let n = priorities.len() as i64;
     meta.dropped_expired += n;
+    count_drops(conn, &priorities, true)?;
     Ok(n)
+}
+
+/// Add the dropped records' priorities to the per-priority counters (`drops`).
+fn count_drops(conn: &Connection, priorities: &[i64], expired: bool) -> rusqlite::Result<()> {
+    if priorities.is_empty() {
+        return Ok(());
+    }
+    let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+    for priority in priorities {
+        *counts.entry(*priority).or_insert(0) += 1;
+    }
+    let mut upsert = conn.prepare_cached(UPSERT_DROPS)?;
+    for (priority, n) in counts {
+        let (e, q) = if expired { (n, 0) } else { (0, n) };
+        upsert.execute(params![priority, e, q])?;
+    }
+    Ok(())
 }
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // Before the first write (switching to WAL writes the header): a no-op on a file that
+    // exists, whose page size is fixed.
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE_BYTES}"))?;
     conn.execute_batch("PRAGMA journal_mode = WAL")?;
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
@@ -1294,6 +1370,35 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_counted_per_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir, 10);
+        s.append(b"aaaa", 9, None, None, Some(0.0)).unwrap();
+        s.append(b"bbbb", 7, Some(5.0), None, Some(0.0)).unwrap();
+        s.append(b"cc", 9, None, None, Some(0.0)).unwrap();
+        // 10 bytes: the oldest priority-9 record goes for a priority-2 one.
+        s.append(b"dddd", 2, None, None, Some(1.0)).unwrap();
+        assert_eq!(s.drop_counts().unwrap(), vec![(9, 0, 1)]);
+        s.expire(Some(6.0)).unwrap();
+        assert_eq!(s.drop_counts().unwrap(), vec![(7, 1, 0), (9, 0, 1)]);
+        let stats = s.outbox_stats(Some(6.0)).unwrap();
+        assert_eq!((stats.dropped_expired, stats.dropped_quota), (1, 1));
+    }
+
+    #[test]
+    fn reserved_sequence_numbers_are_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
+        assert_eq!(s.append(b"a", 5, None, None, Some(0.0)).unwrap(), 1);
+        assert_eq!((s.reserve_seq(), s.reserve_seq()), (2, 3));
+        assert_eq!(s.append(b"b", 5, None, None, Some(0.0)).unwrap(), 4);
+        s.reserve_seq();
+        s.close().unwrap();
+        let s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
+        assert_eq!(s.next_seq(), 6);
+    }
+
+    #[test]
     fn sequence_numbers_increase_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir, DEFAULT_OUTBOX_MAX_BYTES);
@@ -1463,7 +1568,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 7").unwrap();
         drop(conn);
         let err = Store::open(path.to_str().unwrap(), Synchronous::Normal, 100).unwrap_err();
-        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains('2')));
+        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains("(3)")));
     }
 
     #[test]

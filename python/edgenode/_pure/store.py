@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 
 from edgenode.errors import ConfigError, OutboxFullError, StoreCorruptError, StoreError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_OUTBOX_MAX_BYTES: Final = 64 * 1024 * 1024
 
 MIN_PRIORITY: Final = 0  # most urgent, sent first
@@ -38,6 +38,9 @@ MAX_PRIORITY: Final = 9
 I64_MAX: Final = 2**63 - 1
 # Bounds of the WAL file: SQLite's own auto-checkpoint (pages), the size the WAL
 # is truncated back to after a checkpoint, and our own passive checkpoint cadence.
+PAGE_SIZE_BYTES: Final = 1024
+"""Page size of new database files (an existing file keeps its own): every page a commit
+changes is one WAL frame of this size, so small pages write less flash per commit."""
 WAL_AUTOCHECKPOINT_PAGES: Final = 1000
 JOURNAL_SIZE_LIMIT_BYTES: Final = 4 * 1024 * 1024
 PASSIVE_CHECKPOINT_EVERY_WRITES: Final = 500
@@ -84,6 +87,11 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_order ON outbox (priority, seq);
 CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
 """
 
 # Schema version 1, the previous layout (no store clock, no coalescing). Kept so
@@ -127,7 +135,19 @@ ALTER TABLE meta ADD COLUMN clock REAL NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN coalesce_key TEXT;
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
 """,
+    2: """\
+CREATE TABLE drops (
+    priority INTEGER PRIMARY KEY,
+    expired INTEGER NOT NULL,
+    quota INTEGER NOT NULL
+);
+""",
 }
+UPSERT_DROPS: Final = (
+    "INSERT INTO drops (priority, expired, quota) VALUES (?, ?, ?) "
+    "ON CONFLICT (priority) DO UPDATE SET expired = expired + excluded.expired, "
+    "quota = quota + excluded.quota"
+)
 
 META_COLUMNS: Final = (
     "applied_revision, next_seq, outbox_bytes, dropped_expired, dropped_quota, "
@@ -375,6 +395,17 @@ class Store:
         self._conn()
         return self._meta.next_seq
 
+    def reserve_seq(self) -> int:
+        """Take the next sequence number for a record sent without being stored (a
+        sample), writing nothing; the next write transaction or ``close`` persists the
+        counter. After a crash before that the file's ``next_seq`` is at or below the
+        taken number, which the node's hello tells the hub (it forgets from there)."""
+        with self._lock:
+            self._conn()
+            seq = self._meta.next_seq
+            self._meta.next_seq += 1
+            return seq
+
     def _check_not_older(self, revision: int) -> None:
         """Checked inside the write transaction, so concurrent callers cannot race it."""
         if revision < self._meta.applied_revision:
@@ -545,14 +576,15 @@ class Store:
         return self._append(checked, None, t)
 
     def _expire_in(self, db: sqlite3.Connection, t: float) -> int:
-        lengths = db.execute(
+        rows = db.execute(
             "DELETE FROM outbox WHERE expires IS NOT NULL AND expires <= ? "
-            "RETURNING length(payload)",
+            "RETURNING priority, length(payload)",
             (t,),
         ).fetchall()
-        self._meta.outbox_bytes -= sum(row[0] for row in lengths)
-        self._meta.dropped_expired += len(lengths)
-        return len(lengths)
+        self._meta.outbox_bytes -= sum(row[1] for row in rows)
+        self._meta.dropped_expired += len(rows)
+        _count_drops(db, [priority for priority, _ in rows], expired=True)
+        return len(rows)
 
     def commit_batch(
         self,
@@ -650,18 +682,20 @@ class Store:
                 freed = sum(length for _, length in victims)
         need = meta.outbox_bytes - freed + incoming - max_bytes
         evicted: list[tuple[int, int]] = []
+        evicted_priorities: list[int] = []
         if need > 0:
             skip = {seq for seq, _ in victims}
             cursor = db.execute(
-                "SELECT seq, length(payload) FROM outbox WHERE priority >= ? "
+                "SELECT seq, length(payload), priority FROM outbox WHERE priority >= ? "
                 "ORDER BY priority DESC, seq ASC",
                 (threshold,),
             )
             gained = 0
-            for seq, length in cursor:
+            for seq, length, priority in cursor:
                 if seq in skip:
                     continue
                 evicted.append((seq, length))
+                evicted_priorities.append(priority)
                 gained += length
                 if gained >= need:
                     break
@@ -677,6 +711,7 @@ class Store:
                 db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s, _ in group])
                 meta.outbox_bytes -= sum(length for _, length in group)
                 setattr(meta, counter, getattr(meta, counter) + len(group))
+        _count_drops(db, evicted_priorities, expired=False)
         first = meta.next_seq
         seqs = list(range(first, first + len(records)))
         db.executemany(
@@ -816,6 +851,18 @@ class Store:
             "coalesced": m.coalesced,
         }
 
+    def drop_counts(self) -> list[tuple[int, int, int]]:
+        """``(priority, expired, quota)``: records dropped per priority by their TTL and by
+        the quota policy since the file has schema version 3 (priorities with drops only,
+        in priority order). The totals (``outbox_stats``) go back further."""
+        self._conn()
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT priority, expired, quota FROM drops ORDER BY priority"
+            ).fetchall()
+        )
+        return [(priority, expired, quota) for priority, expired, quota in rows]
+
     # ------------------------------------------------------------ salvage --
 
     @staticmethod
@@ -850,6 +897,9 @@ class Store:
 
 def _configure(db: sqlite3.Connection, synchronous: str) -> None:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # Before the first write (switching to WAL writes the header): a no-op on a file that
+    # exists, whose page size is fixed.
+    db.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}")
     db.execute("PRAGMA journal_mode = WAL").fetchall()
     db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}").fetchall()
@@ -935,6 +985,16 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def _count_drops(db: sqlite3.Connection, priorities: list[int], *, expired: bool) -> None:
+    """Add the dropped records' priorities to the per-priority counters (``drops``)."""
+    counts: dict[int, int] = {}
+    for priority in priorities:
+        counts[priority] = counts.get(priority, 0) + 1
+    for priority in sorted(counts):
+        n = counts[priority]
+        db.execute(UPSERT_DROPS, (priority, n if expired else 0, 0 if expired else n))
 
 
 def _read_meta(db: sqlite3.Connection) -> _Meta:

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -40,6 +41,7 @@ from edgenode.node.state import (
     STANDALONE,
     STOPPED,
     LinkState,
+    drops_by_priority,
     remove_pid_file,
     write_link_state,
     write_pid_file,
@@ -106,6 +108,8 @@ class Daemon:
         self._lock: IO[str] | None = None
         self._stop = asyncio.Event()
         self._started = time.monotonic()
+        self._unstored_status: bytes | None = None
+        """The newest status sample taken while the hub was unreachable and not stored."""
 
     # --- The host services use (edgenode.service.NodeHost) ---------------------------------
 
@@ -265,6 +269,10 @@ class Daemon:
                     await task
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            try:
+                self._store_status()  # a clean stop keeps the newest offline status
+            except (StoreError, RuntimeError) as exc:
+                log.error("cannot store the last node status: %s", exc)
             self._close()
         return EXIT_OK
 
@@ -286,7 +294,9 @@ class Daemon:
             raise DaemonError(f"{key} {data_dir} is not writable: {exc.strerror or exc}") from None
         try:
             self._store = Store(
-                str(self.config.db_path), outbox_max_bytes=self.config.outbox.max_bytes
+                str(self.config.db_path),
+                synchronous=self.config.store.synchronous,
+                outbox_max_bytes=self.config.outbox.max_bytes,
             )
         except StoreCorruptError as exc:
             remove_pid_file(data_dir)
@@ -419,22 +429,46 @@ class Daemon:
     # --- Tasks ----------------------------------------------------------------------------
 
     async def _report_status(self) -> None:
+        """Node status is a sample, not a record (docs/store.md, "Durability"): while the
+        link is up each one goes to the hub without a disk write (``offer_sample``); while
+        it is down only the newest is kept, stored (coalesced) at most every
+        ``[status] persist_interval`` and at a clean stop."""
         interval = self.config.status.interval
+        persist_every = self.config.status.persist_interval
+        last_stored = -math.inf
         while True:
             try:
                 stats = self.store.outbox_stats()
-                self.metrics.set_outbox(stats)
+                drops = self.store.drop_counts()
+                self.metrics.set_outbox(stats, drops)
+                outbox: dict[str, Any] = {**stats, "dropped_by_priority": drops_by_priority(drops)}
                 body = collect_status(
-                    self.config.node.data_dir, stats, self._started, self.hub_connected
+                    self.config.node.data_dir, outbox, self._started, self.hub_connected
                 )
-                self.enqueue_uplink(
-                    STATUS_KIND, body, priority=STATUS_PRIORITY, coalesce_key=STATUS_COALESCE_KEY
-                )
+                data = json.dumps(
+                    body, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+                ).encode()
+                payload = encode_uplink_raw(STATUS_KIND, data, self.config.node.name)
+                if self._link is not None and self._link.offer_sample(payload, STATUS_PRIORITY):
+                    self._unstored_status = None
+                else:
+                    self._unstored_status = data
+                    now = time.monotonic()
+                    if now - last_stored >= persist_every:
+                        last_stored = now
+                        self._store_status()
             except StoreError as exc:  # a full disk: report, keep running
                 log.error("cannot queue node status: %s", exc)
             except Exception:  # a sensor or psutil failure must not end the reports
                 log.exception("cannot collect node status")
             await asyncio.sleep(interval)
+
+    def _store_status(self) -> None:
+        """Append the newest unstored status to the outbox (replacing a stored one)."""
+        data, self._unstored_status = self._unstored_status, None
+        if data is None:
+            return
+        self.commit([], [OutRecord(STATUS_KIND, data, STATUS_PRIORITY, None, STATUS_COALESCE_KEY)])
 
     async def _watchdog(self) -> None:
         interval = self._notifier.watchdog_interval

@@ -148,6 +148,10 @@ class CloudLink:
         """The protocol version asked for; lowered when an older hub refuses it."""
         self._outbox_changed = asyncio.Event()
         self._cursor: tuple[int, int] | None = None
+        self._sample: tuple[bytes, int] | None = None
+        """The newest sample not yet sent (``offer_sample``)."""
+        self._samples_in_flight: set[int] = set()
+        """Sequence numbers of samples sent on this connection and not yet acked."""
         self.state = LinkState(state=CONNECTING, hub_url=config.hub.url)
         self.metrics_address = ""
 
@@ -167,6 +171,18 @@ class CloudLink:
         self._flush_waiters.append(future)
         self._transfers.set()
         return future
+
+    def offer_sample(self, payload: bytes, priority: int) -> bool:
+        """Send ``payload`` (an uplink record envelope) to the hub WITHOUT storing it: a
+        sample such as the node status, which the next one replaces. The link holds the
+        newest sample until it can send it: after every stored record it finds in the
+        outbox (so a stored status of the same kind arrives before it), with a sequence
+        number from ``Store.reserve_seq`` (nothing written); its ack deletes nothing. A
+        sample lost with a connection is not resent. True if connected now (the caller
+        keeps durability for the offline case, docs/store.md)."""
+        self._sample = (payload, priority)
+        self._outbox_changed.set()
+        return self.connected
 
     def outbox_changed(self, priority: int) -> None:
         """Records were appended: wake the uplink (and rewind for a more urgent one)."""
@@ -277,6 +293,7 @@ class CloudLink:
             next_seq=self._store.next_seq(),
         )
         self._cursor = None
+        self._samples_in_flight.clear()
         recv: asyncio.Task[str | bytes] | None = None
         try:
             more = False
@@ -364,6 +381,15 @@ class CloudLink:
     # --- Events ---------------------------------------------------------------------------
 
     def _handle_events(self, proto: NodeProtocol, outcome: _Outcome) -> None:
+        acked: list[int] = []
+        """The acks of every frame read in this step: deleted in ONE store transaction."""
+        try:
+            self._handle_each(proto, outcome, acked)
+        finally:
+            if acked:
+                self._uplink_acked(acked)
+
+    def _handle_each(self, proto: NodeProtocol, outcome: _Outcome, acked: list[int]) -> None:
         for event in proto.events_received():
             match event:
                 case Welcomed():
@@ -385,7 +411,7 @@ class CloudLink:
                 case SnapshotReceived():
                     self._apply_snapshot(proto, event)
                 case UplinkAcked():
-                    self._uplink_acked(event.sequences)
+                    acked.extend(event.sequences)
                 case RetryAfter():
                     outcome.retry_after = max(outcome.retry_after, event.delay)
                     outcome.error = f"hub busy, retry after {event.delay:.1f} s: {event.message}"
@@ -424,8 +450,14 @@ class CloudLink:
                     pass
 
     def _uplink_acked(self, sequences: Sequence[int]) -> None:
+        samples = self._samples_in_flight
+        stored = [seq for seq in sequences if seq not in samples]
+        samples.difference_update(sequences)
+        if not stored:  # only samples: nothing to delete, nothing written
+            self._metrics.uplink_acked.inc(len(sequences))
+            return
         try:
-            self._store.ack(sequences)
+            self._store.ack(stored)
         except StoreError as exc:
             # The records stay in the outbox and are sent again after the next reconnect;
             # the hub drops the duplicates. Nothing is lost.
@@ -541,10 +573,30 @@ class CloudLink:
         if sent == len(sendable):
             if examined:
                 self._cursor = examined[-1]
-            return len(records) == batch and proto.can_send()
+            more = len(records) == batch and proto.can_send()
+            if not more:  # every stored record is on its way: the sample goes after them
+                self._send_sample(proto)
+            return more
         if sent:
             self._cursor = examined[sendable[sent - 1][0]]
         return False
+
+    def _send_sample(self, proto: NodeProtocol) -> None:
+        if self._sample is None or not proto.can_send():
+            return
+        payload, priority = self._sample
+        if len(payload) > proto.max_uplink_payload:
+            log.error(
+                "dropping an uplink sample of %d bytes: over the hub's limit of %d bytes",
+                len(payload),
+                proto.max_uplink_payload,
+            )
+            self._sample = None
+            return
+        seq = self._store.reserve_seq()
+        if proto.send_uplink([UplinkRecord(seq, priority, payload)]):
+            self._sample = None
+            self._samples_in_flight.add(seq)
 
     # --- State ----------------------------------------------------------------------------
 

@@ -73,6 +73,12 @@ class Metrics:
             "Outbox records dropped so far, by reason (persisted across restarts)",
             ["reason"],
         )
+        self.outbox_dropped_by_priority = gauge(
+            "edgenode_outbox_dropped_by_priority",
+            "Outbox records dropped so far, by reason (expired, quota) and record priority "
+            "(persisted across restarts)",
+            ["reason", "priority"],
+        )
         self.link_state = gauge(
             "edgenode_link_state", "1 for the cloud link's current state", ["state"]
         )
@@ -107,12 +113,18 @@ class Metrics:
         for name in LINK_STATES:
             self.link_state.labels(name).set(1 if name == state else 0)
 
-    def set_outbox(self, stats: dict[str, int | float]) -> None:
+    def set_outbox(
+        self, stats: dict[str, int | float], drops: Sequence[tuple[int, int, int]] = ()
+    ) -> None:
+        """``stats`` from ``Store.outbox_stats``, ``drops`` from ``Store.drop_counts``."""
         self.outbox_messages.set(stats["messages"])
         self.outbox_bytes.set(stats["bytes"])
         self.outbox_oldest_age.set(stats["oldest_age"])
         for reason in ("dropped_expired", "dropped_quota", "rejected"):
             self.outbox_dropped.labels(reason.removeprefix("dropped_")).set(stats[reason])
+        for priority, expired, quota in drops:
+            self.outbox_dropped_by_priority.labels("expired", str(priority)).set(expired)
+            self.outbox_dropped_by_priority.labels("quota", str(priority)).set(quota)
 
     def add_collector(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Serve the metric families ``collect()`` yields too (called from the server's

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -117,6 +118,12 @@ def _alive(pid: int) -> bool:
     return b"edgenode" in cmdline
 
 
+def drops_by_priority(rows: Sequence[tuple[int, int, int]]) -> dict[str, dict[str, int]]:
+    """``Store.drop_counts()`` rows as status shows them: ``{"9": {"expired": 0,
+    "quota": 2}}`` (priorities with drops only; keys are strings, as in JSON)."""
+    return {str(p): {"expired": e, "quota": q} for p, e, q in rows}
+
+
 def store_summary(db_path: Path) -> dict[str, Any]:
     """Applied revision, resources, twins and outbox figures, read without writing.
 
@@ -145,6 +152,12 @@ def store_summary(db_path: Path) -> dict[str, Any]:
             "SELECT count(*) FROM twins WHERE device NOT LIKE '@%'"
         ).fetchone()[0]
         count, oldest = db.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+        try:
+            drops = db.execute(
+                "SELECT priority, expired, quota FROM drops ORDER BY priority"
+            ).fetchall()
+        except sqlite3.OperationalError:  # schema version 2: the daemon has not migrated it
+            drops = []
     except sqlite3.Error as exc:
         raise StoreError(f"{db_path}: not a readable edgenode store: {exc}") from None
     finally:
@@ -166,6 +179,7 @@ def store_summary(db_path: Path) -> dict[str, Any]:
             "dropped_quota": quota,
             "rejected": rejected,
             "coalesced": coalesced,
+            "dropped_by_priority": drops_by_priority(drops),
         },
     }
 
@@ -365,6 +379,18 @@ def format_status(status: dict[str, Any]) -> str:
         *_apps_text(status.get("apps")),
         f"outbox:    {outbox['messages']} messages, {outbox['bytes']} bytes, oldest "
         f"{outbox['oldest_age']:.0f} s, dropped {outbox['dropped_expired']} expired + "
-        f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected",
+        f"{outbox['dropped_quota']} over quota, {outbox['rejected']} rejected"
+        + _by_priority_text(outbox.get("dropped_by_priority") or {}),
     ]
     return "\n".join(lines)
+
+
+def _by_priority_text(drops: dict[str, dict[str, int]]) -> str:
+    """``; by priority: 9: 2 over quota, 5: 1 expired``, least urgent first (empty
+    when nothing was dropped)."""
+    parts = []
+    for priority in sorted(drops, key=int, reverse=True):
+        counts = drops[priority]
+        words = [f"{counts[k]} {w}" for k, w in (("expired", "expired"), ("quota", "over quota"))]
+        parts.append(f"{priority}: " + " + ".join(w for w in words if not w.startswith("0 ")))
+    return "; by priority " + ", ".join(parts) if parts else ""

@@ -46,7 +46,7 @@ def _temperatures() -> dict[str, float]:
 
 
 def collect_status(
-    data_dir: str, outbox: dict[str, int | float], started: float, connected: bool
+    data_dir: str, outbox: dict[str, Any], started: float, connected: bool
 ) -> dict[str, Any]:
     """The status body: CPU, memory, disk of ``data_dir``, load, uptime, temperatures,
     outbox figures, software version, backend and architecture."""

@@ -1,11 +1,12 @@
 """A node daemon with one extra service: a stream of telemetry uplink records.
 
-Run as ``python producer.py CONFIG COUNT [RATE]``: the real ``Daemon`` with the services
-``edgenode run`` assembles, plus a service that commits one record at a time through the
-host's commit port (``Daemon.enqueue_uplink``, what every service's writes go through)
-COUNT times in small bursts (or at RATE records/s), printing ``accepted <seq>`` after each
-commit returned (so the record is durable in the outbox; ``--quiet`` prints nothing).
-Tests SIGKILL it in the middle of the stream; bench/bench_node.py uses RATE.
+Run as ``python producer.py CONFIG COUNT [RATE] [--priority=N] [--quiet]``: the real
+``Daemon`` with the services ``edgenode run`` assembles, plus a service that commits one
+record at a time (priority 5 unless ``--priority``) through the host's commit port
+(``Daemon.enqueue_uplink``, what every service's writes go through) COUNT times in small
+bursts (or at RATE records/s), printing ``accepted <seq>`` after each commit returned (so
+the record is durable in the outbox; ``--quiet`` prints nothing). Tests SIGKILL it in the
+middle of the stream; bench/bench_node.py uses RATE.
 """
 
 from __future__ import annotations
@@ -31,24 +32,29 @@ class Producer:
     name = "producer"
     kinds: frozenset[str] = frozenset()
 
-    def __init__(self, daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
+    def __init__(
+        self, daemon: Daemon, count: int, rate: float, quiet: bool, priority: int = 5
+    ) -> None:
         self.daemon = daemon
         self.count = count
         self.rate = rate
         self.quiet = quiet
+        self.priority = priority
 
     async def run(self, host: NodeHost) -> None:
-        await produce(self.daemon, self.count, self.rate, self.quiet)
+        await produce(self.daemon, self.count, self.rate, self.quiet, self.priority)
 
     def on_desired(self, host: NodeHost, rows: Sequence[DesiredRow], snapshot: bool) -> None:
         pass
 
 
-async def produce(daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
+async def produce(daemon: Daemon, count: int, rate: float, quiet: bool, priority: int = 5) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
     for index in range(count):
-        seq = daemon.enqueue_uplink("telemetry", {"i": index, "temp": 20 + index % 7})
+        seq = daemon.enqueue_uplink(
+            "telemetry", {"i": index, "temp": 20 + index % 7}, priority=priority
+        )
         if not quiet:
             sys.stdout.write(f"accepted {seq}\n")
             sys.stdout.flush()
@@ -63,14 +69,19 @@ async def produce(daemon: Daemon, count: int, rate: float, quiet: bool) -> None:
 
 
 def main() -> int:
-    args = [arg for arg in sys.argv[1:] if arg != "--quiet"]
-    quiet = len(args) != len(sys.argv) - 1
+    options = [arg for arg in sys.argv[1:] if arg.startswith("--")]
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    quiet = "--quiet" in options
+    priority = 5
+    for option in options:
+        if option.startswith("--priority="):
+            priority = int(option.removeprefix("--priority="))
     config = load_config(args[0])
     count = int(args[1])
     rate = float(args[2]) if len(args) > 2 else 0.0
     logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
     daemon = Daemon(config, node_services(config))
-    daemon.add_service(Producer(daemon, count, rate, quiet))
+    daemon.add_service(Producer(daemon, count, rate, quiet, priority))
     return asyncio.run(daemon.run())
 
 

@@ -50,7 +50,9 @@ def test_a_full_disk_is_reported_and_the_node_recovers_when_space_returns(
     hub: FakeHub, node, small_disk
 ):
     first = hub.publish([("Config/default/a", {"v": 1})])
-    node.configure(hub.url, status={"interval": 0.1})
+    # persist_interval 0.1: while the link is down (it drops on the persist error) the
+    # status is stored at every sample, so the full disk refuses it too.
+    node.configure(hub.url, status={"interval": 0.1, "persist_interval": 0.1})
     node.start()
     wait_for(lambda: hub.acked_revision.get("ship-7") == first, 10, "the first ack")
     filler = fill(small_disk)

@@ -66,13 +66,14 @@ def test_sigkill_during_an_uplink_stream_loses_and_duplicates_nothing(hub: FakeH
 
 
 def test_the_outbox_keeps_records_while_the_hub_is_away_and_sends_them_later(hub: FakeHub, node):
-    node.configure(hub.url, status={"interval": 0.1})
+    node.configure(hub.url, status={"interval": 0.1, "persist_interval": 0.15})
     hub.stop()
     node.start()
     wait_for(lambda: "hub unreachable" in node.log(), 10, "a failed attempt")
     time.sleep(0.5)
     status = node.status_json()
-    # Node status is coalesced: however long the outage, one status record waits.
+    # Offline, the newest status is stored every persist_interval, coalesced: however
+    # long the outage, one status record waits.
     assert status["outbox"]["messages"] == 1
     assert status["outbox"]["coalesced"] >= 2
     hub.start()

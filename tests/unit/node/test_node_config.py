@@ -79,6 +79,8 @@ tls = true
 [outbox]
 max_bytes = 1000
 default_ttl = 3600
+[store]
+synchronous = "FULL"
 [status]
 interval = 5
 [metrics]
@@ -96,6 +98,7 @@ level = "DEBUG"
     assert (config.hub.max_frame_size, config.hub.uplink_batch) == (65536, 10)
     assert config.mqtt == type(config.mqtt)("broker", 8883, "u", "p", True)
     assert (config.outbox.max_bytes, config.outbox.default_ttl) == (1000, 3600.0)
+    assert config.store.synchronous == "full"
     assert config.status.interval == 5.0
     assert config.metrics.listen == ""
     assert config.log.level == "debug"
@@ -165,6 +168,7 @@ def test_an_environment_variable_of_the_wrong_type_is_named(tmp_path):
         ("[outbox]\ndefault_ttl = -1\n", "[outbox] default_ttl: must not be negative"),
         ("[metrics]\nlisten = 'nohost'\n", "[metrics] listen: expected host:port"),
         ("[log]\nlevel = 'loud'\n", "[log] level: must be one of"),
+        ("[store]\nsynchronous = 'off'\n", "[store] synchronous: must be one of normal, full"),
         ("hub = 3\n", "[hub] must be a table"),
     ],
 )

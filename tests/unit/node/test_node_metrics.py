@@ -82,7 +82,7 @@ def test_enabled_metrics_include_what_a_collector_yields():
     from prometheus_client.core import GaugeMetricFamily
 
     metrics = Metrics()
-    metrics.set_outbox(OUTBOX_STATS)
+    metrics.set_outbox(OUTBOX_STATS, [(9, 0, 1)])
     metrics.frames_in.inc(2)
     metrics.add_collector(lambda: [GaugeMetricFamily("edgenode_devices", "Devices", value=4)])
     assert metrics.registry is not None
@@ -90,6 +90,7 @@ def test_enabled_metrics_include_what_a_collector_yields():
     assert "edgenode_devices 4.0" in text
     assert "edgenode_outbox_messages 3.0" in text
     assert 'edgenode_outbox_dropped{reason="quota"} 1.0' in text
+    assert 'edgenode_outbox_dropped_by_priority{priority="9",reason="quota"} 1.0' in text
     assert "edgenode_link_frames_received_total 2.0" in text
 
 
