@@ -71,6 +71,8 @@ CEILING_ID = "bench-ceiling"
 TELEMETRY_ENV = "EDGENODE_BENCH_TELEMETRY"
 """Set to 1 (``--telemetry``): the devices send telemetry through an upstream route."""
 TELEMETRY = os.environ.get(TELEMETRY_ENV) == "1"
+WINDOW_ENV = "EDGENODE_BENCH_COMMIT_WINDOW"
+"""The node's ``[store] commit_window`` (seconds), for its processes."""
 REPORT_TOPIC = "$edge/devices/{}/telemetry/t" if TELEMETRY else "$edge/devices/{}/twin/update"
 TELEMETRY_ROUTE = "$edge/devices/+/telemetry/#"
 """``--telemetry``: the node's upstream route (priority 4) for what the devices send."""
@@ -150,7 +152,8 @@ async def node_main(port: int, db: str, devices: int, expect: int, hold: bool = 
                 done.set()
             return seqs
 
-    settings = MqttSettings(port=port, client_id=CLIENT_ID)
+    window = float(os.environ.get(WINDOW_ENV, "0"))
+    settings = MqttSettings(port=port, client_id=CLIENT_ID, commit_window=window)
     via_port = os.environ.get(VIA_PORT_ENV) == "1"
     port_ = TimedCommit(store, "bench") if via_port else StoreCommit(store, "bench")
     routes = [RouteSpec(TELEMETRY_ROUTE, priority=4)] if TELEMETRY else []
@@ -491,6 +494,13 @@ def main() -> None:
         help="py-spy the node during the backlog drain: collapsed stacks into this file "
         "(one N; see bench/profile_top.py)",
     )
+    parser.add_argument(
+        "--commit-window",
+        type=float,
+        default=0.0,
+        help="the node's [store] commit_window in seconds (issue 15): the paced latency "
+        "and the reports per commit it buys",
+    )
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -502,6 +512,7 @@ def main() -> None:
         return
     if args.via_port:
         os.environ[VIA_PORT_ENV] = "1"  # the node processes inherit it
+    os.environ[WINDOW_ENV] = str(args.commit_window)  # the node processes inherit it
     if args.telemetry:
         os.environ[TELEMETRY_ENV] = "1"  # the node processes inherit it
         global REPORT_TOPIC

@@ -26,6 +26,8 @@ Phases, each at ``synchronous = normal`` (the default) and ``full``:
   (PUBACK: the node commits first) in the window.
 - **lone**: one device at 1 report/s, measured the same way.
 
+``--commit-window S`` sets the node's ``[store] commit_window`` (default 0).
+
 The machine is shared: run it when it is quiet, read medians over ``--repeat`` runs.
 Prints one JSON document (``--out`` also writes it). Budgets (issue 15): idle <= 5 MB/day,
 <= 2 KB per report at 100/s, <= 4 KiB per report at a lone 1/s.
@@ -149,6 +151,7 @@ class Node:
         devices: int,
         offline_url: str = "",
         persist_interval: float = 300.0,
+        commit_window: float = 0.0,
     ) -> None:
         directory.mkdir()
         self.data_dir = directory / "data"
@@ -157,7 +160,7 @@ class Node:
             "node": {"name": name, "data_dir": str(self.data_dir)},
             "hub": {"url": offline_url or hub.link, "token": token},
             "mqtt": {"port": broker.port},
-            "store": {"synchronous": synchronous},
+            "store": {"synchronous": synchronous, "commit_window": commit_window},
             "status": {"interval": status_interval, "persist_interval": persist_interval},
             "metrics": {"listen": ""},
             "log": {"level": "warning"},
@@ -283,6 +286,7 @@ def idle_phase(
         hub,
         broker,
         synchronous=sync,
+        commit_window=args.commit_window,
         status_interval=args.status_interval,
         devices=0,
     )
@@ -315,6 +319,7 @@ def offline_phase(
         hub,
         broker,
         synchronous=sync,
+        commit_window=args.commit_window,
         status_interval=args.status_interval,
         devices=0,
         offline_url=f"ws://127.0.0.1:{free_port()}",
@@ -352,6 +357,7 @@ def report_phase(
         hub,
         broker,
         synchronous=sync,
+        commit_window=args.commit_window,
         status_interval=DEFAULT_STATUS_INTERVAL,
         devices=devices,
     )
@@ -414,6 +420,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sync", default="normal,full", help="settings to measure")
     parser.add_argument("--phases", default="idle,burst,lone")
+    parser.add_argument(
+        "--commit-window", type=float, default=0.0, help="the node's [store] commit_window"
+    )
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument(
         "--batch-sweep",
@@ -498,6 +507,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores (shared)",
         "filesystem": fs,
         "backend": backend,
+        "commit_window": args.commit_window,
         "budgets": {
             "idle_bytes_per_day": BUDGET_IDLE_PER_DAY,
             "bytes_per_report_at_100": BUDGET_PER_REPORT_100,

@@ -71,6 +71,8 @@ MIN_LOG_BYTES: Final = 4096
 CONTAINER_RUNTIMES: Final = ("auto", "docker", "podman", "none")
 SYNCHRONOUS_SETTINGS: Final = ("normal", "full")
 """``[store] synchronous``: SQLite's ``PRAGMA synchronous`` in WAL mode (docs/store.md)."""
+MAX_COMMIT_WINDOW: Final = 1.0
+"""``[store] commit_window`` at most this many seconds: a PUBACK is held this long at most."""
 MAX_CONFIGS: Final = 1_000
 MAX_CONFIG_ENTRIES: Final = 4096
 CONFIG_NAME_PATTERN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -147,6 +149,10 @@ class StoreSection:
     synchronous: str = "normal"
     """``normal``: a commit survives a process kill, not a power loss; ``full``: it
     survives both (the WAL is synced on every commit). See docs/store.md, "Durability"."""
+    commit_window: float = 0.0
+    """Seconds the device layer waits after a message for more before it commits them
+    together (0: commit what has arrived at once). Fewer, larger commits write less to
+    flash; each message's PUBACK waits up to this long. See docs/store.md, "Disk writes"."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ class Config:
             ca_file=m.ca_file,
             keepalive=m.keepalive,
             kubeedge=m.kubeedge,
+            commit_window=self.store.commit_window,
         )
 
     @property
@@ -314,6 +321,7 @@ default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
 
 [store]
 synchronous = "normal"            # normal: survives a process kill; full: also power loss
+commit_window = 0.0               # seconds to gather device messages into one commit
 
 [apps]
 # Apps (workloads) the hub targets at this node (docs/apps.md).
@@ -657,6 +665,8 @@ def _validate(config: Config, base: Path) -> Config:
         raise ConfigError(
             f"{src}: [store] synchronous: must be one of {', '.join(SYNCHRONOUS_SETTINGS)}"
         )
+    if not 0 <= config.store.commit_window <= MAX_COMMIT_WINDOW:
+        raise ConfigError(f"{src}: [store] commit_window: must be in [0, {MAX_COMMIT_WINDOW:g}]")
     if config.apps.artifacts_max_bytes < 1:
         raise ConfigError(f"{src}: [apps] artifacts_max_bytes: must be at least 1")
     if config.apps.log_max_bytes < MIN_LOG_BYTES:
@@ -679,7 +689,7 @@ def _validate(config: Config, base: Path) -> Config:
         node=node,
         hub=hub,
         mqtt=mqtt,
-        store=StoreSection(synchronous),
+        store=StoreSection(synchronous, config.store.commit_window),
         log=LogSection(level),
     )
 

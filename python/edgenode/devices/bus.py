@@ -71,6 +71,14 @@ from edgenode.uplink import encode_uplink_raw, envelope_head
 log = logging.getLogger("edgenode.devices")
 
 MAX_BATCH: Final = 256
+WINDOW_STEPS: Final = 10
+MIN_WINDOW_STEP: Final = 0.002
+"""A commit window is waited in about WINDOW_STEPS sleeps (at least MIN_WINDOW_STEP
+seconds each), so a batch that fills up early is committed early."""
+WINDOW_ENOUGH: Final = 32
+"""Messages queued that end a commit window early: a commit of this many already writes
+about 1 KB per message (bench/README.md, the batch sweep), and waiting for more would
+only slow a backlog's drain (the broker holds back what the node has not acknowledged)."""
 """Messages already queued by the client are handled together, up to this many (one
 router call, then the publishes of the whole batch in flight at once)."""
 SUBSCRIBE_QOS: Final = 1
@@ -340,14 +348,31 @@ class DeviceLayer:
             messages = client.messages
             while True:
                 batch = [await anext(messages)]
+                await self._gather_window(messages)
                 # What the client already queued joins the batch (one commit). Yielding
                 # to let more packets arrive was measured: no gain (bench/README.md).
                 while len(messages) and len(batch) < MAX_BATCH:
                     batch.append(await anext(messages))
                 await self._handle_batch(client, batch)
 
+    async def _gather_window(self, messages: aiomqtt.client.MessagesIterator) -> None:
+        """With a commit window, let messages gather for up to that long after the first
+        of a batch (less once WINDOW_ENOUGH are queued), so they share one commit: fewer
+        flash writes, each PUBACK later by at most the window. The queue is only looked
+        at, never awaited with a timeout: cancelling aiomqtt's ``__anext__`` after it took
+        a message would lose that message."""
+        window = self.settings.commit_window
+        if window <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        step = max(window / WINDOW_STEPS, MIN_WINDOW_STEP)
+        while len(messages) < WINDOW_ENOUGH and (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(step, left))
+
     async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
         """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
+        self.counters["batches"] += 1
         target = self._target
         if target is None:
             await self._handle_batch_via_port(client, batch)

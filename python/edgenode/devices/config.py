@@ -148,6 +148,9 @@ class MqttSettings:
     """Largest reconnect delay bound (seconds)."""
     kubeedge: bool = True
     """Serve KubeEdge's device API (``$hw/events/...``) beside edgenode's own."""
+    commit_window: float = 0.0
+    """Seconds to wait after a message for more to commit with it (``[store]
+    commit_window``); 0: commit what the client has queued at once."""
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -649,3 +649,33 @@ print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 db.execute("ROLLBACK")
 """
+
+
+@pytest.mark.parametrize("window", [0.0, 0.5])
+def test_a_commit_window_gathers_messages_into_one_commit(broker, store, window):
+    """[store] commit_window: five telemetry messages 20 ms apart share one commit (one
+    batch) when the window outlasts them; without a window each is committed as it comes.
+    (The device's own PUBACK comes from the broker: the window delays only the node's.)"""
+    spacing, count = 0.02, 5
+
+    async def scenario() -> None:
+        async with (
+            node(store, broker, [DeviceSpec("lamp")], commit_window=window) as layer,
+            device_client(broker.port, "lamp") as lamp,
+        ):
+            before = layer.counters["batches"]
+
+            async def publish(n: int) -> None:
+                await asyncio.sleep(n * spacing)
+                await lamp.publish("telemetry/n", str(n).encode())
+
+            await asyncio.gather(*(publish(n) for n in range(count)))
+            await eventually(lambda: len(outbox(store)) == count)
+            batches = layer.counters["batches"] - before
+            if window:
+                assert batches == 1, batches
+            else:
+                assert batches > 1, batches
+        assert sorted(int(r["payload"]) for r in outbox(store)) == list(range(count))
+
+    run(scenario)

@@ -81,6 +81,7 @@ max_bytes = 1000
 default_ttl = 3600
 [store]
 synchronous = "FULL"
+commit_window = 0.1
 [status]
 interval = 5
 [metrics]
@@ -99,6 +100,8 @@ level = "DEBUG"
     assert config.mqtt == type(config.mqtt)("broker", 8883, "u", "p", True)
     assert (config.outbox.max_bytes, config.outbox.default_ttl) == (1000, 3600.0)
     assert config.store.synchronous == "full"
+    assert config.store.commit_window == 0.1
+    assert config.mqtt_settings().commit_window == 0.1
     assert config.status.interval == 5.0
     assert config.metrics.listen == ""
     assert config.log.level == "debug"
@@ -169,6 +172,9 @@ def test_an_environment_variable_of_the_wrong_type_is_named(tmp_path):
         ("[metrics]\nlisten = 'nohost'\n", "[metrics] listen: expected host:port"),
         ("[log]\nlevel = 'loud'\n", "[log] level: must be one of"),
         ("[store]\nsynchronous = 'off'\n", "[store] synchronous: must be one of normal, full"),
+        ("[store]\ncommit_window = -0.1\n", "[store] commit_window: must be in [0, 1]"),
+        ("[store]\ncommit_window = 5\n", "[store] commit_window: must be in [0, 1]"),
+        ("[store]\ncommit_window = 'soon'\n", "[store] commit_window"),
         ("hub = 3\n", "[hub] must be a table"),
     ],
 )
