@@ -51,6 +51,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,10 @@ RATE = "64kbit"
 ONE_WAY_DELAY = 0.3
 HUB_HEARTBEAT = 5.0
 POLL = 0.5
+FAKETIME_CACHE = 1
+FAKETIME_SETTLE = FAKETIME_CACHE + 0.5
+"""Real seconds after a clock advance before a SIGKILL: the node has read the new offset
+(libfaketime caches it FAKETIME_CACHE s) and its store has written a record since."""
 
 # class: (route name, priority, ttl seconds or None)
 CLASSES: dict[str, tuple[int, float | None]] = {
@@ -134,7 +139,7 @@ FULL = Profile(
     step_s=0.5,
     online_rate=2.0,
     offline_rate=50.0,
-    max_bytes=2 * 1024 * 1024,
+    max_bytes=1024 * 1024,
     kill_days=(10.0, 29.0),
     stall_every_s=20.0,
     stall_s=3.0,
@@ -320,11 +325,27 @@ class Clock:
     shifted: float = 0.0
     advances: list[tuple[float, float]] = field(default_factory=list)
     downtimes: list[tuple[float, float]] = field(default_factory=list)
+    offsets: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time, whole offset written): to read the node's wall-clock stamps."""
+    wall_minus_mono: float = field(default_factory=lambda: time.time() - time.monotonic())
 
     def write(self) -> None:
+        offset = int(self.advanced + self.shifted)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(f"{int(self.advanced + self.shifted):+d}\n")
+        tmp.write_text(f"{offset:+d}\n")
         os.replace(tmp, self.path)
+        self.offsets.append((time.monotonic(), offset))
+
+    def node_wall_to_mono(self, wall: float) -> float | None:
+        """The real monotonic time at which the node's (faked) wall clock read ``wall``:
+        the offset in force then is the one whose period holds the answer (offsets move
+        by hours, so only one fits; the node may read a new one FAKETIME_SETTLE late)."""
+        for i, (since, offset) in enumerate(self.offsets):
+            until = self.offsets[i + 1][0] if i + 1 < len(self.offsets) else float("inf")
+            mono = wall - offset - self.wall_minus_mono
+            if since - 0.5 <= mono <= until + FAKETIME_SETTLE:
+                return mono
+        return None
 
     def advance(self, seconds: float) -> None:
         self.advanced += seconds
@@ -527,7 +548,7 @@ class Ship:
             **os.environ,
             "LD_PRELOAD": library,
             "FAKETIME_TIMESTAMP_FILE": str(self.clock.path),
-            "FAKETIME_CACHE_DURATION": "1",
+            "FAKETIME_CACHE_DURATION": str(FAKETIME_CACHE),
         }
         argv = self.in_ns(str(BIN / "edgenode"), "run", "--config", str(self.node_config))
         self.start("node", argv, env=env)
@@ -548,15 +569,14 @@ class Ship:
         """A power cut: SIGKILL, the wall clock off by ``wall_jump`` at the next boot."""
         self.children["node"].kill()
         down_from = time.monotonic()
+        seq = self.next_seq()
         self.clock.jump(wall_jump)
         time.sleep(1.0)
         self.start_node()
+        # Up again once its store took a record: the store clock runs from its opening
+        # (time before it is "powered off" time), so no clock advance before that.
+        self.wait("the node storing records again", lambda: self.next_seq() > seq, 60)
         self.clock.downtimes.append((down_from, time.monotonic()))
-        self.wait(
-            "the node running again",
-            lambda: self.node_status().get("daemon", {}).get("running"),
-            30,
-        )
         self.event("node SIGKILLed and restarted", wall_jump_days=wall_jump / DAY)
 
     def operator_change(self, action: str, args: tuple[str, ...]) -> None:
@@ -672,7 +692,9 @@ class Ship:
                 self.operator_change(action, args)
             if kills and kills[0] <= day:
                 kills.pop(0)
+                time.sleep(FAKETIME_SETTLE)
                 self.kill_and_restart(jumps.pop(0))
+        time.sleep(FAKETIME_SETTLE)
         offline_status = self.node_status()
         store_clock = self.node_db("SELECT clock FROM meta")[0][0]
         self.event(
@@ -761,6 +783,9 @@ class Ship:
         self.proxy.blackhole(False)
         self.event("half-open cut during the drain", detected_s=round(time.monotonic() - start, 1))
 
+    def next_seq(self) -> int:
+        return int(self.node_db("SELECT next_seq FROM meta")[0][0])
+
     def drained(self, seq: int) -> bool:
         """No outbox record below ``seq`` is left."""
         rows = self.node_db("SELECT count(*) FROM outbox WHERE seq < ?", seq)
@@ -817,8 +842,11 @@ class Ship:
                 problems.append(f"{config_file.name}: {config!r}, want {FINAL_CONFIG}")
         return {"ok": not problems, "problems": problems}
 
-    def delivered(self) -> Counter[int]:
+    def delivered(self) -> tuple[Counter[int], dict[int, float]]:
+        """How often each message number reached the hub, and the node's wall-clock
+        stamp of its record (when the node accepted it; Unix seconds, faked)."""
         seen: Counter[int] = Counter()
+        stamps: dict[int, float] = {}
         for i in range(1, DEVICES + 1):
             out = self.edgectl("telemetry", f"sensor-{i}")
             for line in out.splitlines():
@@ -828,8 +856,11 @@ class Ship:
                 record = item.get("record") or {}
                 body = record.get("body") if isinstance(record.get("body"), dict) else record
                 with contextlib.suppress(KeyError, TypeError, ValueError):
-                    seen[int(json.loads(body["payload"])["n"])] += 1
-        return seen
+                    n = int(json.loads(body["payload"])["n"])
+                    seen[n] += 1
+                    stamp = datetime.datetime.fromisoformat(body["timestamp"])
+                    stamps[n] = stamp.timestamp()
+        return seen, stamps
 
     def published(self) -> list[dict[str, Any]]:
         lines = self.published_log.read_text().splitlines()
@@ -837,7 +868,8 @@ class Ship:
 
     def checks(self, **m: Any) -> dict[str, Any]:
         published = self.published()
-        seen = self.delivered()
+        seen, stamps = self.delivered()
+        lags: list[float] = []
         returned_store = self.clock.store_time(m["returned"])
         margin = 2 * self.p.days * DAY / max(1, int(self.p.offline_s / self.p.step_s)) + 60
         per_class: dict[str, dict[str, int]] = {}
@@ -851,7 +883,7 @@ class Ship:
                     "expired_by_ttl",
                     "missing",
                     "kept_past_ttl",
-                    "lost_within_ttl",
+                    "unreadable_stamp",
                 ),
                 0,
             )
@@ -860,10 +892,7 @@ class Ship:
             counts = per_class[cls]
             counts["published"] += 1
             ttl = CLASSES[cls][1]
-            # TTL passed on the store clock before the link returned: must not arrive.
-            age_at_return = returned_store - self.clock.store_time(t)
-            must_expire = ttl is not None and age_at_return > ttl + margin
-            may_expire = ttl is not None and age_at_return > ttl - margin
+            may_expire = self.may_expire(item, returned_store, margin)
             got = seen.get(n, 0)
             if got == 1:
                 counts["delivered_once"] += 1
@@ -873,8 +902,17 @@ class Ship:
                 counts["expired_by_ttl"] += 1
             else:
                 counts["missing"] += 1
-            if got and must_expire:
-                counts["kept_past_ttl"] += 1
+            if got and ttl is not None:
+                # Delivered: judged by when the node accepted it (its record's stamp),
+                # which may be later than the device published it (the node busy or down).
+                accepted = self.clock.node_wall_to_mono(stamps.get(n, 0.0))
+                if accepted is None:
+                    counts["unreadable_stamp"] += 1
+                    continue
+                lags.append(accepted - t)
+                age = returned_store - self.clock.store_time(max(t, accepted))
+                if age > ttl + margin:
+                    counts["kept_past_ttl"] += 1
         outbox = (m["final_status"].get("outbox") or {}) if m["final_status"] else {}
         node_drops = {
             k: outbox.get(k)
@@ -887,6 +925,8 @@ class Ship:
                 problems.append(f"{cls}: counts do not add up")
             if counts["delivered_more"]:
                 problems.append(f"{cls}: {counts['delivered_more']} delivered more than once")
+            if counts["unreadable_stamp"]:
+                problems.append(f"{cls}: {counts['unreadable_stamp']} records' stamps unreadable")
             if counts["kept_past_ttl"]:
                 problems.append(f"{cls}: {counts['kept_past_ttl']} delivered after their TTL")
         # Missing records must be quota drops, lowest priority first: a class may only
@@ -903,6 +943,22 @@ class Ship:
                 f"(expired {node_drops.get('dropped_expired')}, quota "
                 f"{node_drops.get('dropped_quota')}, rejected {node_drops.get('rejected')})"
             )
+        # The quota drops the least urgent first: a more urgent record lost while a bulk
+        # record (priority 9) published after it still arrived means the policy failed.
+        bulk_delivered = [
+            item["t"] for item in published if item["c"] == "bulk" and seen.get(item["n"])
+        ]
+        for item in published:
+            if (
+                item["c"] != "bulk"
+                and item["n"] not in seen
+                and not self.may_expire(item, returned_store, margin)
+                and any(t > item["t"] for t in bulk_delivered)
+            ):
+                problems.append(
+                    f"{item['c']} record {item['n']} lost while a later bulk record arrived"
+                )
+                break
         if per_class["alarm"]["missing"]:
             problems.append(f"alarm (priority 0, no TTL): {per_class['alarm']['missing']} lost")
         if not int(node_drops.get("dropped_quota") or 0) and not int(
@@ -917,9 +973,6 @@ class Ship:
             problems.append(f"the node's applied revision went back: {self.revisions_seen}")
         if m["converged_at"] is None:
             problems.append(f"did not converge within {self.p.converge_timeout_s:g} s")
-        delivered_after_return = sum(
-            1 for item in published if seen.get(item["n"]) and self.clock.store_time(item["t"]) >= 0
-        )
         store_days = m["store_clock"] / DAY
         result = {
             "profile": asdict(self.p),
@@ -946,6 +999,10 @@ class Ship:
             "store_clock_days_at_return": round(store_days, 2),
             "store_clock_days_expected": round(returned_store / DAY, 2),
             "half_open_detected_s": round(m["half_open_detect"], 1),
+            "accept_lag_s": {
+                "median": round(statistics.median(lags), 2) if lags else None,
+                "max": round(max(lags), 2) if lags else None,
+            },
             "converge_s": (
                 round(m["converged_at"] - m["returned"], 1) if m["converged_at"] else None
             ),
@@ -953,27 +1010,34 @@ class Ship:
             "link_bytes_ip_during_converge": m["link_bytes"],
             "proxy_bytes_during_converge": m["proxy_bytes"],
             "delivered_total": sum(1 for n in seen if seen[n]),
-            "delivered_after_return_estimate": delivered_after_return,
             "events": self.events,
         }
-        delivered_in_drain = self.delivered_during_drain(m["seq_at_return"], seen, published)
+        delivered_in_drain = self.delivered_during_drain(
+            published, seen, m["converged_at"] or time.monotonic()
+        )
         result["records_delivered_during_converge"] = delivered_in_drain
         result["link_bytes_per_record"] = (
             round(m["link_bytes"] / delivered_in_drain, 1) if delivered_in_drain else None
         )
         return result
 
+    def may_expire(self, item: dict[str, Any], returned_store: float, margin: float) -> bool:
+        """Its TTL may have passed on the store clock before the link returned."""
+        ttl = CLASSES[item["c"]][1]
+        age = returned_store - self.clock.store_time(item["t"])
+        return ttl is not None and age > ttl - margin
+
     def delivered_during_drain(
-        self, seq_at_return: int, seen: Counter[int], published: list[dict[str, Any]]
+        self, published: list[dict[str, Any]], seen: Counter[int], until: float
     ) -> int:
-        """Records delivered after the link returned: those published during the outage
-        that arrived (everything before the outage had arrived already)."""
+        """Records that crossed the link between its return and ``until`` (convergence):
+        those published from the outage on that arrived (everything published before the
+        outage had arrived already)."""
         outage = [e["t"] for e in self.events if e["what"] == "link down"]
-        back = [e["t"] for e in self.events if e["what"] == "link back"]
-        if not outage or not back:
+        if not outage:
             return 0
-        lo, hi = outage[0] + self.started, back[0] + self.started
-        return sum(1 for item in published if lo <= item["t"] <= hi and seen.get(item["n"]))
+        lo = outage[0] + self.started
+        return sum(1 for item in published if lo <= item["t"] <= until and seen.get(item["n"]))
 
     def close(self) -> None:
         for child in reversed(list(self.children.values())):
