@@ -34,15 +34,17 @@ def test_a_month_offline_behind_a_thin_lossy_link(tmp_path: Path) -> None:
     )
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
+    shown = json.dumps({k: v for k, v in report.items() if k != "events"}, indent=1)
     # Desired state: every change the operator made while the node was away, applied.
-    assert report["desired"]["ok"], report["desired"]["problems"]
-    assert report["desired"]["revisions_in_order"]
-    # Every record delivered once or dropped by its policy, counted by the node.
+    assert report["desired"]["ok"], shown
+    assert report["desired"]["revisions_in_order"], shown
+    # Every record delivered once or dropped by its policy, and the node counted it.
     for cls, counts in report["records"].items():
-        assert counts["published"] > 0, cls
-        assert counts["delivered_more"] == 0, (cls, counts)
-        assert counts["kept_past_ttl"] == 0, (cls, counts)
-    assert report["records"]["alarm"]["missing"] == 0, report["records"]["alarm"]
-    assert report["converge_s"] is not None
-    assert report["problems"] == [], report["problems"]
-    assert result.returncode == 0
+        assert counts["published"] > 0, (cls, shown)
+        assert counts["delivered_more"] == 0, (cls, shown)
+        assert counts["kept_past_ttl"] == 0, (cls, shown)
+    assert report["records"]["alarm"]["missing"] == 0, shown
+    assert report["records"]["alarm"]["delivered_once"] == report["records"]["alarm"]["published"]
+    assert report["converge_s"] is not None, shown
+    assert report["problems"] == [], shown
+    assert result.returncode == 0, shown

@@ -1,6 +1,9 @@
 """Test helpers: a small real hub (a ``websockets`` server driving ``HubProtocol``) and a
-userspace TCP proxy that can cut or blackhole the link. Both run on 127.0.0.1:0 in one
-background event loop thread, so synchronous tests can drive real node processes.
+userspace TCP proxy that can cut, blackhole, stall, refuse, slow down or delay the link
+(the one fault proxy of the tests and benchmarks: ``bench/bench_ship.py`` puts it on a veth
+address for its 600 ms RTT, stalls and half-open cuts). Both run on 127.0.0.1:0 (the proxy
+on ``host``) in one background event loop thread, so synchronous tests can drive real node
+processes.
 
 The hub is what the real hub will be for a node, reduced to the protocol: it checks the
 bearer token in the HTTP handshake (401 otherwise), keeps a revision log of desired
