@@ -25,16 +25,19 @@ Route) and two SIGKILLs, the outbox filling its quota; the link returns thin and
 written to ``bench/results/ship.json`` (``--out``):
 
 - every desired change applied on the node, in order (the node's applied revision never
-  goes back while it catches up; at the end each resource holds the hub's revision and
-  content, the twins the last desired values, the Config file the last data);
+  goes back while it catches up; at the end each resource is at the hub's revision, the
+  twins hold the last desired values, the Config file the last data);
 - every record the devices handed to the bus is delivered at the hub exactly once, or
   dropped by its policy: its TTL passed on the store clock before it could be sent, or the
   quota evicted it (lowest priority first); per class, and against the node's counters;
+- the store clock at the return is the 30 days plus the real time the node ran, and the
+  node reports its wall clock 29 days ahead of the hub's (from the welcome's hub time);
 - time to converge, bytes on the link per delivered record (veth counters: IP bytes both
   ways; and the proxy's payload bytes).
 
-Needs root (network namespaces, tc), Mosquitto and libfaketime. ``--quick`` runs a
-1-2 minute version (4 simulated days per... see QUICK) for the ``ship`` pytest marker.
+Needs root (network namespaces, tc), Mosquitto and libfaketime. ``--quick`` (``QUICK``)
+runs the same month in about 2-3 minutes, for the ``ship`` pytest marker
+(tests/integration/test_ship.py); it writes ``bench/results/ship-quick.json``.
 """
 
 from __future__ import annotations
@@ -785,6 +788,15 @@ class Ship:
         self.proxy.blackhole(False)
         self.event("half-open cut during the drain", detected_s=round(time.monotonic() - start, 1))
 
+    def node_clock_offset(self) -> float | None:
+        """How far ahead of the hub's the node found its wall clock at its last welcome."""
+        try:
+            state = json.loads((self.node_dir / "data" / "link-state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        value = state.get("clock_offset") if isinstance(state, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
     def next_seq(self) -> int:
         return int(self.node_db("SELECT next_seq FROM meta")[0][0])
 
@@ -992,6 +1004,15 @@ class Ship:
             node_drops.get("rejected") or 0
         ):
             problems.append("the outbox never reached its quota (scenario too small)")
+        # The hub's time in the welcome: the node knows how far off its wall clock is
+        # (30 days advanced, 3 back and 2 forward: 29 days ahead).
+        clock_offset = self.node_clock_offset()
+        expected_offset = self.clock.advanced + self.clock.shifted
+        if clock_offset is None or abs(clock_offset - expected_offset) > 60:
+            problems.append(
+                f"the node reports its clock {clock_offset} s off the hub's, "
+                f"expected {expected_offset:.0f} s"
+            )
         desired = self.desired_checks()
         in_order = all(b >= a for a, b in itertools.pairwise(self.revisions_seen))
         if not desired["ok"]:
@@ -1026,6 +1047,8 @@ class Ship:
             "store_clock_days_at_return": round(store_days, 2),
             "store_clock_days_expected": round(returned_store / DAY, 2),
             "half_open_detected_s": round(m["half_open_detect"], 1),
+            "node_clock_offset_s": clock_offset,
+            "node_clock_offset_expected_s": round(expected_offset),
             "kept_past_ttl_examples": kept[:20],
             "accept_lag_s": {
                 "median": round(statistics.median(lags), 2) if lags else None,

@@ -8,5 +8,5 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${ROOT}/.venv/bin/python"
-[ -x "$PY" ] || { echo "no .venv: run scripts/setup.sh first" >&2; exit 2; }
+[ -x "$PY" ] || { echo "no usable $PY (run scripts/setup.sh first)" >&2; exit 2; }
 exec "$PY" "$ROOT/bench/bench_ship.py" "$@"
