@@ -402,6 +402,8 @@ class Proxy:
                 await sender
         finally:
             sender.cancel()
+            if sender.done() and not sender.cancelled():
+                sender.exception()  # retrieved: a closed peer ends the pipe, nothing more
             writer.close()
 
 
