@@ -15,9 +15,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${EDGENODE_VENV:-$ROOT/.venv}"
 PROFILE="${EDGENODE_PROFILE:-dev}"
 APT_PACKAGES=(mosquitto mosquitto-clients python3-venv python3-dev build-essential pkg-config
-    openssl systemd sqlite3 busybox-static)  # openssl, systemd: the node tests make TLS
-    # certificates, verify the unit; sqlite3: the backup commands of docs/operations.md (run by
-    # tests/docs); busybox-static: the container App tests build a FROM-scratch image with it
+    openssl systemd sqlite3 busybox-static faketime)  # openssl, systemd: the node tests make
+    # TLS certificates, verify the unit; sqlite3: the backup commands of docs/operations.md (run
+    # by tests/docs); busybox-static: the container App tests build a FROM-scratch image with
+    # it; faketime: the ship test's node clock (scripts/ship-test.sh)
 
 HEARTBEAT="${EDGENODE_SETUP_HEARTBEAT:-20}"  # seconds between "still building" lines
 SETUP_START=$SECONDS

@@ -1,6 +1,9 @@
 """Test helpers: a small real hub (a ``websockets`` server driving ``HubProtocol``) and a
-userspace TCP proxy that can cut or blackhole the link. Both run on 127.0.0.1:0 in one
-background event loop thread, so synchronous tests can drive real node processes.
+userspace TCP proxy that can cut, blackhole, stall, refuse, slow down or delay the link
+(the one fault proxy of the tests and benchmarks: ``bench/bench_ship.py`` puts it on a veth
+address for its 600 ms RTT, stalls and half-open cuts). Both run on 127.0.0.1:0 (the proxy
+on ``host``) in one background event loop thread, so synchronous tests can drive real node
+processes.
 
 The hub is what the real hub will be for a node, reduced to the protocol: it checks the
 bearer token in the HTTP handshake (401 otherwise), keeps a revision log of desired
@@ -42,6 +45,9 @@ from edgenode.protocol import (
 
 T = TypeVar("T")
 WAIT_STEP = 0.02
+PAUSE_POLL = 0.05
+DELAY_QUEUE = 256
+"""Chunks (of at most 4 KiB) a delayed proxy direction holds in flight."""
 
 
 class Background:
@@ -285,6 +291,15 @@ class Proxy:
     forwarded: int = 0
     """Bytes forwarded so far, both directions."""
     connections: int = 0
+    host: str = "127.0.0.1"
+    """The address to listen on (e.g. the host end of a veth pair in a ship test)."""
+    delay: float = 0.0
+    """Seconds added to each direction (half the round-trip time added), without
+    serialising the bytes behind it: a long thin link, not a slow one."""
+    paused: bool = False
+    """Hold the bytes (TCP keeps them) and forward them when unpaused: a stall."""
+    refusing: bool = False
+    """Close every new connection at once (the link is down)."""
     _server: asyncio.Server | None = None
     _pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = field(default_factory=list)
 
@@ -294,7 +309,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     def blackhole(self, on: bool = True) -> None:
         """Keep every TCP connection open but forward nothing (a half-open link)."""
@@ -308,7 +323,7 @@ class Proxy:
         self.background.call(self._stop())
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _stop(self) -> None:
@@ -324,6 +339,9 @@ class Proxy:
         self._pairs.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
         self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -336,16 +354,56 @@ class Proxy:
         )
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.delay > 0:
+            await self._delayed_pipe(reader, writer)
+            return
         try:
             while data := await reader.read(4096 if self.rate else 65536):
                 if self.blackholed:
                     continue  # swallowed: neither side learns anything
-                writer.write(data)
-                self.forwarded += len(data)
-                await writer.drain()
-                if self.rate:
-                    await asyncio.sleep(len(data) / self.rate)
+                await self._forward(writer, data)
         finally:
+            writer.close()
+
+    async def _forward(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        while self.paused:
+            await asyncio.sleep(PAUSE_POLL)
+        writer.write(data)
+        self.forwarded += len(data)
+        await writer.drain()
+        if self.rate:
+            await asyncio.sleep(len(data) / self.rate)
+
+    async def _delayed_pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Each chunk is forwarded ``delay`` seconds after it was read (a bounded queue in
+        between: a full queue stops reading, and TCP pushes back on the sender)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(DELAY_QUEUE)
+
+        async def deliver() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                await self._forward(writer, data)
+
+        sender = asyncio.ensure_future(deliver())
+        try:
+            while data := await reader.read(4096):
+                if self.blackholed:
+                    continue  # swallowed: neither side learns anything
+                if sender.done():
+                    break
+                await queue.put((loop.time() + self.delay, data))
+            if not sender.done():
+                await queue.put(None)
+                await sender
+        finally:
+            sender.cancel()
+            if sender.done() and not sender.cancelled():
+                sender.exception()  # retrieved: a closed peer ends the pipe, nothing more
             writer.close()
 
 
