@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import glob
 import itertools
@@ -120,6 +121,8 @@ class Profile:
     stall_every_s: float
     stall_s: float
     converge_timeout_s: float
+    compression: bool = False
+    """``--compression``: the hub grants permessage-deflate and the node asks for it."""
 
 
 QUICK = Profile(
@@ -500,6 +503,7 @@ class Ship:
                 str(1 << 30),
                 "--telemetry-max-age",
                 str(int(365 * DAY)),
+                *(["--compression"] if self.p.compression else []),
             ],
         )
         token_file = data / "admin.token"
@@ -540,7 +544,8 @@ class Ship:
             f'[node]\nname = "{NODE}"\ndata_dir = "data"\n\n'
             f'[hub]\nurl = "ws://{self.net.host_ip}:{self.proxy.port}"\n'
             'token_file = "token"\nhandshake_timeout = 15.0\n'
-            "backoff_base = 0.5\nbackoff_cap = 5.0\n\n"
+            "backoff_base = 0.5\nbackoff_cap = 5.0\n"
+            f"compression = {'true' if self.p.compression else 'false'}\n\n"
             f'[mqtt]\nhost = "127.0.0.1"\nport = {MQTT_PORT}\n\n'
             f"[outbox]\nmax_bytes = {self.p.max_bytes}\n\n"
             '[metrics]\nlisten = ""\n\n[apps]\ncontainer_runtime = "none"\n'
@@ -1104,12 +1109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the 1-2 minute version")
     parser.add_argument("--out", type=Path, default=None, help=f"JSON (default {DEFAULT_OUT})")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--compression", action="store_true", help="permessage-deflate on the node's link"
+    )
     args = parser.parse_args(argv)
     reason = why_not_here()
     if reason is not None:
         print(f"ship test cannot run here: {reason}", file=sys.stderr)
         return 77
-    profile = QUICK if args.quick else FULL
+    profile = dataclasses.replace(QUICK if args.quick else FULL, compression=args.compression)
     out = args.out or (
         DEFAULT_OUT if not args.quick else ROOT / "bench" / "results" / "ship-quick.json"
     )

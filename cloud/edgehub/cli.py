@@ -146,6 +146,7 @@ async def serve_hub(args: argparse.Namespace) -> None:
         snapshot_after=args.snapshot_after,
         telemetry_max_bytes=args.telemetry_max_bytes,
         telemetry_max_age=args.telemetry_max_age,
+        compression=args.compression,
     )
     store = SqliteHubStore(data / DB_FILE)
     artifacts = ArtifactStore(data / ARTIFACTS_DIR, args.artifact_max_bytes, args.artifacts_quota)
@@ -253,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat interval, seconds")
+    s.add_argument(
+        "--compression",
+        action="store_true",
+        help="grant permessage-deflate to nodes that ask for it ([hub] compression = true)",
+    )
     s.add_argument(
         "--handshake-timeout",
         type=float,

@@ -67,6 +67,9 @@ class HubSettings:
     telemetry_max_age: float = 7 * 24 * 3600.0
     dedupe_age: float = 7 * 24 * 3600.0
     max_frame_size: int = 1024 * 1024
+    compression: bool = False
+    """Grant permessage-deflate to nodes that ask (``--compression``): fewer bytes on thin
+    links, a zlib context (tens of KB) per compressed link on the hub."""
 
     def protocol_config(self) -> HubConfig:
         return HubConfig(

@@ -433,6 +433,6 @@ def server_options(hub: Hub) -> dict[str, Any]:
         "max_size": hub.settings.max_frame_size + 1024,
         "open_timeout": hub.settings.handshake_timeout,
         "ping_interval": None,  # the protocol has its own heartbeats
-        "compression": None,
+        "compression": "deflate" if hub.settings.compression else None,
         "backlog": LISTEN_BACKLOG,
     }

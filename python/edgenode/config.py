@@ -115,6 +115,9 @@ class HubSection:
     """Largest message the node accepts from the hub, in bytes."""
     uplink_batch: int = 100
     """Outbox records read per step while sending uplink."""
+    compression: bool = False
+    """Ask the hub for permessage-deflate on the link (a thin link: satellite, cellular);
+    the hub grants it only when it runs with ``--compression``."""
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ backoff_base = 1.0                # reconnect delay bound, doubled per failure, 
 backoff_cap = 30.0                # largest reconnect delay bound, seconds
 max_frame_size = 1048576          # largest message accepted from the hub, bytes
 uplink_batch = 100                # outbox records read per step while sending uplink
+compression = false               # ask for permessage-deflate (hub: edgehub serve --compression)
 
 [mqtt]
 # The local MQTT broker (Mosquitto) of the device layer (docs/device-api.md). The device

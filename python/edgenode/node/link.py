@@ -151,6 +151,8 @@ class CloudLink:
         self._sample: tuple[bytes, int] | None = None
         """The newest sample not yet sent (``offer_sample``)."""
         self._samples_in_flight: set[int] = set()
+        self._link_compressed = False
+        """The current link negotiated permessage-deflate ([hub] compression)."""
         """Sequence numbers of samples sent on this connection and not yet acked."""
         self.state = LinkState(state=CONNECTING, hub_url=config.hub.url)
         self.metrics_address = ""
@@ -249,7 +251,7 @@ class CloudLink:
                 ping_interval=None,  # liveness is the protocol's heartbeat, both ways
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=hub.max_frame_size + FRAME_SIZE_SLACK,
-                compression=None,
+                compression="deflate" if hub.compression else None,
                 proxy=None,
             )
         except InvalidStatus as exc:
@@ -284,6 +286,7 @@ class CloudLink:
 
     async def _serve(self, ws: ClientConnection, outcome: _Outcome) -> None:
         loop = asyncio.get_running_loop()
+        self._link_compressed = _compressed(ws)
         proto = NodeProtocol(
             self._config.node.name,
             f"edgenode {edgenode.__version__}",
@@ -400,10 +403,11 @@ class CloudLink:
                     if self._downloads is not None:
                         self._downloads.heartbeat = event.heartbeat_interval
                     log.info(
-                        "connected to hub %s (hub revision %d, node revision %d)",
+                        "connected to hub %s (hub revision %d, node revision %d%s)",
                         self._config.hub.url,
                         event.hub_revision,
                         self._store.applied_revision(),
+                        ", compressed" if self._link_compressed else "",
                     )
                     self._set_state(CONNECTED)
                 case ChangesReceived():
@@ -628,6 +632,11 @@ class CloudLink:
             write_link_state(Path(self._config.node.data_dir), self.state)
         except OSError as exc:  # a full disk must not stop the link
             log.warning("cannot write the link state file: %s", exc)
+
+
+def _compressed(ws: ClientConnection) -> bool:
+    """Whether the link negotiated permessage-deflate."""
+    return any(e.name == "permessage-deflate" for e in ws.protocol.extensions)
 
 
 def _code_name(code: int) -> str:
