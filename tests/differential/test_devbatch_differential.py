@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twin_strategies import PATCH
 
 from conftest import native_core
 from edgenode import _pure
@@ -39,19 +40,6 @@ from edgenode.uplink import encode_uplink_raw, envelope_head
 ROOT = "$edge/devices"
 NODE = "ship-é"
 TTL = 3600.0
-KEYS = st.sampled_from(["a", "b", "é"])
-LEAF = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-2, 2),
-    st.integers(2**63, 2**70),
-    st.sampled_from([1.0, 0.1, 1e16, -0.0, "x", "\n", []]),
-)
-PATCH = st.recursive(
-    st.dictionaries(KEYS, LEAF, max_size=3),
-    lambda inner: st.dictionaries(KEYS, st.one_of(LEAF, inner), max_size=3),
-    max_leaves=6,
-)
 DEVICES = st.sampled_from(["lamp", "pump", "fan", "ghost", ""])
 OVERSIZED = b'{"reported": {"a": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}}'
 
