@@ -19,7 +19,7 @@ cannot exhaust the stack.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import islice
 
 from edgenode.errors import TopicError
@@ -240,15 +240,7 @@ class TopicRouter:
 
     def match_many(self, topics: Iterable[str]) -> list[list[int]]:
         """``[match(t) for t in topics]`` in one call."""
-        # A str is iterable, but a batch of one-character topics is surely a mistake.
-        if isinstance(topics, str):
-            raise TypeError(f"topics must be a sequence of str, not {type(topics).__name__}")
-        try:
-            iterator = iter(topics)
-        except TypeError:
-            raise TypeError(
-                f"topics must be a sequence of str, not {type(topics).__name__}"
-            ) from None
+        iterator = _topic_batch(topics)
         collect = self._collect
         results: list[list[int]] = []
         for topic in iterator:
@@ -262,14 +254,7 @@ class TopicRouter:
         ``topics[i]`` are ``ids[offsets[i]:offsets[i + 1]]`` (``len(offsets)`` is one more
         than the number of topics). No Python object per topic: no list for the garbage
         collector to walk. Same errors as ``match_many``."""
-        if isinstance(topics, str):
-            raise TypeError(f"topics must be a sequence of str, not {type(topics).__name__}")
-        try:
-            iterator = iter(topics)
-        except TypeError:
-            raise TypeError(
-                f"topics must be a sequence of str, not {type(topics).__name__}"
-            ) from None
+        iterator = _topic_batch(topics)
         collect = self._collect
         ids: array[int] = array("q")
         offsets: array[int] = array("q", [0])
@@ -339,3 +324,14 @@ def _is_plainly_valid(topic: object) -> bool:
 
 def _unique_sorted(found: list[int]) -> list[int]:
     return sorted(set(found)) if len(found) > 1 else found
+
+
+def _topic_batch(topics: Iterable[str]) -> Iterator[str]:
+    """An iterator over a batch of topics (TypeError for what is not one)."""
+    # A str is iterable, but a batch of one-character topics is surely a mistake.
+    if isinstance(topics, str):
+        raise TypeError(f"topics must be a sequence of str, not {type(topics).__name__}")
+    try:
+        return iter(topics)
+    except TypeError:
+        raise TypeError(f"topics must be a sequence of str, not {type(topics).__name__}") from None
