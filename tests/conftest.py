@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -35,6 +38,24 @@ def native_core() -> ModuleType:
 def core(request: pytest.FixtureRequest) -> ModuleType:
     """The flat namespace of one backend: ``edgenode._pure`` or the Rust extension."""
     return _pure if request.param == "python" else native_core()
+
+
+@pytest.fixture
+def after_crash(core: ModuleType, tmp_path: Path) -> Callable[[str], Any]:
+    """``after_crash(name)``: the store at ``tmp_path / "node.db"`` as a restart after a
+    crash now would open it — the database and its WAL copied as they are on disk into
+    ``tmp_path / name`` (the running store is left alone)."""
+
+    def reopen(name: str) -> Any:
+        copy = tmp_path / name
+        copy.mkdir()
+        for suffix in ("", "-wal"):
+            source = tmp_path / f"node.db{suffix}"
+            if source.exists():
+                (copy / source.name).write_bytes(source.read_bytes())
+        return core.Store(str(copy / "node.db"))
+
+    return reopen
 
 
 @pytest.fixture

@@ -219,6 +219,15 @@ class Store:
         deleted and counted first."""
     def ack(self, seqs: Sequence[int]) -> int:
         """Delete these sequence numbers (unknown ones ignored); how many were deleted."""
+    def ack_deferred(self, seqs: Sequence[int]) -> int:
+        """Acknowledge without a transaction of their own: hidden from reads and the quota
+        at once, deleted by the next write transaction or ``flush_acks``; how many of them
+        are in the outbox."""
+    def flush_acks(self) -> int:
+        """Delete the records acknowledged with ``ack_deferred`` now; how many."""
+    def set_in_flight(self, seqs: Sequence[int]) -> None:
+        """The records now on the wire (replacing the previous set): never evicted by the
+        quota, expired or coalesced away while there."""
     def ack_ranges(self, ranges: Sequence[tuple[int, int]]) -> int:
         """Delete every ``lo <= seq <= hi``; how many were deleted."""
     def expire(self, *, now: float | None = None) -> int: ...

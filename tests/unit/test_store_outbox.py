@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from pathlib import Path
 from types import ModuleType
 
@@ -30,16 +29,9 @@ def test_sequence_numbers_start_at_one_and_increase_strictly(core, tmp_path):
     assert store.append(b"d", now=0) == 4
 
 
-def meta_next_seq(tmp_path: Path) -> int:
-    """``meta.next_seq`` as the file holds it (a separate read-only connection)."""
-    db = sqlite3.connect(f"file:{tmp_path / 'node.db'}?mode=ro", uri=True)
-    try:
-        return int(db.execute("SELECT next_seq FROM meta").fetchone()[0])
-    finally:
-        db.close()
-
-
-def test_reserve_seq_takes_a_number_without_writing_and_the_next_write_persists_it(core, tmp_path):
+def test_reserve_seq_takes_a_number_without_writing_and_the_next_write_persists_it(
+    core, tmp_path, after_crash
+):
     store = open_store(core, tmp_path)
     assert store.append(b"a", now=0) == 1
     wal = tmp_path / "node.db-wal"
@@ -47,13 +39,13 @@ def test_reserve_seq_takes_a_number_without_writing_and_the_next_write_persists_
     assert [store.reserve_seq(), store.reserve_seq()] == [2, 3]
     assert store.next_seq() == 4
     assert wal.stat().st_size == size  # nothing written
-    assert meta_next_seq(tmp_path) == 2  # a crash now: the hub hears next_seq 2
+    assert after_crash("a").next_seq() == 2  # the hub hears next_seq 2
     assert store.peek(10, now=0) == [(1, 5, b"a")]  # a reserved number is no record
     assert store.append(b"b", now=0) == 4
-    assert meta_next_seq(tmp_path) == 5
+    assert after_crash("b").next_seq() == 5
     store.reserve_seq()
     store.close()  # close persists the counter too
-    assert meta_next_seq(tmp_path) == 6
+    assert open_store(core, tmp_path).next_seq() == 6
     with pytest.raises(StoreError, match="closed"):
         store.reserve_seq()
 

@@ -546,6 +546,31 @@ impl PyStore {
         self.with(py, |s| s.ack(&wanted))
     }
 
+    fn ack_deferred(&self, py: Python<'_>, seqs: &Bound<'_, PyAny>) -> PyResult<i64> {
+        self.check_open(py)?;
+        let wanted = items(seqs)?
+            .iter()
+            .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
+            .collect::<PyResult<Vec<i64>>>()?;
+        self.with(py, |s| s.ack_deferred(&wanted))
+    }
+
+    fn flush_acks(&self, py: Python<'_>) -> PyResult<i64> {
+        self.with(py, |s| s.flush_acks())
+    }
+
+    fn set_in_flight(&self, py: Python<'_>, seqs: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_open(py)?;
+        let wanted = items(seqs)?
+            .iter()
+            .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
+            .collect::<PyResult<Vec<i64>>>()?;
+        self.with(py, |s| {
+            s.set_in_flight(&wanted);
+            Ok(())
+        })
+    }
+
     fn ack_ranges(&self, py: Python<'_>, ranges: &Bound<'_, PyAny>) -> PyResult<i64> {
         self.check_open(py)?;
         let mut wanted = Vec::new();

@@ -8,6 +8,8 @@
 //!
 //! This module stores, orders, bounds and counts; it does not decide what to send.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::{Value, ValueRef};
@@ -30,6 +32,13 @@ pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
 pub const JOURNAL_SIZE_LIMIT_BYTES: i64 = 4 * 1024 * 1024;
 /// The store runs a passive checkpoint itself after this many write transactions.
 pub const PASSIVE_CHECKPOINT_EVERY_WRITES: u32 = 500;
+/// A transaction that appends records skips the meta row (one WAL frame less per commit)
+/// unless the store clock moved this much since the row was last written; the file's meta
+/// is repaired at open from the newest record (sequence, time) and the outbox's size.
+pub const CLOCK_PERSIST_SECONDS: f64 = 60.0;
+/// Records acknowledged with `ack_deferred` that wait for the next write transaction;
+/// beyond this many they are deleted at once (one transaction).
+pub const MAX_DEFERRED_ACKS: usize = 10_000;
 /// How long a writer waits for another connection's lock.
 pub const BUSY_TIMEOUT_MS: u64 = 5000;
 /// Salvage probes past unreadable rows at doubling distances up to this one.
@@ -151,9 +160,11 @@ const UPSERT_TWIN: &str = "INSERT INTO twins (device, doc) VALUES (?1, ?2) \
     ON CONFLICT (device) DO UPDATE SET doc = excluded.doc";
 const SELECT_COALESCE: &str = "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?1";
 const EXPIRE_DUE: &str =
-    "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1)";
+    "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1 \
+     AND seq NOT IN (SELECT value FROM json_each(?2)))";
 const EXPIRE_DELETE: &str = "DELETE FROM outbox WHERE expires IS NOT NULL AND expires <= ?1 \
-    RETURNING priority, length(payload)";
+    AND seq NOT IN (SELECT value FROM json_each(?2)) RETURNING priority, length(payload)";
+const DELETE_ACKED: &str = "DELETE FROM outbox WHERE seq = ?1 RETURNING length(payload)";
 const UPSERT_DROPS: &str = "INSERT INTO drops (priority, expired, quota) VALUES (?1, ?2, ?3) \
     ON CONFLICT (priority) DO UPDATE SET expired = expired + excluded.expired, \
     quota = quota + excluded.quota";
@@ -249,7 +260,8 @@ pub struct SalvageCounts {
 /// A resource of the desired-state cache: key, revision, data (`None` = tombstone).
 pub type Resource = (String, i64, Option<Vec<u8>>);
 
-/// The single meta row, mirrored in memory and written once per transaction.
+/// The single meta row, mirrored in memory. Written by every transaction that changes
+/// more than what the file can be repaired from at open (see `repair_meta`).
 #[derive(Debug, Clone, PartialEq)]
 struct Meta {
     applied_revision: i64,
@@ -340,9 +352,28 @@ pub struct Store {
     path: String,
     max_bytes: i64,
     meta: Meta,
+    /// The meta values the file holds (or that `repair_meta` derives from it).
+    persisted: Meta,
+    /// Acknowledged records (seq → payload bytes) deleted by the next transaction.
+    deferred: BTreeMap<i64, i64>,
+    /// Records on the wire: neither evicted by the quota nor expired nor coalesced.
+    in_flight: Arc<BTreeSet<i64>>,
     clock_base: f64,
     mono_start: Instant,
     writes_since_checkpoint: u32,
+}
+
+/// A JSON array of sequence numbers, for `json_each` in SQL.
+fn json_seqs<'a>(seqs: impl Iterator<Item = &'a i64>) -> String {
+    let mut text = String::from("[");
+    for (i, seq) in seqs.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&seq.to_string());
+    }
+    text.push(']');
+    text
 }
 
 impl std::fmt::Debug for Store {
@@ -368,13 +399,18 @@ impl Store {
         let conn = Connection::open(path).map_err(tr)?;
         configure(&conn, synchronous).map_err(tr)?;
         create_or_migrate(&conn, path)?;
-        let meta = read_meta(&conn).map_err(tr)?;
+        let meta = read_meta(&conn)
+            .and_then(|meta| repair_meta(&conn, meta))
+            .map_err(tr)?;
         Ok(Store {
             conn,
             path: path.to_string(),
             max_bytes: outbox_max_bytes,
             clock_base: meta.clock,
+            persisted: meta.clone(),
             meta,
+            deferred: BTreeMap::new(),
+            in_flight: Arc::new(BTreeSet::new()),
             mono_start: Instant::now(),
             writes_since_checkpoint: 0,
         })
@@ -384,7 +420,7 @@ impl Store {
         &self.path
     }
 
-    /// Persist the store clock and close the connection.
+    /// Delete deferred acks, persist the meta row and the store clock, close.
     pub fn close(mut self) -> Result<()> {
         let now = self.clock();
         self.write(now, |_, _| Ok(()))?;
@@ -405,34 +441,48 @@ impl Store {
         }
     }
 
-    /// Run `f` in one write transaction that also persists the meta row.
+    /// Deferred acks first, then `f`, then the meta row where it must be written, in one
+    /// write transaction.
     fn write<T>(
         &mut self,
         now: f64,
         f: impl FnOnce(&Connection, &mut Meta) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let saved = self.meta.clone();
+        let deferred = std::mem::take(&mut self.deferred);
         let conn = &self.conn;
         let meta = &mut self.meta;
+        let persisted = &self.persisted;
         let outcome = (|| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
+            if !deferred.is_empty() {
+                delete_acked(conn, meta, deferred.keys())?;
+            }
             let value = f(conn, meta)?;
             meta.clock = meta.clock.max(now);
-            conn.prepare_cached(UPDATE_META)?.execute(params![
-                meta.applied_revision,
-                meta.next_seq,
-                meta.outbox_bytes,
-                meta.dropped_expired,
-                meta.dropped_quota,
-                meta.rejected,
-                meta.coalesced,
-                meta.clock,
-            ])?;
+            let written = if meta_due(meta, persisted, saved.next_seq) {
+                conn.prepare_cached(UPDATE_META)?.execute(params![
+                    meta.applied_revision,
+                    meta.next_seq,
+                    meta.outbox_bytes,
+                    meta.dropped_expired,
+                    meta.dropped_quota,
+                    meta.rejected,
+                    meta.coalesced,
+                    meta.clock,
+                ])?;
+                Some(meta.clone())
+            } else {
+                None
+            };
             conn.execute_batch("COMMIT")?;
-            Ok(value)
+            Ok((value, written))
         })();
         match outcome {
-            Ok(value) => {
+            Ok((value, written)) => {
+                if let Some(written) = written {
+                    self.persisted = written;
+                }
                 self.writes_since_checkpoint += 1;
                 if self.writes_since_checkpoint >= PASSIVE_CHECKPOINT_EVERY_WRITES {
                     self.writes_since_checkpoint = 0;
@@ -444,6 +494,7 @@ impl Store {
             }
             Err(err) => {
                 self.meta = saved;
+                self.deferred.extend(deferred);
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
@@ -649,12 +700,14 @@ impl Store {
             return Ok(Vec::new());
         }
         let max_bytes = self.max_bytes;
+        let in_flight = Arc::clone(&self.in_flight);
         self.write(t, |conn, meta| {
             let mut seqs = Vec::with_capacity(records.len());
             for record in records {
                 let outcome = append_in(
                     conn,
                     meta,
+                    &in_flight,
                     max_bytes,
                     std::slice::from_ref(&record.record),
                     record.coalesce_key,
@@ -677,22 +730,37 @@ impl Store {
         t: f64,
     ) -> Result<Vec<i64>> {
         let max_bytes = self.max_bytes;
+        let in_flight = Arc::clone(&self.in_flight);
         self.write(t, |conn, meta| {
-            append_in(conn, meta, max_bytes, records, coalesce_key, t)
+            append_in(conn, meta, &in_flight, max_bytes, records, coalesce_key, t)
         })?
         .map_err(Error::Full)
     }
 
+    /// The records reads must skip or writes must spare, as a JSON array for
+    /// `json_each`: acknowledged (deferred) and in flight.
+    fn hidden_json(&self) -> String {
+        let hidden: BTreeSet<i64> = self
+            .deferred
+            .keys()
+            .chain(self.in_flight.iter())
+            .copied()
+            .collect();
+        json_seqs(hidden.iter())
+    }
+
     fn expire_if_due(&mut self, t: f64) -> Result<i64> {
+        let hidden = self.hidden_json();
         let due: bool = self
             .conn
             .prepare_cached(EXPIRE_DUE)
-            .and_then(|mut s| s.query_row([t], |r| r.get(0)))
+            .and_then(|mut s| s.query_row(params![t, hidden], |r| r.get(0)))
             .map_err(|e| translate(&self.path, e))?;
         if !due {
             return Ok(0);
         }
-        self.write(t, |conn, meta| expire_in(conn, meta, t))
+        let in_flight = json_seqs(self.in_flight.iter());
+        self.write(t, |conn, meta| expire_in(conn, meta, t, &in_flight))
     }
 
     /// Up to `limit` records `(seq, priority, payload)`, most urgent first, strictly
@@ -712,20 +780,27 @@ impl Store {
         let t = self.now_or_clock(now)?;
         self.expire_if_due(t)?;
         let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+        let acked = json_seqs(self.deferred.keys());
         let result = match after {
             None => self
                 .conn
                 .prepare_cached(
-                    "SELECT seq, priority, payload FROM outbox ORDER BY priority, seq LIMIT ?1",
+                    "SELECT seq, priority, payload FROM outbox \
+                     WHERE seq NOT IN (SELECT value FROM json_each(?1)) \
+                     ORDER BY priority, seq LIMIT ?2",
                 )
-                .and_then(|mut s| s.query_map([limit], map)?.collect()),
+                .and_then(|mut s| s.query_map(params![acked, limit], map)?.collect()),
             Some((priority, seq)) => self
                 .conn
                 .prepare_cached(
                     "SELECT seq, priority, payload FROM outbox WHERE (priority, seq) > (?1, ?2) \
-                     ORDER BY priority, seq LIMIT ?3",
+                     AND seq NOT IN (SELECT value FROM json_each(?3)) \
+                     ORDER BY priority, seq LIMIT ?4",
                 )
-                .and_then(|mut s| s.query_map([priority, seq, limit], map)?.collect()),
+                .and_then(|mut s| {
+                    s.query_map(params![priority, seq, acked, limit], map)?
+                        .collect()
+                }),
         };
         result.map_err(|e| translate(&self.path, e))
     }
@@ -736,19 +811,65 @@ impl Store {
             return Ok(0);
         }
         let now = self.clock();
-        self.write(now, |conn, meta| {
-            let mut stmt =
-                conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING length(payload)")?;
-            let mut deleted = 0i64;
-            for seq in seqs {
-                let mut rows = stmt.query([seq])?;
-                while let Some(row) = rows.next()? {
-                    deleted += 1;
-                    meta.outbox_bytes -= row.get::<_, i64>(0)?;
-                }
-            }
-            Ok(deleted)
-        })
+        // Deferred ones among them are deleted by the transaction's start.
+        let wanted: BTreeSet<i64> = seqs.iter().copied().collect();
+        let already = wanted
+            .iter()
+            .filter(|seq| self.deferred.contains_key(seq))
+            .count() as i64;
+        let deleted = self.write(now, |conn, meta| delete_acked(conn, meta, seqs.iter()))?;
+        Ok(deleted + already)
+    }
+
+    /// Acknowledge records without a transaction of their own: hidden from `peek`,
+    /// `outbox_stats` and the quota at once, deleted by the next write transaction
+    /// (folded into its commit) or `flush_acks`; how many of them are in the outbox.
+    /// After a crash before that they are sent again (the hub drops duplicates).
+    pub fn ack_deferred(&mut self, seqs: &[i64]) -> Result<i64> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let wanted: BTreeSet<i64> = seqs.iter().copied().collect();
+        let fresh = json_seqs(wanted.iter().filter(|s| !self.deferred.contains_key(s)));
+        let rows: Vec<(i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, length(payload) FROM outbox \
+                 WHERE seq IN (SELECT value FROM json_each(?1))",
+            )
+            .and_then(|mut s| {
+                s.query_map([fresh], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|e| translate(&self.path, e))?;
+        let found = rows.len() as i64;
+        self.deferred.extend(rows);
+        if self.in_flight.iter().any(|seq| wanted.contains(seq)) {
+            self.in_flight = Arc::new(self.in_flight.difference(&wanted).copied().collect());
+        }
+        if self.deferred.len() > MAX_DEFERRED_ACKS {
+            let now = self.clock();
+            self.write(now, |_, _| Ok(()))?;
+        }
+        Ok(found)
+    }
+
+    /// Delete the records acknowledged with `ack_deferred` now; how many.
+    pub fn flush_acks(&mut self) -> Result<i64> {
+        let count = self.deferred.len() as i64;
+        if count > 0 {
+            let now = self.clock();
+            self.write(now, |_, _| Ok(()))?;
+        }
+        Ok(count)
+    }
+
+    /// The records now on the wire (replacing the previous set; empty after a lost
+    /// connection): the quota does not evict them, their TTL does not expire them and a
+    /// newer record with their coalesce key does not replace them, so that a record the
+    /// hub acknowledges is never also counted as dropped.
+    pub fn set_in_flight(&mut self, seqs: &[i64]) {
+        self.in_flight = Arc::new(seqs.iter().copied().collect());
     }
 
     /// Delete every record with `lo <= seq <= hi` for each range; how many.
@@ -787,15 +908,19 @@ impl Store {
     pub fn outbox_stats(&mut self, now: Option<f64>) -> Result<OutboxStats> {
         let t = self.now_or_clock(now)?;
         self.expire_if_due(t)?;
+        let acked = json_seqs(self.deferred.keys());
         let (messages, oldest): (i64, Option<f64>) = self
             .conn
-            .prepare_cached("SELECT count(*), min(created) FROM outbox")
-            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .prepare_cached(
+                "SELECT count(*), min(created) FROM outbox \
+                 WHERE seq NOT IN (SELECT value FROM json_each(?1))",
+            )
+            .and_then(|mut s| s.query_row([acked], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(|e| translate(&self.path, e))?;
         let m = &self.meta;
         Ok(OutboxStats {
             messages,
-            bytes: m.outbox_bytes,
+            bytes: m.outbox_bytes - self.deferred.values().sum::<i64>(),
             oldest_age: oldest.map_or(0.0, |o| (t - o).max(0.0)),
             next_seq: m.next_seq,
             max_bytes: self.max_bytes,
@@ -853,6 +978,7 @@ impl Store {
         let closed = match reread {
             Ok(meta) => {
                 out.clock_base = meta.clock;
+                out.persisted = meta.clone();
                 out.meta = meta;
                 out.close()
             }
@@ -870,6 +996,7 @@ impl Store {
 fn append_in(
     conn: &Connection,
     meta: &mut Meta,
+    in_flight: &BTreeSet<i64>,
     max_bytes: i64,
     records: &[NewRecord<'_>],
     coalesce_key: Option<&str>,
@@ -887,14 +1014,19 @@ fn append_in(
         .map(|r| r.priority)
         .max()
         .unwrap_or(MAX_PRIORITY);
+    // Records in flight are never coalesced away: the hub gets them anyway.
     let coalesce_victims = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64)>> {
-        match coalesce_key {
+        let found: Vec<(i64, i64)> = match coalesce_key {
             Some(key) => conn
                 .prepare_cached(SELECT_COALESCE)?
                 .query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect(),
-            None => Ok(Vec::new()),
-        }
+                .collect::<rusqlite::Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(found
+            .into_iter()
+            .filter(|(seq, _)| !in_flight.contains(seq))
+            .collect())
     };
     let mut victims = coalesce_victims(conn)?;
     if largest > max_bytes {
@@ -905,7 +1037,7 @@ fn append_in(
     }
     let mut freed: i64 = victims.iter().map(|v| v.1).sum();
     if meta.outbox_bytes - freed + incoming > max_bytes {
-        expire_in(conn, meta, t)?;
+        expire_in(conn, meta, t, &json_seqs(in_flight.iter()))?;
         if coalesce_key.is_some() {
             victims = coalesce_victims(conn)?;
             freed = victims.iter().map(|v| v.1).sum();
@@ -924,7 +1056,7 @@ fn append_in(
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
             let length: i64 = row.get(1)?;
-            if victims.iter().any(|v| v.0 == seq) {
+            if victims.iter().any(|v| v.0 == seq) || in_flight.contains(&seq) {
                 continue;
             }
             evicted_priorities.push(row.get(2)?);
@@ -975,11 +1107,13 @@ fn append_in(
     Ok(Ok(seqs))
 }
 
-fn expire_in(conn: &Connection, meta: &mut Meta, t: f64) -> rusqlite::Result<i64> {
+/// Records in flight (`in_flight`, a JSON array) are spared: the hub may have them
+/// already (its ack deletes them; after a lost connection they expire at the next check).
+fn expire_in(conn: &Connection, meta: &mut Meta, t: f64, in_flight: &str) -> rusqlite::Result<i64> {
     let mut priorities: Vec<i64> = Vec::new();
     {
         let mut stmt = conn.prepare_cached(EXPIRE_DELETE)?;
-        let mut rows = stmt.query([t])?;
+        let mut rows = stmt.query(params![t, in_flight])?;
         while let Some(row) = rows.next()? {
             priorities.push(row.get(0)?);
             meta.outbox_bytes -= row.get::<_, i64>(1)?;
@@ -989,6 +1123,67 @@ fn expire_in(conn: &Connection, meta: &mut Meta, t: f64) -> rusqlite::Result<i64
     meta.dropped_expired += n;
     count_drops(conn, &priorities, true)?;
     Ok(n)
+}
+
+/// Inside a write transaction: delete these records; how many were there.
+fn delete_acked<'a>(
+    conn: &Connection,
+    meta: &mut Meta,
+    seqs: impl Iterator<Item = &'a i64>,
+) -> rusqlite::Result<i64> {
+    let mut stmt = conn.prepare_cached(DELETE_ACKED)?;
+    let mut deleted = 0i64;
+    for seq in seqs {
+        let mut rows = stmt.query([seq])?;
+        while let Some(row) = rows.next()? {
+            deleted += 1;
+            meta.outbox_bytes -= row.get::<_, i64>(0)?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Must this transaction write the meta row? Not when it appended records (`next_seq`
+/// moved past `next_seq_before`) and changed nothing else but the sequence counter, the
+/// outbox's size and (by less than `CLOCK_PERSIST_SECONDS`) the clock: `repair_meta`
+/// finds those again at open from the newest record, whose sequence is past the file's.
+fn meta_due(meta: &Meta, persisted: &Meta, next_seq_before: i64) -> bool {
+    meta.next_seq == next_seq_before
+        || meta.applied_revision != persisted.applied_revision
+        || meta.dropped_expired != persisted.dropped_expired
+        || meta.dropped_quota != persisted.dropped_quota
+        || meta.rejected != persisted.rejected
+        || meta.coalesced != persisted.coalesced
+        || meta.clock - persisted.clock >= CLOCK_PERSIST_SECONDS
+}
+
+/// The meta row as it was at the last commit: transactions that only append skip it, so
+/// a newest record past the file's `next_seq` means the counter, the outbox's size and
+/// the clock moved on since; they are found again from the records.
+fn repair_meta(conn: &Connection, meta: Meta) -> rusqlite::Result<Meta> {
+    let newest: Option<(i64, f64)> = conn
+        .query_row(
+            "SELECT seq, created FROM outbox ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match newest {
+        Some((seq, created)) if seq >= meta.next_seq => {
+            let total: i64 = conn.query_row(
+                "SELECT coalesce(sum(length(payload)), 0) FROM outbox",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(Meta {
+                next_seq: seq + 1,
+                outbox_bytes: total,
+                clock: meta.clock.max(created),
+                ..meta
+            })
+        }
+        _ => Ok(meta),
+    }
 }
 
 /// Add the dropped records' priorities to the per-priority counters (`drops`).

@@ -18,6 +18,7 @@ counts; the sync layer decides.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -44,6 +45,13 @@ changes is one WAL frame of this size, so small pages write less flash per commi
 WAL_AUTOCHECKPOINT_PAGES: Final = 1000
 JOURNAL_SIZE_LIMIT_BYTES: Final = 4 * 1024 * 1024
 PASSIVE_CHECKPOINT_EVERY_WRITES: Final = 500
+CLOCK_PERSIST_SECONDS: Final = 60.0
+"""A transaction that appends records skips the meta row (one WAL frame less per commit)
+unless the store clock moved this much since the row was last written; the file's meta
+is repaired at open from the newest record (sequence, time) and the outbox's size."""
+MAX_DEFERRED_ACKS: Final = 10_000
+"""Records acknowledged with ``ack_deferred`` that wait for the next write transaction;
+beyond this many they are deleted at once (one transaction)."""
 BUSY_TIMEOUT_MS: Final = 5000
 SYNCHRONOUS_MODES: Final = ("normal", "full")
 # salvage: after an unreadable row, probe further rowids at doubling distances.
@@ -174,7 +182,8 @@ T = TypeVar("T")
 
 @dataclass
 class _Meta:
-    """The single meta row, mirrored in memory and written once per transaction."""
+    """The single meta row, mirrored in memory. Written by every transaction that changes
+    more than what the file can be repaired from at open (see ``_repair_meta``)."""
 
     applied_revision: int
     next_seq: int
@@ -285,7 +294,7 @@ class Store:
         try:
             _configure(db, synchronous)
             _create_or_migrate(db, path)
-            self._meta = _read_meta(db)
+            self._meta = _repair_meta(db, _read_meta(db))
         except sqlite3.Error as err:
             db.close()
             raise _translate(path, err) from None
@@ -295,6 +304,12 @@ class Store:
         self._db = db
         self._clock_base = self._meta.clock
         self._mono_start = time.monotonic()
+        self._persisted = replace(self._meta)
+        """The meta values the file holds (or that ``_repair_meta`` derives from it)."""
+        self._deferred: dict[int, int] = {}
+        """Acknowledged records (seq → payload bytes) deleted by the next transaction."""
+        self._in_flight: frozenset[int] = frozenset()
+        """Records on the wire: neither evicted by the quota nor expired nor coalesced."""
 
     # ------------------------------------------------------------ plumbing --
 
@@ -326,32 +341,44 @@ class Store:
             return self._write_locked(now, fn)
 
     def _write_locked(self, now: float, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Deferred acks first, then ``fn``, then the meta row where it must be written,
+        in one transaction."""
         db = self._conn()
         saved = replace(self._meta)
+        deferred = self._deferred
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                if deferred:
+                    self._deferred = {}
+                    self._delete_acked(db, list(deferred))
                 result = fn(db)
                 self._meta.clock = max(self._meta.clock, now)
                 m = self._meta
-                db.execute(
-                    "UPDATE meta SET applied_revision = ?, next_seq = ?, outbox_bytes = ?, "
-                    "dropped_expired = ?, dropped_quota = ?, rejected = ?, coalesced = ?, "
-                    "clock = ? WHERE id = 1",
-                    (
-                        m.applied_revision,
-                        m.next_seq,
-                        m.outbox_bytes,
-                        m.dropped_expired,
-                        m.dropped_quota,
-                        m.rejected,
-                        m.coalesced,
-                        m.clock,
-                    ),
-                )
+                if self._meta_due(saved.next_seq):
+                    db.execute(
+                        "UPDATE meta SET applied_revision = ?, next_seq = ?, outbox_bytes = ?, "
+                        "dropped_expired = ?, dropped_quota = ?, rejected = ?, coalesced = ?, "
+                        "clock = ? WHERE id = 1",
+                        (
+                            m.applied_revision,
+                            m.next_seq,
+                            m.outbox_bytes,
+                            m.dropped_expired,
+                            m.dropped_quota,
+                            m.rejected,
+                            m.coalesced,
+                            m.clock,
+                        ),
+                    )
+                    written = replace(m)
+                else:
+                    written = self._persisted
                 db.execute("COMMIT")
+                self._persisted = written
             except BaseException:
                 self._meta = saved
+                self._deferred = deferred | self._deferred
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
@@ -363,8 +390,43 @@ class Store:
             raise _translate(self._path, err) from None
         return result
 
+    def _meta_due(self, next_seq_before: int) -> bool:
+        """Must this transaction write the meta row? Not when it appended records
+        (``next_seq`` moved past ``next_seq_before``) and changed nothing else but the
+        sequence counter, the outbox's size and (by less than ``CLOCK_PERSIST_SECONDS``)
+        the clock: ``_repair_meta`` finds those again at open from the newest record,
+        which has a sequence number past the file's."""
+        m, p = self._meta, self._persisted
+        return (
+            m.next_seq == next_seq_before
+            or m.applied_revision != p.applied_revision
+            or m.dropped_expired != p.dropped_expired
+            or m.dropped_quota != p.dropped_quota
+            or m.rejected != p.rejected
+            or m.coalesced != p.coalesced
+            or m.clock - p.clock >= CLOCK_PERSIST_SECONDS
+        )
+
+    def _delete_acked(self, db: sqlite3.Connection, seqs: list[int]) -> int:
+        """Inside a write transaction: delete these records; how many were there."""
+        deleted = 0
+        freed = 0
+        for seq in seqs:
+            for (length,) in db.execute(
+                "DELETE FROM outbox WHERE seq = ? RETURNING length(payload)", (seq,)
+            ):
+                deleted += 1
+                freed += length
+        self._meta.outbox_bytes -= freed
+        return deleted
+
+    def _hidden_json(self) -> str:
+        """The records reads must skip or writes must spare, as a JSON array for
+        ``json_each``: acknowledged (deferred) and in flight."""
+        return json.dumps(sorted(self._deferred.keys() | self._in_flight))
+
     def close(self) -> None:
-        """Persist the store clock and close; idempotent."""
+        """Delete deferred acks, persist the meta row and the clock, close; idempotent."""
         with self._lock:
             db = self._db
             if db is None:
@@ -576,10 +638,13 @@ class Store:
         return self._append(checked, None, t)
 
     def _expire_in(self, db: sqlite3.Connection, t: float) -> int:
+        # Records in flight are spared: the hub may have them already (its ack deletes
+        # them; after a lost connection they expire at the next check).
         rows = db.execute(
             "DELETE FROM outbox WHERE expires IS NOT NULL AND expires <= ? "
+            "AND seq NOT IN (SELECT value FROM json_each(?)) "
             "RETURNING priority, length(payload)",
-            (t,),
+            (t, self._hidden_json()),
         ).fetchall()
         self._meta.outbox_bytes -= sum(row[1] for row in rows)
         self._meta.dropped_expired += len(rows)
@@ -660,11 +725,9 @@ class Store:
         max_bytes = self._max_bytes
         meta = self._meta
         victims: list[tuple[int, int]] = []
+        in_flight = self._in_flight
         if coalesce_key is not None:
-            victims = db.execute(
-                "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?",
-                (coalesce_key,),
-            ).fetchall()
+            victims = self._coalesce_victims(db, coalesce_key)
         if largest > max_bytes:
             meta.rejected += len(records)
             failure.append(
@@ -675,10 +738,7 @@ class Store:
         if meta.outbox_bytes - freed + incoming > max_bytes:
             self._expire_in(db, t)
             if coalesce_key is not None:
-                victims = db.execute(
-                    "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?",
-                    (coalesce_key,),
-                ).fetchall()
+                victims = self._coalesce_victims(db, coalesce_key)
                 freed = sum(length for _, length in victims)
         need = meta.outbox_bytes - freed + incoming - max_bytes
         evicted: list[tuple[int, int]] = []
@@ -692,7 +752,7 @@ class Store:
             )
             gained = 0
             for seq, length, priority in cursor:
-                if seq in skip:
+                if seq in skip or seq in in_flight:
                     continue
                 evicted.append((seq, length))
                 evicted_priorities.append(priority)
@@ -726,11 +786,20 @@ class Store:
         meta.outbox_bytes += incoming
         return seqs
 
+    def _coalesce_victims(self, db: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
+        """The records a new one with coalesce key ``key`` replaces (not those in flight:
+        the hub gets them anyway)."""
+        rows = db.execute(
+            "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?", (key,)
+        ).fetchall()
+        return [(seq, length) for seq, length in rows if seq not in self._in_flight]
+
     def _expire_if_due(self, t: float) -> int:
         due = self._read(
             lambda db: db.execute(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?)",
-                (t,),
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ? "
+                "AND seq NOT IN (SELECT value FROM json_each(?)))",
+                (t, self._hidden_json()),
             ).fetchone()[0]
         )
         if not due:
@@ -755,19 +824,23 @@ class Store:
                 _check_int(seq, "seq", -I64_MAX - 1, I64_MAX),
             )
         self._expire_if_due(self._now(now))
+        acked = json.dumps(sorted(self._deferred))
         if position is None:
             rows = self._read(
                 lambda db: db.execute(
-                    "SELECT seq, priority, payload FROM outbox ORDER BY priority, seq LIMIT ?",
-                    (count,),
+                    "SELECT seq, priority, payload FROM outbox "
+                    "WHERE seq NOT IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY priority, seq LIMIT ?",
+                    (acked, count),
                 ).fetchall()
             )
         else:
             rows = self._read(
                 lambda db: db.execute(
                     "SELECT seq, priority, payload FROM outbox WHERE (priority, seq) > (?, ?) "
+                    "AND seq NOT IN (SELECT value FROM json_each(?)) "
                     "ORDER BY priority, seq LIMIT ?",
-                    (*position, count),
+                    (*position, acked, count),
                 ).fetchall()
             )
         return [(seq, prio, payload) for seq, prio, payload in rows]
@@ -779,19 +852,56 @@ class Store:
         if not wanted:
             return 0
 
-        def run(db: sqlite3.Connection) -> int:
-            deleted = 0
-            freed = 0
-            for row in wanted:
-                for (length,) in db.execute(
-                    "DELETE FROM outbox WHERE seq = ? RETURNING length(payload)", row
-                ):
-                    deleted += 1
-                    freed += length
-            self._meta.outbox_bytes -= freed
-            return deleted
+        with self._lock:
+            # Deferred ones among them are deleted by the transaction's start.
+            already = len({seq for (seq,) in wanted if seq in self._deferred})
+            deleted = self._write(
+                self.clock(), lambda db: self._delete_acked(db, [seq for (seq,) in wanted])
+            )
+            return deleted + already
 
-        return self._write(self.clock(), run)
+    def ack_deferred(self, seqs: Iterable[int]) -> int:
+        """Acknowledge records without a transaction of their own: hidden from ``peek``,
+        ``outbox_stats`` and the quota at once, deleted by the next write transaction
+        (folded into its commit) or ``flush_acks``; how many of them are in the outbox.
+        After a crash before that they are sent again (the hub drops duplicates)."""
+        self._conn()
+        wanted = [_check_int(seq, "seq", -I64_MAX - 1, I64_MAX) for seq in seqs]
+        if not wanted:
+            return 0
+        with self._lock:
+            fresh = json.dumps(sorted(set(wanted) - self._deferred.keys()))
+            rows = self._read(
+                lambda db: db.execute(
+                    "SELECT seq, length(payload) FROM outbox "
+                    "WHERE seq IN (SELECT value FROM json_each(?))",
+                    (fresh,),
+                ).fetchall()
+            )
+            self._deferred.update(rows)
+            self._in_flight = self._in_flight.difference(wanted)
+            if len(self._deferred) > MAX_DEFERRED_ACKS:
+                self._write(self.clock(), lambda _db: None)
+            return len(rows)
+
+    def flush_acks(self) -> int:
+        """Delete the records acknowledged with ``ack_deferred`` now; how many."""
+        self._conn()
+        with self._lock:
+            count = len(self._deferred)
+            if count:
+                self._write(self.clock(), lambda _db: None)
+            return count
+
+    def set_in_flight(self, seqs: Iterable[int]) -> None:
+        """The records now on the wire (replacing the previous set; empty after a lost
+        connection): the quota does not evict them, their TTL does not expire them and a
+        newer record with their coalesce key does not replace them, so that a record the
+        hub acknowledges is never also counted as dropped."""
+        self._conn()
+        checked = frozenset(_check_int(seq, "seq", -I64_MAX - 1, I64_MAX) for seq in seqs)
+        with self._lock:
+            self._in_flight = checked
 
     def ack_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Delete every record with ``lo <= seq <= hi`` for each range; how many."""
@@ -835,13 +945,18 @@ class Store:
         self._conn()
         t = self._now(now)
         self._expire_if_due(t)
+        acked = json.dumps(sorted(self._deferred))
         messages, oldest = self._read(
-            lambda db: db.execute("SELECT count(*), min(created) FROM outbox").fetchone()
+            lambda db: db.execute(
+                "SELECT count(*), min(created) FROM outbox "
+                "WHERE seq NOT IN (SELECT value FROM json_each(?))",
+                (acked,),
+            ).fetchone()
         )
         m = self._meta
         return {
             "messages": messages,
-            "bytes": m.outbox_bytes,
+            "bytes": m.outbox_bytes - sum(self._deferred.values()),
             "oldest_age": 0.0 if oldest is None else max(0.0, t - oldest),
             "next_seq": m.next_seq,
             "max_bytes": self._max_bytes,
@@ -1004,6 +1119,19 @@ def _read_meta(db: sqlite3.Connection) -> _Meta:
     return _Meta(*row)
 
 
+def _repair_meta(db: sqlite3.Connection, meta: _Meta) -> _Meta:
+    """The meta row as it was at the last commit: transactions that only append skip it,
+    so a newest record past the file's ``next_seq`` means the counter, the outbox's size
+    and the clock moved on since; they are found again from the records."""
+    newest = db.execute("SELECT seq, created FROM outbox ORDER BY seq DESC LIMIT 1").fetchone()
+    if newest is None or newest[0] < meta.next_seq:
+        return meta
+    (total,) = db.execute("SELECT coalesce(sum(length(payload)), 0) FROM outbox").fetchone()
+    return replace(
+        meta, next_seq=newest[0] + 1, outbox_bytes=total, clock=max(meta.clock, newest[1])
+    )
+
+
 def _salvage_rows(
     src: sqlite3.Connection, table: str, columns: str, counts: dict[str, int]
 ) -> Iterable[tuple[Any, ...]]:
@@ -1110,4 +1238,5 @@ def _salvage_into(src: sqlite3.Connection, out: Store, counts: dict[str, int]) -
             db.execute("ROLLBACK")
         raise
     out._meta = _read_meta(db)
+    out._persisted = replace(out._meta)
     out._clock_base = out._meta.clock

@@ -86,6 +86,10 @@ AUTH_STATUSES: Final = frozenset({401, 403})
 CLOCK_WARNING: Final = 60.0
 """Seconds between the node's and the hub's clocks above which the node warns."""
 STABLE_CONNECTION: Final = 10.0
+ACK_FLUSH_SECONDS: Final = 5.0
+"""Acknowledged records are deleted by the next write transaction (one commit per report
+at a lone 1 report/s instead of two: docs/store.md); after this long without another
+ack they are deleted on their own."""
 """Seconds a welcomed connection must last for its end to reset the back-off."""
 
 ChangeListener = Callable[[Sequence[tuple[str, int, bytes | None]], bool], None]
@@ -151,6 +155,7 @@ class CloudLink:
         self._sample: tuple[bytes, int] | None = None
         """The newest sample not yet sent (``offer_sample``)."""
         self._samples_in_flight: set[int] = set()
+        self._ack_flush: asyncio.TimerHandle | None = None
         self._link_compressed = False
         """The current link negotiated permessage-deflate ([hub] compression)."""
         """Sequence numbers of samples sent on this connection and not yet acked."""
@@ -282,6 +287,9 @@ class CloudLink:
         except ConnectionClosed as exc:
             outcome.error = _closed_reason(exc, outcome.error)
         finally:
+            # Unacknowledged records are no longer on the wire: the quota and their TTL
+            # may drop them again (they are sent again after the reconnect otherwise).
+            self._set_in_flight(())
             await ws.close(CloseCode.GOING_AWAY, "node shutting down")
 
     async def _serve(self, ws: ClientConnection, outcome: _Outcome) -> None:
@@ -461,7 +469,9 @@ class CloudLink:
             self._metrics.uplink_acked.inc(len(sequences))
             return
         try:
-            self._store.ack(stored)
+            # Deleted by the next write transaction (folded into a report's commit), or
+            # by _flush_acks once acks stop coming.
+            self._store.ack_deferred(stored)
         except StoreError as exc:
             # The records stay in the outbox and are sent again after the next reconnect;
             # the hub drops the duplicates. Nothing is lost.
@@ -469,6 +479,22 @@ class CloudLink:
             self._record_error(f"cannot delete acknowledged uplink records: {exc}")
             return
         self._metrics.uplink_acked.inc(len(sequences))
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+        self._ack_flush = asyncio.get_running_loop().call_later(ACK_FLUSH_SECONDS, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_flush = None
+        try:
+            self._store.flush_acks()
+        except StoreError as exc:  # sent again after a restart; the hub drops duplicates
+            log.error("cannot delete acknowledged uplink records: %s", exc)
+            self._record_error(f"cannot delete acknowledged uplink records: {exc}")
+
+    def _set_in_flight(self, sequences: Sequence[int]) -> None:
+        """Tell the store which records are on the wire (spared by quota and TTL)."""
+        with contextlib.suppress(StoreError):  # closed while shutting down: nothing to spare
+            self._store.set_in_flight(sequences)
 
     def _apply_changes(self, proto: NodeProtocol, event: ChangesReceived) -> None:
         rows: list[tuple[str, int, bytes | None]] = []
@@ -574,6 +600,8 @@ class CloudLink:
             except StoreError as exc:
                 log.error("cannot drop oversized uplink records: %s", exc)
         sent = proto.send_uplink([record for _, record in sendable])
+        if sent:
+            self._set_in_flight(proto.in_flight)
         if sent == len(sendable):
             if examined:
                 self._cursor = examined[-1]
