@@ -47,12 +47,12 @@ def test_a_new_store_is_a_wal_database_with_the_current_schema_version(core, tmp
     path = tmp_path / "node.db"
     store = core.Store(str(path))
     assert store.path == str(path)
-    assert core.SCHEMA_VERSION == 3
+    assert core.SCHEMA_VERSION == 4
     assert core.DEFAULT_OUTBOX_MAX_BYTES == 64 * 1024 * 1024
     store.append(b"x", now=0)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
     store = core.Store(str(path))  # the per-priority drop counters start empty
     assert store.drop_counts() == []
 
@@ -235,14 +235,34 @@ def test_a_version_one_file_is_migrated_and_keeps_its_data(core, tmp_path):
     assert store.append(b"s", coalesce_key="status", now=2) == 5
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+
+
+def test_a_version_three_file_loses_its_coalesce_index_and_still_coalesces(core, tmp_path):
+    path = tmp_path / "v3.db"
+    store = core.Store(str(path))
+    store.append(b"old", 3, coalesce_key="twin/a", now=0)
+    store.close()
+    with sqlite3.connect(path) as db:  # as schema version 3 left it
+        db.execute(
+            "CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL"
+        )
+        db.execute("PRAGMA user_version = 3")
+    store = core.Store(str(path))
+    assert store.append(b"new", 3, coalesce_key="twin/a", now=0) == 2
+    assert store.peek(now=0) == [(2, 3, b"new")]
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "outbox_coalesce" not in names
 
 
 def test_a_newer_schema_version_is_refused_naming_both_versions(core, tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version = 9")
-    newer = r"schema version 9 is newer than this build supports \(3\)"
+    newer = r"schema version 9 is newer than this build supports \(4\)"
     with pytest.raises(StoreError, match=newer):
         core.Store(str(path))
 

@@ -391,6 +391,42 @@ def test_a_rejected_coalescing_append_keeps_the_previous_record(core, tmp_path):
     assert store.outbox_stats(now=0)["coalesced"] == 0
 
 
+def test_coalescing_finds_records_stored_before_a_restart(core, tmp_path, after_crash):
+    store = open_store(core, tmp_path)
+    store.append(b"twin-1", 3, coalesce_key="twin/a", now=0)
+    store.append(b"twin-b", 3, coalesce_key="twin/b", now=0)
+    crashed = after_crash("crash")  # the lookup is rebuilt from the records at open
+    assert crashed.append(b"twin-2", 3, coalesce_key="twin/a", now=0) == 3
+    assert crashed.peek(now=0) == [(2, 3, b"twin-b"), (3, 3, b"twin-2")]
+    assert crashed.outbox_stats(now=0)["coalesced"] == 1
+
+
+def test_a_record_gone_by_ack_or_ttl_is_not_counted_coalesced(core, tmp_path):
+    store = open_store(core, tmp_path)
+    store.append(b"one", 3, coalesce_key="k", now=0)
+    store.ack([1])
+    store.append(b"two", 3, ttl=1.0, coalesce_key="k", now=0)
+    store.expire(now=2)
+    store.append(b"three", 3, coalesce_key="k", now=2)
+    store.append_many([(b"plain", 3, None)], now=2)
+    store.append(b"four", 3, coalesce_key="k", now=2)
+    assert store.peek(now=2) == [(4, 3, b"plain"), (5, 3, b"four")]
+    stats = store.outbox_stats(now=2)
+    assert (stats["coalesced"], stats["dropped_expired"]) == (1, 1)
+
+
+def test_coalescing_holds_after_more_keys_than_the_lookup_keeps(core, tmp_path):
+    store = open_store(core, tmp_path)
+    many = 100_001  # MAX_COALESCE_KEYS + 1 on both backends: the lookup is rebuilt
+    store.commit_batch([], [(b"x", 5, None, f"key-{i}") for i in range(many)], now=0)
+    store.ack_ranges([(1, many - 1)])  # all but the last gone: stale keys, then dropped
+    store.append(b"new-key", 5, coalesce_key="fresh", now=0)
+    store.append(b"again", 5, coalesce_key=f"key-{many - 1}", now=0)
+    store.append(b"fresh-2", 5, coalesce_key="fresh", now=0)
+    assert store.peek(now=0) == [(many + 2, 5, b"again"), (many + 3, 5, b"fresh-2")]
+    assert store.outbox_stats(now=0)["coalesced"] == 2
+
+
 def test_coalesce_key_must_be_a_string(core, tmp_path):
     store = open_store(core, tmp_path)
     with pytest.raises(TypeError, match="coalesce_key must be str"):

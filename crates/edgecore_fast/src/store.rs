@@ -8,7 +8,7 @@
 //!
 //! This module stores, orders, bounds and counts; it does not decide what to send.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// `PRAGMA user_version` of files this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// Default outbox quota: the sum of payload lengths.
 pub const DEFAULT_OUTBOX_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Most urgent priority (sent first) and least urgent one.
@@ -36,6 +36,9 @@ pub const PASSIVE_CHECKPOINT_EVERY_WRITES: u32 = 500;
 /// unless the store clock moved this much since the row was last written; the file's meta
 /// is repaired at open from the newest record (sequence, time) and the outbox's size.
 pub const CLOCK_PERSIST_SECONDS: f64 = 60.0;
+/// Coalesce keys the in-memory lookup holds before it is rebuilt from the outbox (keys of
+/// records gone since are dropped then).
+pub const MAX_COALESCE_KEYS: usize = 100_000;
 /// Records acknowledged with `ack_deferred` that wait for the next write transaction;
 /// beyond this many they are deleted at once (one transaction).
 pub const MAX_DEFERRED_ACKS: usize = 10_000;
@@ -82,7 +85,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_order ON outbox (priority, seq);
 CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
-CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
 CREATE TABLE drops (
     priority INTEGER PRIMARY KEY,
     expired INTEGER NOT NULL,
@@ -143,6 +145,14 @@ CREATE TABLE drops (
 );
 ",
     ),
+    // The coalescing lookup moved to memory (`Store::coalesce`): one index less to write
+    // per appended record.
+    (
+        3,
+        "\
+DROP INDEX IF EXISTS outbox_coalesce;
+",
+    ),
 ];
 
 const SQLITE_CORRUPT: i32 = 11;
@@ -158,7 +168,10 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox (seq, priority, created, expires
     coalesce_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 const UPSERT_TWIN: &str = "INSERT INTO twins (device, doc) VALUES (?1, ?2) \
     ON CONFLICT (device) DO UPDATE SET doc = excluded.doc";
-const SELECT_COALESCE: &str = "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?1";
+const SELECT_COALESCE: &str =
+    "SELECT length(payload) FROM outbox WHERE seq = ?1 AND coalesce_key = ?2";
+const SELECT_COALESCE_KEYS: &str =
+    "SELECT seq, coalesce_key FROM outbox WHERE coalesce_key IS NOT NULL";
 const EXPIRE_DUE: &str =
     "SELECT EXISTS (SELECT 1 FROM outbox WHERE expires IS NOT NULL AND expires <= ?1 \
      AND seq NOT IN (SELECT value FROM json_each(?2)))";
@@ -358,6 +371,9 @@ pub struct Store {
     deferred: BTreeMap<i64, i64>,
     /// Records on the wire: neither evicted by the quota nor expired nor coalesced.
     in_flight: Arc<BTreeSet<i64>>,
+    /// Coalesce key → sequence numbers of records with it: every stored record with a key
+    /// is there (a number may be stale: its record went; checked when used).
+    coalesce: HashMap<String, BTreeSet<i64>>,
     clock_base: f64,
     mono_start: Instant,
     writes_since_checkpoint: u32,
@@ -402,6 +418,7 @@ impl Store {
         let meta = read_meta(&conn)
             .and_then(|meta| repair_meta(&conn, meta))
             .map_err(tr)?;
+        let coalesce = coalesce_keys(&conn).map_err(tr)?;
         Ok(Store {
             conn,
             path: path.to_string(),
@@ -411,6 +428,7 @@ impl Store {
             meta,
             deferred: BTreeMap::new(),
             in_flight: Arc::new(BTreeSet::new()),
+            coalesce,
             mono_start: Instant::now(),
             writes_since_checkpoint: 0,
         })
@@ -701,12 +719,14 @@ impl Store {
         }
         let max_bytes = self.max_bytes;
         let in_flight = Arc::clone(&self.in_flight);
-        self.write(t, |conn, meta| {
+        let mut coalesce = std::mem::take(&mut self.coalesce);
+        let outcome = self.write(t, |conn, meta| {
             let mut seqs = Vec::with_capacity(records.len());
             for record in records {
                 let outcome = append_in(
                     conn,
                     meta,
+                    &mut coalesce,
                     &in_flight,
                     max_bytes,
                     std::slice::from_ref(&record.record),
@@ -720,7 +740,9 @@ impl Store {
                 upsert.execute(params![device, doc])?;
             }
             Ok(seqs)
-        })
+        });
+        self.coalesce = coalesce;
+        outcome
     }
 
     fn append_records(
@@ -731,10 +753,21 @@ impl Store {
     ) -> Result<Vec<i64>> {
         let max_bytes = self.max_bytes;
         let in_flight = Arc::clone(&self.in_flight);
-        self.write(t, |conn, meta| {
-            append_in(conn, meta, &in_flight, max_bytes, records, coalesce_key, t)
-        })?
-        .map_err(Error::Full)
+        let mut coalesce = std::mem::take(&mut self.coalesce);
+        let outcome = self.write(t, |conn, meta| {
+            append_in(
+                conn,
+                meta,
+                &mut coalesce,
+                &in_flight,
+                max_bytes,
+                records,
+                coalesce_key,
+                t,
+            )
+        });
+        self.coalesce = coalesce;
+        outcome?.map_err(Error::Full)
     }
 
     /// The records reads must skip or writes must spare, as a JSON array for
@@ -980,6 +1013,7 @@ impl Store {
                 out.clock_base = meta.clock;
                 out.persisted = meta.clone();
                 out.meta = meta;
+                out.coalesce = coalesce_keys(&out.conn).unwrap_or_default();
                 out.close()
             }
             Err(e) => Err(e),
@@ -993,9 +1027,11 @@ impl Store {
 /// Inside a write transaction: coalesce, make room and append `records` (their
 /// sequence numbers); or, if the quota refuses them, count them in `rejected` and return
 /// the reason as `Err` (the transaction goes on).
+#[allow(clippy::too_many_arguments)]
 fn append_in(
     conn: &Connection,
     meta: &mut Meta,
+    coalesce: &mut HashMap<String, BTreeSet<i64>>,
     in_flight: &BTreeSet<i64>,
     max_bytes: i64,
     records: &[NewRecord<'_>],
@@ -1014,21 +1050,15 @@ fn append_in(
         .map(|r| r.priority)
         .max()
         .unwrap_or(MAX_PRIORITY);
-    // Records in flight are never coalesced away: the hub gets them anyway.
-    let coalesce_victims = |conn: &Connection| -> rusqlite::Result<Vec<(i64, i64)>> {
-        let found: Vec<(i64, i64)> = match coalesce_key {
-            Some(key) => conn
-                .prepare_cached(SELECT_COALESCE)?
-                .query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?,
-            None => Vec::new(),
-        };
-        Ok(found
-            .into_iter()
-            .filter(|(seq, _)| !in_flight.contains(seq))
-            .collect())
+    let coalesce_victims = |conn: &Connection,
+                            coalesce: &mut HashMap<String, BTreeSet<i64>>|
+     -> rusqlite::Result<Vec<(i64, i64)>> {
+        match coalesce_key {
+            Some(key) => coalesce_victims(conn, coalesce, in_flight, key),
+            None => Ok(Vec::new()),
+        }
     };
-    let mut victims = coalesce_victims(conn)?;
+    let mut victims = coalesce_victims(conn, coalesce)?;
     if largest > max_bytes {
         meta.rejected += records.len() as i64;
         return Ok(Err(format!(
@@ -1039,7 +1069,7 @@ fn append_in(
     if meta.outbox_bytes - freed + incoming > max_bytes {
         expire_in(conn, meta, t, &json_seqs(in_flight.iter()))?;
         if coalesce_key.is_some() {
-            victims = coalesce_victims(conn)?;
+            victims = coalesce_victims(conn, coalesce)?;
             freed = victims.iter().map(|v| v.1).sum();
         }
     }
@@ -1104,7 +1134,55 @@ fn append_in(
     }
     meta.next_seq = first + records.len() as i64;
     meta.outbox_bytes += incoming;
+    if let Some(key) = coalesce_key {
+        if !coalesce.contains_key(key) && coalesce.len() >= MAX_COALESCE_KEYS {
+            *coalesce = coalesce_keys(conn)?;
+        }
+        coalesce
+            .entry(key.to_string())
+            .or_default()
+            .extend(seqs.iter().copied());
+    }
     Ok(Ok(seqs))
+}
+
+/// The records a new one with coalesce key `key` replaces (not those in flight: the hub
+/// gets them anyway). Found by `coalesce` and checked by sequence number (no index on
+/// the key: one page less written per appended record).
+fn coalesce_victims(
+    conn: &Connection,
+    coalesce: &mut HashMap<String, BTreeSet<i64>>,
+    in_flight: &BTreeSet<i64>,
+    key: &str,
+) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut rows: Vec<(i64, i64)> = Vec::new();
+    if let Some(known) = coalesce.get(key) {
+        let mut stmt = conn.prepare_cached(SELECT_COALESCE)?;
+        for seq in known {
+            let length: Option<i64> = stmt.query_row(params![seq, key], |r| r.get(0)).optional()?;
+            if let Some(length) = length {
+                rows.push((*seq, length));
+            }
+        }
+        // Forget the numbers whose records went (never one that may still be there: a
+        // rolled-back transaction leaves its victims in place).
+        coalesce.insert(key.to_string(), rows.iter().map(|r| r.0).collect());
+    }
+    Ok(rows
+        .into_iter()
+        .filter(|(seq, _)| !in_flight.contains(seq))
+        .collect())
+}
+
+/// Coalesce key → sequence numbers, from the stored records (one scan).
+fn coalesce_keys(conn: &Connection) -> rusqlite::Result<HashMap<String, BTreeSet<i64>>> {
+    let mut found: HashMap<String, BTreeSet<i64>> = HashMap::new();
+    let mut stmt = conn.prepare_cached(SELECT_COALESCE_KEYS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        found.entry(row.get(1)?).or_default().insert(row.get(0)?);
+    }
+    Ok(found)
 }
 
 /// Records in flight (`in_flight`, a JSON array) are spared: the hub may have them
@@ -1763,7 +1841,7 @@ mod tests {
         conn.execute_batch("PRAGMA user_version = 7").unwrap();
         drop(conn);
         let err = Store::open(path.to_str().unwrap(), Synchronous::Normal, 100).unwrap_err();
-        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains("(3)")));
+        assert!(matches!(err, Error::Store(ref m) if m.contains('7') && m.contains("(4)")));
     }
 
     #[test]

@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar
 
 from edgenode.errors import ConfigError, OutboxFullError, StoreCorruptError, StoreError
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 DEFAULT_OUTBOX_MAX_BYTES: Final = 64 * 1024 * 1024
 
 MIN_PRIORITY: Final = 0  # most urgent, sent first
@@ -49,6 +49,9 @@ CLOCK_PERSIST_SECONDS: Final = 60.0
 """A transaction that appends records skips the meta row (one WAL frame less per commit)
 unless the store clock moved this much since the row was last written; the file's meta
 is repaired at open from the newest record (sequence, time) and the outbox's size."""
+MAX_COALESCE_KEYS: Final = 100_000
+"""Coalesce keys the in-memory lookup holds before it is rebuilt from the outbox (keys
+of records gone since are dropped then)."""
 MAX_DEFERRED_ACKS: Final = 10_000
 """Records acknowledged with ``ack_deferred`` that wait for the next write transaction;
 beyond this many they are deleted at once (one transaction)."""
@@ -94,7 +97,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_order ON outbox (priority, seq);
 CREATE INDEX outbox_expiry ON outbox (expires) WHERE expires IS NOT NULL;
-CREATE INDEX outbox_coalesce ON outbox (coalesce_key) WHERE coalesce_key IS NOT NULL;
 CREATE TABLE drops (
     priority INTEGER PRIMARY KEY,
     expired INTEGER NOT NULL,
@@ -149,6 +151,10 @@ CREATE TABLE drops (
     expired INTEGER NOT NULL,
     quota INTEGER NOT NULL
 );
+""",
+    # The coalescing lookup moved to memory (Store._coalesce): one index less to write
+    # per appended record.
+    3: """DROP INDEX IF EXISTS outbox_coalesce;
 """,
 }
 UPSERT_DROPS: Final = (
@@ -295,6 +301,7 @@ class Store:
             _configure(db, synchronous)
             _create_or_migrate(db, path)
             self._meta = _repair_meta(db, _read_meta(db))
+            coalesce = _coalesce_keys(db)
         except sqlite3.Error as err:
             db.close()
             raise _translate(path, err) from None
@@ -310,6 +317,9 @@ class Store:
         """Acknowledged records (seq → payload bytes) deleted by the next transaction."""
         self._in_flight: frozenset[int] = frozenset()
         """Records on the wire: neither evicted by the quota nor expired nor coalesced."""
+        self._coalesce = coalesce
+        """Coalesce key → sequence numbers of records with it: every stored record with a
+        key is there (a number may be stale: its record went; checked when used)."""
 
     # ------------------------------------------------------------ plumbing --
 
@@ -784,15 +794,34 @@ class Store:
         )
         meta.next_seq = first + len(records)
         meta.outbox_bytes += incoming
+        if coalesce_key is not None:
+            self._remember_coalesce(db, coalesce_key, seqs)
         return seqs
 
     def _coalesce_victims(self, db: sqlite3.Connection, key: str) -> list[tuple[int, int]]:
         """The records a new one with coalesce key ``key`` replaces (not those in flight:
-        the hub gets them anyway)."""
-        rows = db.execute(
-            "SELECT seq, length(payload) FROM outbox WHERE coalesce_key = ?", (key,)
-        ).fetchall()
+        the hub gets them anyway). Found by ``_coalesce`` and checked by sequence number
+        (no index on the key: one page less written per appended record)."""
+        known = self._coalesce.get(key)
+        if known is None:
+            return []
+        rows: list[tuple[int, int]] = []
+        for seq in sorted(known):
+            row = db.execute(
+                "SELECT length(payload) FROM outbox WHERE seq = ? AND coalesce_key = ?",
+                (seq, key),
+            ).fetchone()
+            if row is not None:
+                rows.append((seq, row[0]))
+        # Forget the numbers whose records went (never one that may still be there: a
+        # rolled-back transaction leaves its victims in place).
+        self._coalesce[key] = {seq for seq, _ in rows}
         return [(seq, length) for seq, length in rows if seq not in self._in_flight]
+
+    def _remember_coalesce(self, db: sqlite3.Connection, key: str, seqs: list[int]) -> None:
+        if key not in self._coalesce and len(self._coalesce) >= MAX_COALESCE_KEYS:
+            self._coalesce = _coalesce_keys(db)
+        self._coalesce.setdefault(key, set()).update(seqs)
 
     def _expire_if_due(self, t: float) -> int:
         due = self._read(
@@ -1119,6 +1148,16 @@ def _read_meta(db: sqlite3.Connection) -> _Meta:
     return _Meta(*row)
 
 
+def _coalesce_keys(db: sqlite3.Connection) -> dict[str, set[int]]:
+    """Coalesce key → sequence numbers, from the stored records (one scan)."""
+    found: dict[str, set[int]] = {}
+    for seq, key in db.execute(
+        "SELECT seq, coalesce_key FROM outbox WHERE coalesce_key IS NOT NULL"
+    ):
+        found.setdefault(key, set()).add(seq)
+    return found
+
+
 def _repair_meta(db: sqlite3.Connection, meta: _Meta) -> _Meta:
     """The meta row as it was at the last commit: transactions that only append skip it,
     so a newest record past the file's ``next_seq`` means the counter, the outbox's size
@@ -1239,4 +1278,5 @@ def _salvage_into(src: sqlite3.Connection, out: Store, counts: dict[str, int]) -
         raise
     out._meta = _read_meta(db)
     out._persisted = replace(out._meta)
+    out._coalesce = _coalesce_keys(db)
     out._clock_base = out._meta.clock
