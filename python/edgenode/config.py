@@ -152,10 +152,12 @@ class StoreSection:
     synchronous: str = "normal"
     """``normal``: a commit survives a process kill, not a power loss; ``full``: it
     survives both (the WAL is synced on every commit). See docs/store.md, "Durability"."""
-    commit_window: float = 0.0
+    commit_window: float = 0.1
     """Seconds the device layer waits after a message for more before it commits them
     together (0: commit what has arrived at once). Fewer, larger commits write less to
-    flash; each message's PUBACK waits up to this long. See docs/store.md, "Disk writes"."""
+    flash; each message's PUBACK waits up to this long. The default keeps a node at 100
+    reports/s under 2 KB written per report (an SD card's budget); 0 gives the lowest
+    latency. See docs/store.md, "Disk writes"."""
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,7 @@ default_ttl = 0.0                 # seconds a record may wait; 0: no expiry
 
 [store]
 synchronous = "normal"            # normal: survives a process kill; full: also power loss
-commit_window = 0.0               # seconds to gather device messages into one commit
+commit_window = 0.1               # seconds to gather device messages into one commit (0: none)
 
 [apps]
 # Apps (workloads) the hub targets at this node (docs/apps.md).

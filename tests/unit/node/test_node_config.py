@@ -41,6 +41,8 @@ def test_a_minimal_config_gets_every_default(tmp_path):
     assert config.metrics.listen == "127.0.0.1:9101"
     assert config.log.level == "info"
     assert config.db_path == tmp_path / "state" / "node.db"
+    # A node on an SD card stays under 2 KB written per report at 100 reports/s.
+    assert (config.store.synchronous, config.store.commit_window) == ("normal", 0.1)
 
 
 def test_every_key_of_the_default_text_is_read_back(tmp_path):
@@ -81,7 +83,7 @@ max_bytes = 1000
 default_ttl = 3600
 [store]
 synchronous = "FULL"
-commit_window = 0.1
+commit_window = 0.25
 [status]
 interval = 5
 [metrics]
@@ -100,8 +102,8 @@ level = "DEBUG"
     assert config.mqtt == type(config.mqtt)("broker", 8883, "u", "p", True)
     assert (config.outbox.max_bytes, config.outbox.default_ttl) == (1000, 3600.0)
     assert config.store.synchronous == "full"
-    assert config.store.commit_window == 0.1
-    assert config.mqtt_settings().commit_window == 0.1
+    assert config.store.commit_window == 0.25
+    assert config.mqtt_settings().commit_window == 0.25
     assert config.status.interval == 5.0
     assert config.metrics.listen == ""
     assert config.log.level == "debug"
