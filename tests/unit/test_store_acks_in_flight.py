@@ -152,17 +152,37 @@ def test_the_quota_spares_records_in_flight(core, tmp_path):
     assert store.outbox_stats(now=0)["dropped_quota"] == 1
 
 
-def test_a_new_record_is_refused_when_only_records_in_flight_could_make_room(core, tmp_path):
-    store = open_store(core, tmp_path, outbox_max_bytes=200)
+def test_a_record_is_stored_over_the_quota_when_only_records_in_flight_could_make_room(
+    core, tmp_path
+):
+    """An alarm is not refused because the bulk records that would make room for it are
+    on the wire: the outbox goes over its quota by at most those until their acks."""
+    store = open_store(core, tmp_path, outbox_max_bytes=250)
     store.append_many([(b"a" * 100, 9, None), (b"b" * 100, 9, None)], now=0)
     store.set_in_flight([1, 2])
-    with pytest.raises(Exception, match="outbox full"):
-        store.append(b"c" * 100, priority=9, now=0)
-    assert store.outbox_stats(now=0)["rejected"] == 1
-    # The link lost: the same record now evicts the oldest (a refusal took no number).
+    assert store.append(b"alarm" * 20, priority=0, now=0) == 3
+    stats = store.outbox_stats(now=0)
+    assert (stats["bytes"], stats["dropped_quota"], stats["rejected"]) == (300, 0, 0)
+    store.ack_deferred([1, 2])  # delivered: back under the quota
+    assert store.outbox_stats(now=0)["bytes"] == 100
+    # The link lost: records not acked are evictable again.
+    store.append(b"c" * 100, priority=9, now=0)
     store.set_in_flight([])
-    assert store.append(b"c" * 100, priority=9, now=0) == 3
-    assert seqs(store.peek(10, now=0)) == [2, 3]
+    assert store.append(b"d" * 100, priority=0, now=0) == 5
+    assert seqs(store.peek(10, now=0)) == [3, 5]
+    assert store.outbox_stats(now=0)["dropped_quota"] == 1
+
+
+def test_a_record_is_refused_when_records_in_flight_could_not_make_room_either(core, tmp_path):
+    store = open_store(core, tmp_path, outbox_max_bytes=250)
+    store.append(b"a" * 100, priority=9, now=0)  # in flight
+    store.append(b"b" * 100, priority=0, now=0)  # more urgent than what comes: kept
+    store.set_in_flight([1])
+    with pytest.raises(Exception, match="outbox full"):
+        store.append(b"c" * 200, priority=5, now=0)  # needs 150, in flight spares 100
+    stats = store.outbox_stats(now=0)
+    assert (stats["bytes"], stats["rejected"], stats["dropped_quota"]) == (200, 1, 0)
+    assert store.append(b"c" * 140, priority=5, now=0) == 3  # needs 90: over by it
 
 
 def test_a_ttl_does_not_expire_a_record_in_flight(core, tmp_path):

@@ -761,8 +761,12 @@ class Store:
                 (threshold,),
             )
             gained = 0
+            spared = 0  # in flight: their acks free these bytes soon
             for seq, length, priority in cursor:
-                if seq in skip or seq in in_flight:
+                if seq in skip:
+                    continue
+                if seq in in_flight:
+                    spared += length
                     continue
                 evicted.append((seq, length))
                 evicted_priorities.append(priority)
@@ -770,7 +774,9 @@ class Store:
                 if gained >= need:
                     break
             cursor.close()
-            if gained < need:
+            # Only records in flight could make the rest of the room: the record is stored
+            # anyway, over the quota by at most the uplink window until their acks come.
+            if gained + spared < need:
                 meta.rejected += len(records)
                 failure.append(
                     f"outbox full: {incoming} bytes do not fit in the quota of {max_bytes} bytes"
