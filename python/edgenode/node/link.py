@@ -199,6 +199,14 @@ class CloudLink:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect after every failure, until cancelled."""
+        try:
+            await self._run()
+        finally:
+            # The daemon closes the store after this (which deletes deferred acks).
+            if self._ack_flush is not None:
+                self._ack_flush.cancel()
+
+    async def _run(self) -> None:
         self._write_state()
         while True:
             outcome = _Outcome()
