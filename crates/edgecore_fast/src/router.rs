@@ -223,6 +223,25 @@ const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 /// Bytes of a level kept in its slot of the level table, compared as two words.
 const HEAD_BYTES: usize = 16;
 
+/// The 1 to 7 bytes of `rest` as a little-endian word, zero-padded: two overlapping
+/// 4-byte reads (or three single bytes), no loop and no call to `memcpy`.
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!(n < 8);
+    if n >= 4 {
+        let low = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let high = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+        u64::from(low) | u64::from(high) << (8 * (n - 4))
+    } else if n > 0 {
+        u64::from(rest[0])
+            | u64::from(rest[n / 2]) << (8 * (n / 2))
+            | u64::from(rest[n - 1]) << (8 * (n - 1))
+    } else {
+        0
+    }
+}
+
 /// A level string as the level table looks it up: its hash and its first
 /// [`HEAD_BYTES`] bytes as two little-endian words (zero-padded), both from one pass.
 struct Probe {
@@ -248,10 +267,7 @@ impl Probe {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let word = rest
-                .iter()
-                .enumerate()
-                .fold(0u64, |word, (at, &byte)| word | u64::from(byte) << (8 * at));
+            let word = tail_word(rest);
             if bytes.len() < HEAD_BYTES {
                 head[bytes.len() / 8] = word;
             }
@@ -1259,6 +1275,18 @@ mod tests {
         assert_eq!(router.matches("$SYS").unwrap(), vec![3]);
         assert_eq!(router.matches("$other").unwrap(), Vec::<u64>::new());
         assert_eq!(router.matches("SYS/load").unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn the_tail_word_is_the_bytes_zero_padded() {
+        let bytes: Vec<u8> = (1..=7u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+        for n in 0..8 {
+            let expected = bytes[..n]
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (at, &byte)| word | u64::from(byte) << (8 * at));
+            assert_eq!(tail_word(&bytes[..n]), expected, "{n} bytes");
+        }
     }
 
     #[test]
