@@ -5,7 +5,7 @@ results and exceptions (classes from :mod:`edgenode.errors`).
 """
 
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any, Final
 
 # ---------------------------------------------------------------- router ----
@@ -289,12 +289,16 @@ def handle_batch(
             list[tuple[str, bytes]],
         ],
     ],
+    routing: tuple[Sequence[tuple[bool, bool, int, float | None]], Container[str], bytes, int]
+    | None = None,
 ) -> BatchResult:
     """A batch of received device messages (topic, payload, QoS, packet id) in ONE call:
     route, apply the reports of the devices in ``twins`` (on topics ``router`` does not
     match, accepted by the twin), build the replies, retained deltas and uplink records
     (``heads``: the ``twin`` and ``device-state`` envelopes up to the body), and commit
-    the twins and records in ONE store transaction. Every other message goes to
-    ``fallback(index)``, in order. Nothing is published or acknowledged here.
-    StoreError: nothing was committed (drop the twins the batch changed). The store,
-    twins and router must be of this backend (TypeError otherwise)."""
+    the twins and records in ONE store transaction. With ``routing`` (rules by route
+    index, known devices, the ``telemetry`` envelope head, the default telemetry
+    priority), a message that only goes upstream becomes its ``telemetry`` record here
+    too. Every other message goes to ``fallback(index)``, in order. Nothing is published
+    or acknowledged here. StoreError: nothing was committed (drop the twins the batch
+    changed). The store, twins and router must be of this backend (TypeError otherwise)."""

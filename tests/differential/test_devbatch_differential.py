@@ -3,7 +3,9 @@ path it replaces.
 
 The same generated batches of MQTT messages (reports valid, malformed and oversized,
 reports of unknown devices, gets, states, telemetry, routed topics, misspelt operations,
-QoS 0 and 1, mixed in any order) go through three nodes, each on its own store:
+QoS 0 and 1, mixed in any order; telemetry and other topics through upstream, disabled
+and republish routes, payloads of any bytes, invalid UTF-8 and oversized) go through three
+nodes, each on its own store:
 
 - ``python`` and ``rust``: the batch call of that backend (its Store, DeviceTwin and
   TopicRouter), with the fallback the device layer uses (``DeviceLayer._batch_in_core``);
@@ -32,10 +34,11 @@ from edgenode import _pure
 from edgenode.devices import DeviceSpec, RouteSpec, RouteTable, TwinService
 from edgenode.devices.actions import Uplink
 from edgenode.devices.bus import DeferredTwinWrites
-from edgenode.devices.twins import TWIN_UPLINK_PRIORITY
+from edgenode.devices.config import DEFAULT_TELEMETRY_PRIORITY
+from edgenode.devices.twins import MAX_TELEMETRY_BYTES, TWIN_UPLINK_PRIORITY
 from edgenode.devtwin import MAX_PAYLOAD_BYTES
 from edgenode.errors import StoreError
-from edgenode.uplink import encode_uplink_raw, envelope_head
+from edgenode.uplink import MAX_BODY_BYTES, encode_uplink_raw, envelope_head
 
 ROOT = "$edge/devices"
 NODE = "ship-é"
@@ -80,6 +83,23 @@ SIMPLE_REPORTS = st.builds(
 )
 """Reports that move the deltas of lamp (desired a: 1) and fan (desired b: {c: 2})."""
 SERVED = st.sampled_from(["lamp", "pump", "fan"])
+TELEMETRY_PAYLOADS = st.one_of(
+    st.binary(max_size=12),
+    st.text(max_size=12).map(lambda text: text.encode("utf-8", "surrogatepass")),
+    st.sampled_from(
+        [
+            b'{"t": 21.5, "unit": "\xc2\xb0C"}',
+            b'"quoted" \\ back\nslash\r\t\x00\x1f\x7f \xe2\x80\xa8',
+            b"\xed\xa0\x80",  # a UTF-8-encoded surrogate: not UTF-8, so base64
+            b"x" * MAX_TELEMETRY_BYTES,
+            b"x" * (MAX_TELEMETRY_BYTES + 1),  # too large to go upstream
+            b"\x01" * (MAX_BODY_BYTES // 6 + 1),  # escaped, its body is too large
+            b"\xff" * MAX_TELEMETRY_BYTES,  # base64: its body is too large
+            b"\xff" * (3 * 1024),  # base64 with two '=' of padding
+            b"\xff" * (3 * 1024 + 1),
+        ]
+    ),
+)
 
 MESSAGES = st.one_of(
     st.tuples(SERVED, st.just("twin/update"), SIMPLE_REPORTS),
@@ -90,18 +110,58 @@ MESSAGES = st.one_of(
     st.tuples(DEVICES, st.just("state"), st.sampled_from([b"online", b"offline", b"on"])),
     st.tuples(DEVICES, st.sampled_from(["telemetry/t", "twin/updte", "twin/delta"]), st.binary()),
     st.tuples(st.just("other"), st.just("x/y"), st.binary(max_size=8)),
+    st.tuples(
+        DEVICES, st.sampled_from(["telemetry/t", "telemetry", "telemetry/a/b"]), TELEMETRY_PAYLOADS
+    ),
+    st.tuples(DEVICES, st.sampled_from(["telemetry/t", "telemetry/a/b"]), TELEMETRY_PAYLOADS),
+    st.tuples(st.just("other"), st.sampled_from(["x/y", "x/é", "q", "$SYS/x"]), TELEMETRY_PAYLOADS),
 )
 BATCH = st.lists(st.tuples(MESSAGES, st.sampled_from([0, 1]), st.integers(1, 65535)), max_size=12)
-ROUTED = st.sampled_from([(), ("$edge/devices/pump/#",), ("$edge/devices/+/twin/update", "x/#")])
+Route = tuple[str, str, int, float | None, bool]
+"""(from, to, priority, ttl, enabled) of a RouteSpec."""
+ROUTED: st.SearchStrategy[tuple[Route, ...]] = st.sampled_from(
+    [
+        (),
+        (("$edge/devices/pump/#", "upstream", 2, None, True),),
+        (
+            ("$edge/devices/+/twin/update", "upstream", 2, None, True),
+            ("x/#", "upstream", 2, None, True),
+        ),
+        (("$edge/devices/+/telemetry/#", "upstream", 4, None, True),),
+        (
+            ("$edge/devices/+/telemetry/#", "upstream", 4, 60.0, True),
+            ("$edge/devices/lamp/telemetry/#", "upstream", 1, 30, True),
+            ("$edge/devices/+/telemetry/t", "upstream", 4, None, True),
+            ("x/#", "upstream", 4, 90.0, True),
+        ),
+        (
+            ("$edge/devices/fan/telemetry/#", "upstream", 2, None, False),
+            ("x/y", "topic:copy/y", 5, None, True),
+            ("$edge/devices/ghost/#", "upstream", 6, 5.0, True),
+            ("+", "upstream", 9, 7.5, True),
+        ),
+        (
+            ("$edge/devices/+/telemetry/t", "topic:local/t", 5, None, False),
+            ("$edge/devices/+/telemetry/t", "topic:local/u/v", 5, None, True),
+            ("$edge/devices/+/telemetry/#", "upstream", 3, 10.0, True),
+            ("+/+", "upstream", 0, None, False),
+        ),
+    ]
+)
 
 
 def topic_of(device: str, operation: str) -> str:
     return operation if device == "other" else f"{ROOT}/{device}/{operation}"
 
 
-def service(device_twin: Any, store: Any, routes: tuple[str, ...]) -> tuple[Any, Any]:
+def service(device_twin: Any, store: Any, routes: tuple[Route, ...]) -> tuple[Any, Any]:
     writes = DeferredTwinWrites(store)
-    table = RouteTable([RouteSpec(f, priority=2) for f in routes])
+    table = RouteTable(
+        [
+            RouteSpec(pattern, to, priority=priority, ttl=ttl, enabled=enabled)
+            for pattern, to, priority, ttl, enabled in routes
+        ]
+    )
     svc = TwinService(
         writes,
         [DeviceSpec("lamp", {"a": 1}), DeviceSpec("pump"), DeviceSpec("fan", {"b": {"c": 2}})],
@@ -112,15 +172,22 @@ def service(device_twin: Any, store: Any, routes: tuple[str, ...]) -> tuple[Any,
     return svc, writes
 
 
-def batch_node(core: ModuleType, path: str, routes: tuple[str, ...], batches: list[Any]) -> Any:
-    """The batch call of ``core``, with the device layer's fallback."""
+def batch_node(
+    core: ModuleType,
+    path: str,
+    routes: tuple[Route, ...],
+    batches: list[Any],
+    routed_fast: bool = True,
+) -> Any:
+    """The batch call of ``core``, with the device layer's fallback (and its ``routing``
+    unless not ``routed_fast``)."""
     store = core.Store(path)
     try:
         svc, writes = service(core.DeviceTwin, store, routes)
         router = None
         if routes:
             router = core.TopicRouter()
-            for index, pattern in enumerate(routes):
+            for index, (pattern, *_) in enumerate(routes):
                 router.add(pattern, index)
         trace: list[Any] = []
         for step, batch in enumerate(batches):
@@ -149,6 +216,12 @@ def batch_node(core: ModuleType, path: str, routes: tuple[str, ...], batches: li
                 return publishes, records, writes.take_fresh()
 
             heads = (envelope_head("twin", NODE, now), envelope_head("device-state", NODE, now))
+            routing = (
+                svc.routes.batch_rules,
+                svc.known_devices,
+                envelope_head("telemetry", NODE, now),
+                DEFAULT_TELEMETRY_PRIORITY,
+            )
             writes.deferring = True
             result = core.handle_batch(
                 store,
@@ -160,6 +233,7 @@ def batch_node(core: ModuleType, path: str, routes: tuple[str, ...], batches: li
                 TWIN_UPLINK_PRIORITY,
                 TTL,
                 fallback,
+                routing if routed_fast else None,
             )
             writes.committed()
             svc.counters.update(result.counters)
@@ -181,7 +255,7 @@ def batch_node(core: ModuleType, path: str, routes: tuple[str, ...], batches: li
         store.close()
 
 
-def reference_node(path: str, routes: tuple[str, ...], batches: list[Any]) -> Any:
+def reference_node(path: str, routes: tuple[Route, ...], batches: list[Any]) -> Any:
     """The path before the batch call: the whole batch through TwinService, committed."""
     store = _pure.Store(path)
     try:
@@ -234,7 +308,7 @@ def twins(store: Any) -> list[bytes | None]:
 @settings(max_examples=80, deadline=None)
 @given(st.lists(BATCH, max_size=4), ROUTED)
 def test_the_batch_call_is_the_same_on_both_backends_and_as_message_by_message(
-    batches: list[Any], routes: tuple[str, ...]
+    batches: list[Any], routes: tuple[Route, ...]
 ) -> None:
     rust = native_core()
     with tempfile.TemporaryDirectory() as directory:
@@ -336,3 +410,125 @@ def test_parts_of_another_backend_are_refused(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(TypeError, match="extension's Store"):
         rust.handle_batch(object(), {}, None, [], 1.0, (b"", b""), 3, None, None)
+
+
+def test_messages_that_only_go_upstream_take_the_fast_path_with_routing(tmp_path: Path) -> None:
+    routes: tuple[Route, ...] = (
+        ("$edge/devices/+/telemetry/#", "upstream", 4, None, True),
+        ("$edge/devices/fan/telemetry/#", "upstream", 1, 20.0, True),
+        ("x/#", "upstream", 6, 90, True),
+        ("x/copied", "topic:copies/x", 5, None, True),
+    )
+    batch = [
+        (("lamp", "telemetry/t", b'{"t":1}'), 1, 1),  # fast: known, route priority 4
+        (("ghost", "telemetry", b"\xff"), 1, 2),  # fast: unknown, but a route wants it
+        (("fan", "telemetry/a/b", b"x"), 0, 3),  # fast: the most urgent route, its TTL
+        (("lamp", "telemetry/t", b"x" * (MAX_TELEMETRY_BYTES + 1)), 1, 4),  # too large
+        (("", "telemetry/t", b"x"), 1, 5),  # names no device
+        (("lamp", "twin/update", b'{"reported":{"a":1}}'), 1, 6),  # the report fast path
+        (("lamp", "twin/get", b""), 1, 7),  # a reply to publish
+        (("other", "x/y", b"plain"), 1, 8),  # fast: a topic outside $ that a route wants
+        (("other", "x/copied", b"c"), 1, 9),  # republished too: the fallback's
+        (("other", "q", b"q"), 1, 10),  # no route: nowhere
+    ]
+    results = []
+    for core in (_pure, native_core()):
+        trace, counters, rows, _ = batch_node(
+            core, str(tmp_path / f"{core.__name__}.db"), routes, [batch]
+        )
+        (publishes, _, fast_counters, appended, urgent, _, _, fast, fallen) = trace[0]
+        assert fast == 5
+        assert fallen == [3, 4, 6, 8, 9]
+        assert fast_counters == {
+            "messages": 4 + 1,
+            "telemetry": 2,
+            "uplink_telemetry": 4,
+            "updates_accepted": 1,
+            "reports_changed": 1,
+            "delta_cleared": 1,
+            "uplink_twin": 1,
+        }
+        assert counters["uplink_too_large"] == 1
+        assert counters["uncorrelatable"] == 1
+        assert counters["republished"] == 1
+        records = [json.loads(payload) for _, _, payload in rows]
+        telemetry = [r["body"] for r in records if r["kind"] == "telemetry"]
+        # The outbox hands records out by priority: fan's route is the most urgent.
+        assert [(b["device"], b["topic"], b["encoding"]) for b in telemetry] == [
+            ("fan", f"{ROOT}/fan/telemetry/a/b", "utf-8"),
+            ("lamp", f"{ROOT}/lamp/telemetry/t", "utf-8"),
+            ("ghost", f"{ROOT}/ghost/telemetry", "base64"),
+            (None, f"{ROOT}//telemetry/t", "utf-8"),  # the fallback's, as TwinService does
+            (None, "x/y", "utf-8"),
+            (None, "x/copied", "utf-8"),
+        ]
+        assert (appended, urgent) == (len(rows), 1)
+        results.append((publishes, counters, rows))
+    assert results[0] == results[1]
+
+
+def test_the_batch_call_without_routing_falls_back_as_before(tmp_path: Path) -> None:
+    routes: tuple[Route, ...] = (("$edge/devices/+/telemetry/#", "upstream", 4, None, True),)
+    batch = [((device, "telemetry/t", b"1"), 1, n) for n, device in enumerate(["lamp", "ghost"])]
+    for core in (_pure, native_core()):
+        trace, _, rows, _ = batch_node(
+            core, str(tmp_path / f"{core.__name__}.db"), routes, [batch], routed_fast=False
+        )
+        assert (trace[0][-2], trace[0][-1]) == (0, [0, 1])
+        assert len(rows) == 2
+
+
+def test_the_limits_are_the_device_layers() -> None:
+    assert _pure.devbatch.MAX_TELEMETRY_BYTES == MAX_TELEMETRY_BYTES
+    assert _pure.devbatch.MAX_BODY_BYTES == MAX_BODY_BYTES
+
+
+@pytest.mark.parametrize(
+    "routing",
+    [
+        [(), set(), b"h", 5],
+        ((), set(), b"h"),
+        ((), set(), "h", 5),
+        ((), set(), b"h", 10),
+        ((), set(), b"h", True),
+        ({(False, True, 1, None)}, set(), b"h", 5),
+        ([(False, True, 1)], set(), b"h", 5),
+        ([(0, True, 1, None)], set(), b"h", 5),
+        ([(False, 1, 1, None)], set(), b"h", 5),
+        ([(False, True, -1, None)], set(), b"h", 5),
+        ([(False, True, 1, "5")], set(), b"h", 5),
+        ([(False, True, 1, True)], set(), b"h", 5),
+        ([[False, True, 1, None]], set(), b"h", 5),
+    ],
+)
+def test_bad_routing_is_refused_alike(tmp_path: Path, routing: Any) -> None:
+    errors = []
+    for core in (_pure, native_core()):
+        store = core.Store(str(tmp_path / f"{core.__name__}.db"))
+        try:
+            with pytest.raises(TypeError) as caught:
+                core.handle_batch(store, {}, None, [], 1.0, (b"", b""), 3, None, None, routing)
+            errors.append(str(caught.value))
+        finally:
+            store.close()
+    assert errors[0] == errors[1]
+    assert errors[0].startswith("routing must be a (rules: sequence of (republish: bool")
+
+
+def test_a_route_index_without_a_rule_is_refused_alike(tmp_path: Path) -> None:
+    errors = []
+    message = (f"{ROOT}/lamp/telemetry/t", b"1", 1, 1)
+    for core in (_pure, native_core()):
+        router = core.TopicRouter()
+        router.add("$edge/#", 3)
+        store = core.Store(str(tmp_path / f"{core.__name__}.db"))
+        try:
+            with pytest.raises(ValueError, match="no rule") as caught:
+                core.handle_batch(
+                    store, {}, router, [message], 1.0, (b"", b""), 3, None, None,
+                    ([(False, True, 1, None)], {"lamp"}, b"{", 5),
+                )  # fmt: skip
+            errors.append(str(caught.value))
+        finally:
+            store.close()
+    assert errors == ["routing has no rule for route 3"] * 2

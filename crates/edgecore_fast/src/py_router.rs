@@ -240,7 +240,10 @@ impl PyTopicRouter {
 
 /// An `array('q')` holding `values` (one copy of their bytes, no object per value).
 fn int64_array<'py>(py: Python<'py>, values: &[i64]) -> PyResult<Bound<'py, PyAny>> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let mut bytes: Vec<u8> = Vec::with_capacity(values.len() * 8);
+    for value in values {
+        bytes.extend_from_slice(&value.to_ne_bytes());
+    }
     py.import("array")?
         .getattr("array")?
         .call1(("q", PyBytes::new(py, &bytes)))

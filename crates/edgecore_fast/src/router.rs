@@ -8,20 +8,21 @@
 //! - A topic whose first level starts with `$` is not matched by a filter whose first
 //!   level is a wildcard, but is matched by filters such as `$SYS/#`.
 //!
-//! Design for speed: nodes live in one arena (`Vec<Node>`, `u32` indices, freed slots
-//! reused); level strings are interned, so matching hashes each topic level once (a cheap
-//! FxHash) and finds exact children without touching strings again: a node's only child
-//! is kept in the node, others in one map keyed by (parent, level id) integers. Matching
-//! walks the topic's levels iteratively (no recursion, so a topic of 10,000 levels is
-//! harmless) with reusable scratch buffers: no allocation per match once the buffers have
-//! grown. A small bounded cache answers topics seen again since the last change.
+//! Design for speed (matching is bound by memory reads, so the hot structures are small
+//! and flat): nodes live in one arena (`Vec<Node>`, 20 bytes each, `u32` indices, freed
+//! slots reused) with their target lists apart, read only when a node has targets. Level
+//! strings are interned in an open-addressing table that keeps each level's full hash and
+//! first 16 bytes in its slot, so matching hashes each topic level once and compares it
+//! without a pointer chase; exact children are then found by integers: a node's only
+//! child is kept in the node, others in one open-addressing table of 12-byte
+//! (parent, level, child) slots. Matching splits the topic on the byte `/` and walks its
+//! levels iteratively (no recursion, so a topic of 10,000 levels is harmless) with
+//! reusable scratch buffers: no allocation per match once the buffers have grown. A small
+//! bounded cache answers topics seen again since the last change.
 //!
 //! This module has no PyO3 dependency; `py_router` is its thin Python binding.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// The MQTT limit on the UTF-8 length of a topic name or topic filter.
 pub const MAX_TOPIC_BYTES: usize = 65535;
@@ -207,70 +208,74 @@ fn topic_is_clean(topic: &str) -> bool {
     if bytes.is_empty() || bytes.len() > MAX_TOPIC_BYTES {
         return false;
     }
-    // No early exit, so the compiler can vectorise the scan.
-    !bytes
-        .iter()
-        .fold(false, |bad, &b| bad | (b == 0) | (b == b'+') | (b == b'#'))
+    // No early exit and a byte accumulator, so the compiler vectorises the scan.
+    bytes.iter().fold(0u8, |bad, &b| {
+        bad | u8::from(b == 0) | u8::from(b == b'+') | u8::from(b == b'#')
+    }) == 0
 }
 
-/// FxHash (rustc's hasher): a multiply-rotate hash, much cheaper than SipHash for the
-/// short level strings looked up on every match. Not DoS-resistant, which is acceptable:
-/// filters come from the node's own configuration, and a topic only looks keys up.
-#[derive(Default, Clone, Copy)]
-struct FxHasher {
-    hash: u64,
-}
-
+/// The multiplier of FxHash (rustc's hasher): a multiply-rotate hash, much cheaper than
+/// SipHash for the short level strings looked up on every match. Not DoS-resistant, which
+/// is acceptable: filters come from the node's own configuration, and a topic only looks
+/// keys up.
 const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+/// Bytes of a level kept in its slot of the level table, compared as two words.
+const HEAD_BYTES: usize = 16;
+
+/// The 1 to 7 bytes of `rest` as a little-endian word, zero-padded: two overlapping
+/// 4-byte reads (or three single bytes), no loop and no call to `memcpy`.
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!(n < 8);
+    if n >= 4 {
+        let low = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let high = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+        u64::from(low) | u64::from(high) << (8 * (n - 4))
+    } else if n > 0 {
+        u64::from(rest[0])
+            | u64::from(rest[n / 2]) << (8 * (n / 2))
+            | u64::from(rest[n - 1]) << (8 * (n - 1))
+    } else {
+        0
     }
 }
 
-impl Hasher for FxHasher {
+/// A level string as the level table looks it up: its hash and its first
+/// [`HEAD_BYTES`] bytes as two little-endian words (zero-padded), both from one pass.
+struct Probe {
+    hash: u64,
+    head: [u64; 2],
+}
+
+impl Probe {
     #[inline]
-    fn write(&mut self, bytes: &[u8]) {
+    fn new(bytes: &[u8]) -> Self {
+        let add = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+        let mut hash = (bytes.len() as u64).wrapping_mul(FX_SEED);
+        let mut head = [0u64; 2];
         let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
+        for (at, chunk) in (&mut chunks).enumerate() {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+            let word = u64::from_le_bytes(word);
+            if at < 2 {
+                head[at] = word;
+            }
+            hash = add(hash, word);
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
+            let word = tail_word(rest);
+            if bytes.len() < HEAD_BYTES {
+                head[bytes.len() / 8] = word;
+            }
+            hash = add(hash, word);
         }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, word: u64) {
-        self.add(word);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, word: usize) {
-        self.add(word as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The multiply leaves the low bits weak (they depend only on the input's low
-        // bits) while the table indexes buckets by them: rotate the strong high bits down.
-        self.hash.rotate_left(26)
+        Probe { hash, head }
     }
 }
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Index of a node in the arena; `NO_NODE` marks an absent `+` child.
 type NodeId = u32;
@@ -279,7 +284,10 @@ const ROOT: NodeId = 0;
 /// Interned id of a level string.
 type LevelId = u32;
 
-/// One trie node: the filters whose levels so far lead here.
+/// One trie node: the filters whose levels so far lead here. Only what the walk reads
+/// for every node it passes (20 bytes, so that the arena of a large trie stays in the
+/// CPU's cache); the target lists are in [`TopicRouter::ends`], read only when `has` says
+/// a list is not empty.
 struct Node {
     /// The `+` child, or `NO_NODE`.
     plus: NodeId,
@@ -289,11 +297,12 @@ struct Node {
     /// a chain, which then need no hash lookup); `(_, NO_NODE)` when the exact children
     /// are in [`TopicRouter::edges`] (or there are none).
     only_child: (LevelId, NodeId),
-    /// Targets of filters that end at this node (sorted, unique).
-    targets: Vec<u64>,
-    /// Targets of filters that continue with a final `#` (sorted, unique).
-    hash_targets: Vec<u64>,
+    /// `HAS_TARGETS` and `HAS_HASH_TARGETS`: which of the node's target lists are not empty.
+    has: u32,
 }
+
+const HAS_TARGETS: u32 = 1;
+const HAS_HASH_TARGETS: u32 = 2;
 
 impl Node {
     fn new() -> Self {
@@ -301,22 +310,40 @@ impl Node {
             plus: NO_NODE,
             exact_children: 0,
             only_child: (0, NO_NODE),
-            targets: Vec::new(),
-            hash_targets: Vec::new(),
+            has: 0,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.exact_children == 0
-            && self.plus == NO_NODE
-            && self.targets.is_empty()
-            && self.hash_targets.is_empty()
+        self.exact_children == 0 && self.plus == NO_NODE && self.has == 0
+    }
+}
+
+/// The targets of the filters that end at a node.
+#[derive(Default)]
+struct Ends {
+    /// Targets of filters that end at this node (sorted, unique).
+    targets: Vec<u64>,
+    /// Targets of filters that continue with a final `#` (sorted, unique).
+    hash_targets: Vec<u64>,
+}
+
+impl Ends {
+    fn has(&self) -> u32 {
+        let mut has = 0;
+        if !self.targets.is_empty() {
+            has |= HAS_TARGETS;
+        }
+        if !self.hash_targets.is_empty() {
+            has |= HAS_HASH_TARGETS;
+        }
+        has
     }
 }
 
 /// The exact child of `node` (whose id is `id`) for the interned `level`, or `NO_NODE`.
 #[inline]
-fn exact_child(node: &Node, id: NodeId, level: LevelId, edges: &FxMap<u64, NodeId>) -> NodeId {
+fn exact_child(node: &Node, id: NodeId, level: LevelId, edges: &Edges) -> NodeId {
     if node.only_child.1 != NO_NODE {
         if node.only_child.0 == level {
             node.only_child.1
@@ -324,109 +351,285 @@ fn exact_child(node: &Node, id: NodeId, level: LevelId, edges: &FxMap<u64, NodeI
             NO_NODE
         }
     } else if node.exact_children != 0 {
-        *edges.get(&edge_key(id, level)).unwrap_or(&NO_NODE)
+        edges.get(id, level)
     } else {
         NO_NODE
     }
 }
 
-/// The exact-level edge from `parent` labelled with `level`, as one integer map key.
-#[inline]
-fn edge_key(parent: NodeId, level: LevelId) -> u64 {
-    (u64::from(parent) << 32) | u64::from(level)
+/// One slot of [`Edges`]: the exact-level edge from `parent` labelled `level` leads to
+/// `child`; `child == NO_NODE` marks a free slot.
+#[derive(Clone, Copy)]
+struct Edge {
+    parent: NodeId,
+    level: LevelId,
+    child: NodeId,
 }
 
-/// Level strings up to this many bytes are stored inside the level table itself, so that
-/// the comparison after a hash hit reads the same cache line instead of chasing a pointer.
-const INLINE_LEVEL_BYTES: usize = 22;
+const FREE_EDGE: Edge = Edge {
+    parent: 0,
+    level: 0,
+    child: NO_NODE,
+};
 
-/// A level string as a key of the level table, looked up by its bytes.
-#[derive(PartialEq, Eq)]
-enum LevelKey {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_LEVEL_BYTES],
-    },
-    Heap(Box<[u8]>),
+/// The exact-level children of every node that has more than one: (parent, level) ->
+/// child in one open-addressing table (linear probing, at most half full, deletion by
+/// shifting back). A lookup reads one 12-byte slot, usually in one cache line, where a
+/// general hash map reads a control group and then a bucket: this table is the walk's
+/// main memory traffic.
+struct Edges {
+    slots: Vec<Edge>,
+    len: usize,
+    /// `64 - log2(slots.len())`: the slot of a key is the top bits of its hash.
+    shift: u32,
 }
 
-impl LevelKey {
-    fn new(level: &str) -> Self {
-        let source = level.as_bytes();
-        if source.len() <= INLINE_LEVEL_BYTES {
-            let mut bytes = [0u8; INLINE_LEVEL_BYTES];
-            bytes[..source.len()].copy_from_slice(source);
-            LevelKey::Inline {
-                len: source.len() as u8,
-                bytes,
+impl Edges {
+    const MIN_SLOTS: usize = 16;
+
+    fn new() -> Self {
+        Edges {
+            slots: vec![FREE_EDGE; Self::MIN_SLOTS],
+            len: 0,
+            shift: 64 - Self::MIN_SLOTS.trailing_zeros(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn home(&self, parent: NodeId, level: LevelId) -> usize {
+        let key = (u64::from(parent) << 32) | u64::from(level);
+        (key.wrapping_mul(FX_SEED) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The child of `parent` for `level`, or `NO_NODE`.
+    #[inline]
+    fn get(&self, parent: NodeId, level: LevelId) -> NodeId {
+        let mask = self.mask();
+        let mut index = self.home(parent, level);
+        loop {
+            let edge = self.slots[index];
+            if edge.child == NO_NODE || (edge.parent == parent && edge.level == level) {
+                return edge.child;
             }
-        } else {
-            LevelKey::Heap(Box::from(source))
+            index = (index + 1) & mask;
         }
     }
 
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            LevelKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            LevelKey::Heap(bytes) => bytes,
+    /// Add an edge that is not in the table.
+    fn insert(&mut self, parent: NodeId, level: LevelId, child: NodeId) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![FREE_EDGE; self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.shift -= 1;
+            self.len = 0;
+            for edge in old.into_iter().filter(|edge| edge.child != NO_NODE) {
+                self.insert(edge.parent, edge.level, edge.child);
+            }
         }
+        let mask = self.mask();
+        let mut index = self.home(parent, level);
+        while self.slots[index].child != NO_NODE {
+            index = (index + 1) & mask;
+        }
+        self.slots[index] = Edge {
+            parent,
+            level,
+            child,
+        };
+        self.len += 1;
+    }
+
+    /// Remove the edge, which is in the table; the slots after it that probed past it
+    /// move back, so that no lookup stops early at the hole.
+    fn remove(&mut self, parent: NodeId, level: LevelId) {
+        let mask = self.mask();
+        let mut hole = self.home(parent, level);
+        while {
+            let edge = self.slots[hole];
+            edge.parent != parent || edge.level != level
+        } {
+            debug_assert!(self.slots[hole].child != NO_NODE, "removed edge is present");
+            hole = (hole + 1) & mask;
+        }
+        let mut next = hole;
+        loop {
+            next = (next + 1) & mask;
+            let edge = self.slots[next];
+            if edge.child == NO_NODE {
+                break;
+            }
+            let home = self.home(edge.parent, edge.level);
+            // The slot may move to the hole unless its home lies cyclically in (hole, next].
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.slots[hole] = edge;
+                hole = next;
+            }
+        }
+        self.slots[hole] = FREE_EDGE;
+        self.len -= 1;
     }
 }
 
-// A key hashes and compares as its bytes, so the table can be searched with `&[u8]`.
-// (Equality derived on the enum agrees with byte equality: the variant follows the length.)
-impl Hash for LevelKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl Borrow<[u8]> for LevelKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
+/// One slot of the level table: `id` is the level's id plus one (0: a free slot); the
+/// level's length and first bytes are kept here, so that a short level is compared
+/// without reading its name elsewhere.
+#[derive(Clone, Copy, Default)]
+struct LevelSlot {
+    hash: u64,
+    id: u32,
+    len: u32,
+    head: [u64; 2],
 }
 
 /// The distinct level strings of all filters, each with an id and a use count, so that a
 /// topic level is hashed once per match (not once per trie node it is looked up in),
-/// and an unknown level ends every exact branch at once.
-#[derive(Default)]
+/// and an unknown level ends every exact branch at once. An open-addressing table
+/// (linear probing, at most half full, deletion by shifting back) of the full hashes and
+/// ids; the bytes of a level are compared only when its whole hash matches.
 struct Levels {
-    ids: FxMap<LevelKey, LevelId>,
+    slots: Vec<LevelSlot>,
+    /// `64 - log2(slots.len())`.
+    shift: u32,
+    /// The bytes of each id (empty for a free id).
+    names: Vec<Box<[u8]>>,
     /// Number of trie edges labelled with each id; 0 for a free id.
     uses: Vec<u32>,
     free: Vec<LevelId>,
+    len: usize,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        const MIN_SLOTS: usize = 16;
+        Levels {
+            slots: vec![LevelSlot::default(); MIN_SLOTS],
+            shift: 64 - MIN_SLOTS.trailing_zeros(),
+            names: Vec::new(),
+            uses: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 impl Levels {
     #[inline]
-    fn get(&self, level: &str) -> Option<LevelId> {
-        self.ids.get(level.as_bytes()).copied()
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The slot holding `level` (seen as `probe`), or the free slot that ends its probe.
+    #[inline]
+    fn find(&self, level: &[u8], probe: &Probe) -> usize {
+        let mask = self.mask();
+        let mut index = self.home(probe.hash);
+        loop {
+            let slot = &self.slots[index];
+            if slot.id == 0
+                || (slot.hash == probe.hash
+                    && slot.len as usize == level.len()
+                    && slot.head == probe.head
+                    && (level.len() <= HEAD_BYTES || *self.names[slot.id as usize - 1] == *level))
+            {
+                return index;
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn get(&self, level: &[u8]) -> Option<LevelId> {
+        let id = self.slots[self.find(level, &Probe::new(level))].id;
+        id.checked_sub(1)
     }
 
     fn acquire(&mut self, level: &str) -> LevelId {
-        if let Some(id) = self.get(level) {
+        if let Some(id) = self.get(level.as_bytes()) {
             self.uses[id as usize] += 1;
             return id;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            let grown = vec![LevelSlot::default(); self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, grown);
+            self.shift -= 1;
+            let mask = self.mask();
+            for slot in old.into_iter().filter(|slot| slot.id != 0) {
+                let mut index = self.home(slot.hash);
+                while self.slots[index].id != 0 {
+                    index = (index + 1) & mask;
+                }
+                self.slots[index] = slot;
+            }
         }
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
                 self.uses.push(0);
+                self.names.push(Box::default());
                 LevelId::try_from(self.uses.len() - 1).expect("level count fits u32")
             }
         };
+        assert!(id < LevelId::MAX, "level count fits u32");
         self.uses[id as usize] = 1;
-        self.ids.insert(LevelKey::new(level), id);
+        self.names[id as usize] = Box::from(level.as_bytes());
+        let probe = Probe::new(level.as_bytes());
+        let index = self.find(level.as_bytes(), &probe);
+        self.slots[index] = LevelSlot {
+            hash: probe.hash,
+            id: id + 1,
+            // Levels are parts of a filter, at most MAX_TOPIC_BYTES long.
+            len: u32::try_from(level.len()).expect("a level fits u32"),
+            head: probe.head,
+        };
+        self.len += 1;
         id
     }
 
     fn release(&mut self, level: &str, id: LevelId) {
         self.uses[id as usize] -= 1;
-        if self.uses[id as usize] == 0 {
-            self.ids.remove(level.as_bytes());
-            self.free.push(id);
+        if self.uses[id as usize] != 0 {
+            return;
         }
+        let mask = self.mask();
+        let mut hole = self.find(level.as_bytes(), &Probe::new(level.as_bytes()));
+        let mut next = hole;
+        loop {
+            next = (next + 1) & mask;
+            let slot = self.slots[next];
+            if slot.id == 0 {
+                break;
+            }
+            let home = self.home(slot.hash);
+            // The slot may move to the hole unless its home lies cyclically in (hole, next].
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.slots[hole] = slot;
+                hole = next;
+            }
+        }
+        self.slots[hole] = LevelSlot::default();
+        self.names[id as usize] = Box::default();
+        self.len -= 1;
+        self.free.push(id);
     }
 }
 
@@ -445,15 +648,22 @@ pub const CACHE_MAX_TOPIC_BYTES: usize = 256;
 /// Only results of up to this many targets are cached, for the same reason.
 pub const CACHE_MAX_TARGETS: usize = 32;
 
-/// One slot of the result cache: valid while its generation is the router's.
-#[derive(Default)]
-struct CacheSlot {
+/// What a miss of the result cache reads of a slot (kept apart from the slot's topic and
+/// result, so that the tags of all slots take 24 KiB): valid while its generation is the
+/// router's.
+#[derive(Default, Clone, Copy)]
+struct CacheTag {
     generation: u64,
-    /// Hash of `topic`, compared before the topic itself.
+    /// Hash of the slot's topic, compared before the topic itself.
     hash: u64,
     /// Hash of the last topic that missed here: a topic is stored on its second miss,
     /// so that a stream of distinct topics costs no copying.
     seen: u64,
+}
+
+/// One slot of the result cache: a topic and its targets.
+#[derive(Default)]
+struct CacheSlot {
     topic: String,
     found: Vec<u64>,
 }
@@ -463,6 +673,7 @@ struct CacheSlot {
 /// slots at once; a slot is overwritten by the next topic that hashes to it. Bounded:
 /// about `CACHE_SLOTS * (CACHE_MAX_TOPIC_BYTES + 8 * CACHE_MAX_TARGETS)` bytes of data.
 struct Cache {
+    tags: Vec<CacheTag>,
     slots: Vec<CacheSlot>,
     /// Starts at 1, so that the default slot (generation 0) is empty.
     generation: u64,
@@ -473,19 +684,18 @@ impl Cache {
         let mut slots = Vec::with_capacity(CACHE_SLOTS);
         slots.resize_with(CACHE_SLOTS, CacheSlot::default);
         Cache {
+            tags: vec![CacheTag::default(); CACHE_SLOTS],
             slots,
             generation: 1,
         }
     }
 
     fn hash(topic: &str) -> u64 {
-        let mut hasher = FxHasher::default();
-        hasher.write(topic.as_bytes());
-        hasher.finish()
+        Probe::new(topic.as_bytes()).hash
     }
 
     fn slot_of(hash: u64) -> usize {
-        (hash as usize) & (CACHE_SLOTS - 1)
+        (hash >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
     }
 
     fn invalidate(&mut self) {
@@ -497,9 +707,11 @@ impl Cache {
 pub struct TopicRouter {
     /// The arena; `ROOT` is the root, freed slots are listed in `free`.
     nodes: Vec<Node>,
+    /// The target lists of every node, indexed as `nodes`.
+    ends: Vec<Ends>,
     free: Vec<NodeId>,
-    /// Exact-level children of every node: `edge_key(parent, level)` -> child.
-    edges: FxMap<u64, NodeId>,
+    /// Exact-level children of the nodes that have more than one.
+    edges: Edges,
     levels: Levels,
     pairs: usize,
     scratch: Scratch,
@@ -533,8 +745,9 @@ impl TopicRouter {
     pub fn new() -> Self {
         TopicRouter {
             nodes: vec![Node::new()],
+            ends: vec![Ends::default()],
             free: Vec::new(),
-            edges: FxMap::default(),
+            edges: Edges::new(),
             levels: Levels::default(),
             pairs: 0,
             scratch: Scratch::default(),
@@ -559,6 +772,7 @@ impl TopicRouter {
         let id = NodeId::try_from(self.nodes.len()).expect("trie node count fits u32");
         assert!(id != NO_NODE, "trie node count fits u32");
         self.nodes.push(Node::new());
+        self.ends.push(Ends::default());
         id
     }
 
@@ -566,7 +780,7 @@ impl TopicRouter {
         if level == "+" {
             return self.nodes[node as usize].plus;
         }
-        match self.levels.get(level) {
+        match self.levels.get(level.as_bytes()) {
             Some(level) => exact_child(&self.nodes[node as usize], node, level, &self.edges),
             None => NO_NODE,
         }
@@ -582,9 +796,9 @@ impl TopicRouter {
                 // A second child: both move to the map.
                 let (only_level, only) = node.only_child;
                 node.only_child = (0, NO_NODE);
-                self.edges.insert(edge_key(parent, only_level), only);
+                self.edges.insert(parent, only_level, only);
             }
-            self.edges.insert(edge_key(parent, level), child);
+            self.edges.insert(parent, level, child);
         }
         node.exact_children += 1;
     }
@@ -595,7 +809,7 @@ impl TopicRouter {
         if node.only_child.1 != NO_NODE {
             node.only_child = (0, NO_NODE);
         } else {
-            self.edges.remove(&edge_key(parent, level));
+            self.edges.remove(parent, level);
         }
         node.exact_children -= 1;
     }
@@ -624,16 +838,17 @@ impl TopicRouter {
                 child
             };
         }
-        let slot = &mut self.nodes[node as usize];
+        let ends = &mut self.ends[node as usize];
         let targets = if ends_with_hash {
-            &mut slot.hash_targets
+            &mut ends.hash_targets
         } else {
-            &mut slot.targets
+            &mut ends.targets
         };
         match targets.binary_search(&target) {
             Ok(_) => Ok(false),
             Err(at) => {
                 targets.insert(at, target);
+                self.nodes[node as usize].has = ends.has();
                 self.pairs += 1;
                 self.cache.invalidate();
                 Ok(true)
@@ -656,16 +871,17 @@ impl TopicRouter {
             walked.push((node, level));
             node = child;
         }
-        let slot = &mut self.nodes[node as usize];
+        let ends = &mut self.ends[node as usize];
         let targets = if ends_with_hash {
-            &mut slot.hash_targets
+            &mut ends.hash_targets
         } else {
-            &mut slot.targets
+            &mut ends.targets
         };
         match targets.binary_search(&target) {
             Err(_) => return Ok(false),
             Ok(at) => {
                 targets.remove(at);
+                self.nodes[node as usize].has = ends.has();
                 self.pairs -= 1;
                 self.cache.invalidate();
             }
@@ -676,11 +892,15 @@ impl TopicRouter {
             }
             // Release the memory of the emptied node, and recycle its slot.
             self.nodes[node as usize] = Node::new();
+            self.ends[node as usize] = Ends::default();
             self.free.push(node);
             if level == "+" {
                 self.nodes[parent as usize].plus = NO_NODE;
             } else {
-                let id = self.levels.get(level).expect("an edge's level is interned");
+                let id = self
+                    .levels
+                    .get(level.as_bytes())
+                    .expect("an edge's level is interned");
                 self.unlink(parent, id);
                 self.levels.release(level, id);
             }
@@ -702,17 +922,21 @@ impl TopicRouter {
         let hash = Cache::hash(topic);
         let index = Cache::slot_of(hash);
         let generation = self.cache.generation;
-        let slot = &self.cache.slots[index];
-        if slot.generation != generation || slot.hash != hash || slot.topic != topic {
+        let tag = &self.cache.tags[index];
+        if tag.generation != generation
+            || tag.hash != hash
+            || self.cache.slots[index].topic != topic
+        {
             self.collect(topic);
             let found = &self.scratch.found;
-            let slot = &mut self.cache.slots[index];
-            if found.len() > CACHE_MAX_TARGETS || slot.seen != hash {
-                slot.seen = hash;
+            let tag = &mut self.cache.tags[index];
+            if found.len() > CACHE_MAX_TARGETS || tag.seen != hash {
+                tag.seen = hash;
                 return Ok(found);
             }
-            slot.generation = generation;
-            slot.hash = hash;
+            tag.generation = generation;
+            tag.hash = hash;
+            let slot = &mut self.cache.slots[index];
             slot.topic.clear();
             slot.topic.push_str(topic);
             slot.found.clear();
@@ -731,6 +955,7 @@ impl TopicRouter {
     fn collect(&mut self, topic: &str) {
         let Self {
             nodes,
+            ends,
             edges,
             levels,
             scratch,
@@ -743,10 +968,11 @@ impl TopicRouter {
         } = scratch;
         found.clear();
         frontier.clear();
-        let mut topic_levels = topic.split('/');
-        let first = topic_levels.next().unwrap_or("");
+        // Split on the byte '/': it never occurs inside a multi-byte UTF-8 sequence.
+        let mut topic_levels = topic.as_bytes().split(|&byte| byte == b'/');
+        let first = topic_levels.next().unwrap_or(b"");
         let root = &nodes[ROOT as usize];
-        if first.starts_with('$') {
+        if first.first() == Some(&b'$') {
             // MQTT 4.7.2: wildcards in the first level never match a `$` topic.
             if let Some(level) = levels.get(first) {
                 let child = exact_child(root, ROOT, level, edges);
@@ -755,7 +981,9 @@ impl TopicRouter {
                 }
             }
         } else {
-            found.extend_from_slice(&root.hash_targets);
+            if root.has & HAS_HASH_TARGETS != 0 {
+                found.extend_from_slice(&ends[ROOT as usize].hash_targets);
+            }
             descend(root, ROOT, levels.get(first), edges, frontier);
         }
         for level in topic_levels {
@@ -766,16 +994,20 @@ impl TopicRouter {
             next.clear();
             for &id in frontier.iter() {
                 let node = &nodes[id as usize];
-                found.extend_from_slice(&node.hash_targets);
+                if node.has & HAS_HASH_TARGETS != 0 {
+                    push_all(found, &ends[id as usize].hash_targets);
+                }
                 descend(node, id, level, edges, next);
             }
             std::mem::swap(frontier, next);
         }
         for &id in frontier.iter() {
-            let node = &nodes[id as usize];
-            found.extend_from_slice(&node.targets);
-            // `a/#` matches `a`: '#' also covers the parent level.
-            found.extend_from_slice(&node.hash_targets);
+            if nodes[id as usize].has != 0 {
+                let node_ends = &ends[id as usize];
+                push_all(found, &node_ends.targets);
+                // `a/#` matches `a`: '#' also covers the parent level.
+                push_all(found, &node_ends.hash_targets);
+            }
         }
         if found.len() > 1 {
             found.sort_unstable();
@@ -784,16 +1016,20 @@ impl TopicRouter {
     }
 }
 
+/// `into.extend_from_slice(targets)` for the short lists of a trie node, without the
+/// call to `memcpy` that a copy of unknown length makes.
+#[inline]
+fn push_all(into: &mut Vec<u64>, targets: &[u64]) {
+    into.reserve(targets.len());
+    for &target in targets {
+        into.push(target);
+    }
+}
+
 /// Push the children of `node` that a topic level (interned as `level`, `None` when no
 /// filter has that level, so no exact child can match) leads to.
 #[inline]
-fn descend(
-    node: &Node,
-    id: NodeId,
-    level: Option<LevelId>,
-    edges: &FxMap<u64, NodeId>,
-    into: &mut Vec<NodeId>,
-) {
+fn descend(node: &Node, id: NodeId, level: Option<LevelId>, edges: &Edges, into: &mut Vec<NodeId>) {
     if let Some(level) = level {
         let child = exact_child(node, id, level, edges);
         if child != NO_NODE {
@@ -913,7 +1149,8 @@ mod tests {
         assert_eq!(router.free.len(), router.nodes.len() - 1);
         assert!(router.nodes[ROOT as usize].is_empty());
         assert!(router.edges.is_empty());
-        assert!(router.levels.ids.is_empty());
+        assert_eq!(router.levels.len, 0);
+        assert!(router.levels.slots.iter().all(|slot| slot.id == 0));
         assert_eq!(router.levels.free.len(), router.levels.uses.len());
     }
 
@@ -999,17 +1236,17 @@ mod tests {
         assert_eq!(router.matches("a/x").unwrap(), Vec::<u64>::new());
         assert!(router.remove("x", 3).unwrap());
         assert_eq!(router.matches("b/x").unwrap(), vec![2]);
-        assert!(router.levels.get("x").is_some());
+        assert!(router.levels.get(b"x").is_some());
         assert!(router.remove("b/x", 2).unwrap());
-        assert!(router.levels.get("x").is_none());
+        assert!(router.levels.get(b"x").is_none());
     }
 
     #[test]
-    fn levels_stored_inline_and_on_the_heap_both_match() {
+    fn short_and_long_levels_both_match() {
         let mut router = TopicRouter::new();
-        let inline = "i".repeat(INLINE_LEVEL_BYTES);
-        let heap = "h".repeat(INLINE_LEVEL_BYTES + 1);
-        let accented = "é".repeat(INLINE_LEVEL_BYTES / 2 + 1);
+        let inline = "i".repeat(22);
+        let heap = "h".repeat(22 + 1);
+        let accented = "é".repeat(22 / 2 + 1);
         for (target, level) in [&inline, &heap, &accented].into_iter().enumerate() {
             router.add(&format!("{level}/+"), target as u64).unwrap();
         }
@@ -1041,22 +1278,48 @@ mod tests {
     }
 
     #[test]
-    fn the_hasher_spreads_integer_keys_over_low_bits() {
-        // Keys differing only in their high half (the parent node) must not share a
-        // bucket index: the table uses the low bits of the hash.
-        let low_bits = |key: u64| {
-            let mut hasher = FxHasher::default();
-            hasher.write_u64(key);
-            hasher.finish() & 0xfff
-        };
-        let distinct: std::collections::HashSet<u64> = (0..256u64)
-            .map(|parent| low_bits(edge_key(parent as u32, 7)))
-            .collect();
-        assert!(
-            distinct.len() > 200,
-            "{} distinct bucket indexes",
-            distinct.len()
-        );
+    fn the_tail_word_is_the_bytes_zero_padded() {
+        let bytes: Vec<u8> = (1..=7u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+        for n in 0..8 {
+            let expected = bytes[..n]
+                .iter()
+                .enumerate()
+                .fold(0u64, |word, (at, &byte)| word | u64::from(byte) << (8 * at));
+            assert_eq!(tail_word(&bytes[..n]), expected, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn edges_spread_over_the_table_and_survive_removal_in_any_order() {
+        // Keys differing only in the parent node must not share a home slot.
+        let mut edges = Edges::new();
+        for _ in 0..8 {
+            let len = edges.slots.len();
+            edges.slots = vec![FREE_EDGE; len * 2];
+            edges.shift -= 1;
+        }
+        let distinct: std::collections::HashSet<usize> =
+            (0..256u32).map(|parent| edges.home(parent, 7)).collect();
+        assert!(distinct.len() > 200, "{} distinct homes", distinct.len());
+        // Many colliding probes: insert, then remove in a scrambled order.
+        let mut edges = Edges::new();
+        let keys: Vec<(u32, u32)> = (0..2000u32).map(|i| (i % 37, i / 37)).collect();
+        for (child, &(parent, level)) in keys.iter().enumerate() {
+            edges.insert(parent, level, child as u32);
+        }
+        assert_eq!(edges.len(), keys.len());
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        let mut left: Vec<(usize, (u32, u32))> = keys.iter().copied().enumerate().collect();
+        while !left.is_empty() {
+            let (_, (parent, level)) = left.swap_remove(rng.below(left.len()));
+            edges.remove(parent, level);
+            assert_eq!(edges.get(parent, level), NO_NODE);
+            for &(child, (parent, level)) in left.iter().take(50) {
+                assert_eq!(edges.get(parent, level), child as u32);
+            }
+        }
+        assert!(edges.is_empty());
+        assert!(edges.slots.iter().all(|edge| edge.child == NO_NODE));
     }
 
     #[test]

@@ -11,9 +11,14 @@ publishes the replies and then acknowledges the packets, so a packet is acknowle
 after everything it caused is committed.
 
 The fast path is a report (``$edge/devices/{device}/twin/update``) of a device in
-``twins``, on a topic no route matches, that the twin accepts. Every other message
-(telemetry, gets, states, refusals, unknown devices, KubeEdge topics, anything a route
-matches) goes to ``fallback(index)``, in order, which returns its publishes, its encoded
+``twins``, on a topic no route matches, that the twin accepts; and, when ``routing`` is
+given, a message that only goes upstream (see :func:`_upstream`): telemetry of a device
+(``$edge/devices/{device}/telemetry...``) or a topic outside ``$``, matched by enabled
+upstream routes and by no enabled republish route (or telemetry of a known device that no
+upstream route matches: the default route), becomes its ``telemetry`` record here, the
+bytes, priority and TTL the device layer's TwinService gives it. Every other message
+(gets, states, refusals, unknown devices, KubeEdge topics, republished topics, oversized
+telemetry) goes to ``fallback(index)``, in order, which returns its publishes, its encoded
 records and the twin documents it wrote; they join the batch where the message stands,
 so the result is what handling the messages one by one would give.
 
@@ -23,9 +28,11 @@ changes that are not stored: the caller must drop them (read them again from the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import base64
+import json
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from edgenode._pure.devtwin import DeviceTwin
@@ -39,6 +46,12 @@ MAX_RECORD_BYTES: Final = 256 * 1024
 """An uplink record (envelope included) larger than this is not appended (the node's
 ``edgenode.uplink.MAX_UPLINK_PAYLOAD``); it is counted in ``oversize``."""
 
+MAX_TELEMETRY_BYTES: Final = 192 * 1024
+"""A message payload larger than this does not go upstream
+(``edgenode.devices.twins.MAX_TELEMETRY_BYTES``): the fallback counts and logs it."""
+MAX_BODY_BYTES: Final = MAX_RECORD_BYTES - (64 + 32 + 4 * 253)
+"""``edgenode.uplink.MAX_BODY_BYTES``: a larger telemetry body goes to the fallback."""
+
 Message = tuple[str, bytes, int, int]
 """(topic, payload, QoS, packet id) of one received message."""
 OutPublish = tuple[str, bytes, bool, int]
@@ -47,6 +60,12 @@ OutRecord = tuple[str, bytes, int, "float | None", "str | None"]
 """(kind, encoded record, priority, ttl, coalescing key) to append."""
 Fallback = tuple[list[OutPublish], list[OutRecord], list[tuple[str, bytes]]]
 """What the caller did with one message: publishes, records, (device, document) writes."""
+Rule = tuple[bool, bool, int, "float | None"]
+"""(republish, enabled, priority, ttl) of the route whose index the router gives."""
+Routing = tuple[Sequence[Rule], Container[str], bytes, int]
+"""(rules, known devices, the envelope head of a ``telemetry`` record, the priority of
+telemetry that no upstream route matches): ``edgenode.devices.RouteTable.batch_rules``,
+the device layer's devices and ``edgenode.devices.config.DEFAULT_TELEMETRY_PRIORITY``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,117 @@ def _check_heads(heads: object) -> tuple[bytes, bytes]:
     return heads[0], heads[1]
 
 
+ROUTING_SHAPE: Final = (
+    "routing must be a (rules: sequence of (republish: bool, enabled: bool, "
+    "priority: 0-9, ttl: number or None), known devices, telemetry head: bytes, "
+    "default priority: 0-9) tuple"
+)
+
+
+def _priority_ok(value: object) -> bool:
+    return type(value) is int and 0 <= value <= 9
+
+
+def _check_routing(routing: object) -> tuple[list[tuple[bool, bool, int, float | None]], Any]:
+    """(rules, (known, head, default priority)) of a :data:`Routing`, else TypeError."""
+    if type(routing) is not tuple or len(routing) != 4:
+        raise TypeError(ROUTING_SHAPE)
+    rules, known, head, default_priority = routing
+    if type(rules) not in (list, tuple) or type(head) is not bytes:
+        raise TypeError(ROUTING_SHAPE)
+    if not _priority_ok(default_priority):
+        raise TypeError(ROUTING_SHAPE)
+    checked: list[tuple[bool, bool, int, float | None]] = []
+    for rule in rules:
+        if type(rule) is not tuple or len(rule) != 4:
+            raise TypeError(ROUTING_SHAPE)
+        republish, enabled, rule_priority, ttl = rule
+        if type(republish) is not bool or type(enabled) is not bool:
+            raise TypeError(ROUTING_SHAPE)
+        if not _priority_ok(rule_priority):
+            raise TypeError(ROUTING_SHAPE)
+        if ttl is not None and type(ttl) is not float and type(ttl) is not int:
+            raise TypeError(ROUTING_SHAPE)
+        checked.append((republish, enabled, rule_priority, None if ttl is None else float(ttl)))
+    return checked, (known, head, default_priority)
+
+
+def _ttl_rank(ttl: float | None) -> float:
+    return float("inf") if ttl is None else ttl
+
+
+def _upstream(
+    name: str,
+    router: TopicRouter | None,
+    rules: Sequence[tuple[bool, bool, int, float | None]],
+    known: Container[str],
+    default_priority: int,
+) -> tuple[str | None, int, float | None, bool] | None:
+    """(device, priority, TTL, known device?) when the message on ``name`` goes upstream
+    and nowhere else, as ``edgenode.devices.RouteTable`` decides, on a topic the
+    TwinService does nothing else with; None otherwise (the fallback handles it)."""
+    device: str | None = None
+    known_device = False
+    if name.startswith("$"):
+        # Only a device's telemetry: other `$` topics are twins, states, the broker's
+        # counters, KubeEdge's... (the fallback's).
+        levels = name.split("/", 4)
+        if (
+            len(levels) < 4
+            or levels[0] != "$edge"
+            or levels[1] != "devices"
+            or not levels[2]
+            or levels[3] != "telemetry"
+        ):
+            return None
+        device = levels[2]
+        known_device = device in known
+    try:
+        matched = [] if router is None else router.match(name)
+    except TopicError:
+        return None
+    best: tuple[int, float | None] | None = None
+    any_upstream_route = False
+    for index in matched:
+        if index >= len(rules):
+            raise ValueError(f"routing has no rule for route {index}")
+        republish, enabled, rule_priority, ttl = rules[index]
+        if republish:
+            if enabled:
+                return None  # a local copy to publish: the fallback's
+            continue
+        any_upstream_route = True
+        if enabled and (
+            best is None
+            or rule_priority < best[0]
+            or (rule_priority == best[0] and _ttl_rank(ttl) > _ttl_rank(best[1]))
+        ):
+            best = (rule_priority, ttl)
+    if not any_upstream_route and known_device:
+        best = (default_priority, None)
+    if best is None:
+        return None
+    return device, best[0], best[1], known_device
+
+
+def telemetry_body(device: str | None, name: str, payload: bytes, now: float) -> bytes:
+    """The body of the ``telemetry`` record of a message that goes upstream (TwinService
+    makes it with this function too): compact JSON, the payload as text when it is UTF-8,
+    else base64."""
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    body = {
+        "device": device,
+        "topic": name,
+        "payload": text,
+        "encoding": encoding,
+        "timestamp": now,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _encodable(name: str) -> bool:
     """False for a str with a lone surrogate (no UTF-8 form: the fallback handles it)."""
     try:
@@ -123,6 +253,30 @@ def _encodable(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _telemetry_record(
+    name: str,
+    payload: bytes,
+    router: TopicRouter | None,
+    rules: Sequence[tuple[bool, bool, int, float | None]],
+    known: Container[str],
+    head: bytes,
+    default_priority: int,
+    now: float,
+) -> tuple[bytes, int, float | None, bool] | None:
+    """(record, priority, TTL, known device?) of a message that only goes upstream, the
+    record no larger than the fallback would take; None: the fallback's."""
+    if len(payload) > MAX_TELEMETRY_BYTES or not _encodable(name):
+        return None
+    upstream = _upstream(name, router, rules, known, default_priority)
+    if upstream is None:
+        return None
+    device, record_priority, record_ttl, known_device = upstream
+    body = telemetry_body(device, name, payload, now)
+    if len(body) > MAX_BODY_BYTES or len(head) + len(body) + 1 > MAX_RECORD_BYTES:
+        return None  # the fallback counts and logs it
+    return head + body + b"}", record_priority, record_ttl, known_device
 
 
 def handle_batch(
@@ -135,18 +289,27 @@ def handle_batch(
     priority: int,
     ttl: float | None,
     fallback: Callable[[int], Fallback],
+    routing: Routing | None = None,
 ) -> BatchResult:
     """Handle, route and commit a batch (see the module docstring).
 
     ``heads``: the envelopes of a ``twin`` and a ``device-state`` record up to the body
     (``edgenode.uplink.envelope_head``); a record is head + body + ``}``. ``priority`` and
     ``ttl``: of those records. ``router``: the route filters (None: no routes); a report
-    on a topic it matches goes to the fallback. StoreError: nothing was committed.
+    on a topic it matches goes to the fallback. ``routing``: the routes' decisions, for
+    the fast path of messages that only go upstream (None: they fall back). StoreError:
+    nothing was committed.
     """
     now = _check_now(now)
     twin_head, state_head = _check_heads(heads)
     if type(priority) is not int or not 0 <= priority <= 9:
         raise ValueError(f"priority must be an int in [0, 9], not {priority!r}")
+    rules: list[tuple[bool, bool, int, float | None]] = []
+    known: Container[str] = ()
+    telemetry_head = b""
+    default_priority = 0
+    if routing is not None:
+        rules, (known, telemetry_head, default_priority) = _check_routing(routing)
     publishes: list[OutPublish] = []
     acks: list[tuple[int, int]] = []
     records: list[OutRecord] = []
@@ -175,6 +338,20 @@ def handle_batch(
                 outcome = twin.apply_report(payload, now)
                 if outcome.code:
                     outcome = None  # refusals are worded, counted and logged by the caller
+        if (outcome is None or device is None or twin is None) and routing is not None:
+            record = _telemetry_record(
+                name, payload, router, rules, known, telemetry_head, default_priority, now
+            )
+            if record is not None:
+                data, record_priority, record_ttl, known_device = record
+                fast += 1
+                count("messages")
+                if known_device:
+                    count("telemetry")
+                count("uplink_telemetry")
+                life = ttl if record_ttl is None else record_ttl
+                records.append(("telemetry", data, record_priority, life, None))
+                continue
         if outcome is None or device is None or twin is None:
             more_publishes, more_records, more_twins = fallback(index)
             publishes += more_publishes

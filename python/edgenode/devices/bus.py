@@ -52,7 +52,12 @@ from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from edgenode.backoff import Backoff
 from edgenode.devices.actions import Action, Publish, Uplink
-from edgenode.devices.config import DeviceSpec, MqttSettings, RouteSpec
+from edgenode.devices.config import (
+    DEFAULT_TELEMETRY_PRIORITY,
+    DeviceSpec,
+    MqttSettings,
+    RouteSpec,
+)
 from edgenode.devices.routes import RouteTable
 from edgenode.devices.twins import TOPIC_ROOT, TWIN_UPLINK_PRIORITY, TwinService
 from edgenode.devtwin import BatchResult, handle_batch
@@ -395,7 +400,8 @@ class DeviceLayer:
         self, target: BatchTarget, messages: list[tuple[str, bytes, int, int]]
     ) -> BatchResult:
         """The batch in ONE core call (``edgenode.devtwin.handle_batch``): the reports of
-        served devices are handled, enveloped and committed there; every other message
+        served devices, and the messages that only go upstream (telemetry through the
+        routes), are handled, enveloped and committed there; every other message
         comes back here (``fallback``) for the TwinService, in order, and what it did is
         committed in the same transaction. On a failure nothing is stored and the twins
         held in memory are dropped, as ``_apply`` does."""
@@ -425,18 +431,26 @@ class DeviceLayer:
             return publishes, records, writes.take_fresh()
 
         heads = (envelope_head("twin", node, now), envelope_head("device-state", node, now))
+        routes = service.routes
+        routing = (
+            routes.batch_rules,
+            service.known_devices,
+            envelope_head("telemetry", node, now),
+            DEFAULT_TELEMETRY_PRIORITY,
+        )
         writes.deferring = True
         try:
             result = handle_batch(
                 target.store,
                 service.cached_twins,
-                service.routes.router,
+                routes.router,
                 messages,
                 now,
                 heads,
                 TWIN_UPLINK_PRIORITY,
                 default_ttl,
                 fallback,
+                routing,
             )
         except StoreError as exc:
             writes.discard()

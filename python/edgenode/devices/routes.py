@@ -62,6 +62,18 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[RouteSpec] = ()) -> None:
         self.routes: tuple[RouteSpec, ...] = tuple(routes)
+        self.batch_rules: tuple[tuple[bool, bool, int, float | None], ...] = tuple(
+            (
+                route.republish_topic is not None,
+                route.enabled,
+                route.priority,
+                None if route.ttl is None else float(route.ttl),
+            )
+            for route in self.routes
+        )
+        """(republish, enabled, priority, ttl) of each route, by its index in
+        :attr:`router`: what the core's batch call needs to decide as :meth:`decide_many`
+        does (``edgenode.devtwin.handle_batch``'s ``routing``)."""
         self._router = TopicRouter()
         for index, route in enumerate(self.routes):
             self._router.add(route.from_filter, index)

@@ -35,14 +35,14 @@ and a log line, and nothing already accepted is touched.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from edgenode import twin as engine
+from edgenode._pure.devbatch import telemetry_body
 from edgenode._pure.devtwin import read_payload, read_token
 from edgenode.devices.actions import Action, Applied, Publish, Uplink
 from edgenode.devices.config import DeviceSpec
@@ -266,6 +266,11 @@ class TwinService:
         return self._twin(device).view(now)
 
     @property
+    def known_devices(self) -> Mapping[str, DeviceSpec]:
+        """The devices this service knows (their telemetry goes upstream by default)."""
+        return self._specs
+
+    @property
     def cached_twins(self) -> dict[str, DeviceTwin]:
         """The twins held in memory, by device (served devices only): the core's batch
         call applies reports to them directly."""
@@ -473,7 +478,13 @@ class TwinService:
         self, kind: str, body: dict[str, Any], priority: int, ttl: float | None, key: str | None
     ) -> Uplink:
         """An uplink record; ValueError if its body could not fit an envelope."""
-        data = encode_json(body)
+        return self._uplink_encoded(kind, encode_json(body), priority, ttl, key)
+
+    def _uplink_encoded(
+        self, kind: str, data: bytes, priority: int, ttl: float | None, key: str | None
+    ) -> Uplink:
+        """An uplink record of a body already encoded (compact JSON); ValueError if it
+        could not fit an envelope."""
         if len(data) > MAX_BODY_BYTES:
             raise ValueError(f"uplink body of {len(data)} bytes exceeds {MAX_BODY_BYTES}")
         self.counters[f"uplink_{kind}"] += 1
@@ -661,20 +672,12 @@ class TwinService:
                 now, "message on %r is %d bytes, too large to go upstream", name, len(payload)
             )
             return actions
-        try:
-            text, encoding = payload.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
         device = where[0] if where is not None and where[0] else None
-        body = {
-            "device": device,
-            "topic": name,
-            "payload": text,
-            "encoding": encoding,
-            "timestamp": now,
-        }
+        body = telemetry_body(device, name, payload, now)
         try:
-            actions.append(self._uplink("telemetry", body, upstream.priority, upstream.ttl, None))
+            actions.append(
+                self._uplink_encoded("telemetry", body, upstream.priority, upstream.ttl, None)
+            )
         except ValueError as exc:  # the encoder's envelope limit (base64 grows a payload)
             self.counters["uplink_too_large"] += 1
             self._warn(now, "message on %r cannot go upstream: %s", name, exc)
