@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
+from edgenode.node.link import ACK_FLUSH_SECONDS
 from node.fakehub import FakeHub, wait_for
 
 PRODUCER = str(Path(__file__).with_name("producer.py"))
@@ -24,6 +26,28 @@ def accepted_sequences(stdout: bytes) -> list[int]:
 def telemetry(hub: FakeHub) -> dict[int, dict]:
     records = {seq: json.loads(payload) for seq, payload in hub.payloads("ship-7").items()}
     return {seq: r for seq, r in records.items() if r["kind"] == "telemetry"}
+
+
+def rows_in_file(node) -> int:
+    """Outbox rows in the node's database file, as another reader sees them."""
+    db = sqlite3.connect(f"file:{node.data_dir / 'node.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_acknowledged_records_leave_the_file_without_a_commit_of_their_own(hub: FakeHub, node):
+    """Acks are deleted by the next commit or ACK_FLUSH_SECONDS after the last ack; the
+    node's status stops counting them at once."""
+    node.configure(hub.url)
+    node.start(args=[sys.executable, PRODUCER, str(node.config_path), "60", "--quiet"])
+    wait_for(lambda: len(telemetry(hub)) == 60, 20, "all 60 records at the hub")
+    wait_for(lambda: node.status_json()["outbox"]["messages"] == 0, 10, "status: none waiting")
+    acked_at = time.monotonic()
+    wait_for(lambda: rows_in_file(node) == 0, ACK_FLUSH_SECONDS + 10, "the rows deleted")
+    assert time.monotonic() - acked_at <= ACK_FLUSH_SECONDS + 10
+    assert len(hub.wire) == len(set(hub.wire))  # nothing sent twice meanwhile
 
 
 def test_sigkill_during_an_uplink_stream_loses_and_duplicates_nothing(hub: FakeHub, node):
