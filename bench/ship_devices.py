@@ -37,9 +37,13 @@ RATE_POLL = 0.5
 MAX_INFLIGHT = 1000
 
 
+ALARM_EVERY = 200
+"""One message in 200 is an alarm (0.5 %: 1.5 an hour at 300 reports an hour)."""
+
+
 def message_class(n: int) -> str:
-    """5 % alarms, then energy, temp and bulk in a 6:7:6 mix."""
-    if n % 20 == 0:
+    """0.5 % alarms, then energy, temp and bulk in a 6:7:6 mix."""
+    if n % ALARM_EVERY == 0:
         return "alarm"
     return ("energy", "temp", "bulk")[(n * 7) % 19 % 3]
 
