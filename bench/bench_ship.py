@@ -1,42 +1,54 @@
 """The ship test (issue 15): a month offline, a thin lossy link, then the checks.
 
 Real processes: a hub (``edgehub serve``) and its operator API on 127.0.0.1; one node
-(``edgenode run``) in its own network namespace with its own Mosquitto and simulated
-devices (``bench/ship_devices.py``: telemetry of four classes that the node's Routes send
-upstream at priorities 0/3/6/9 with no TTL / 10 d / 2 d / 20 d). The namespace is joined
-to the host by a veth pair shaped with ``tbf`` at 64 kbit/s each way; on the host end a
-userspace TCP proxy (``tests/integration/node/fakehub.py``'s ``Proxy``) adds 300 ms each
-way (600 ms RTT), stalls, half-open cuts and the outage itself, and forwards to the hub.
+(``edgenode run``) in its own network namespace with its own Mosquitto, simulated
+devices (``bench/ship_devices.py``: telemetry of four classes that the node's Routes
+send upstream at priorities 0/3/6/9 with no TTL / 10 d / 2 d / 20 d; 600 messages/s
+while the days pass, 300 a simulated hour in the full run) and an App
+(``bench/ship_app.py``, pushed as an artifact: a heartbeat on the node's bus). The
+namespace is joined to the host by a veth pair shaped with ``tbf`` at 64 kbit/s each
+way; on the host end a userspace TCP proxy (``tests/integration/node/fakehub.py``'s
+``Proxy``) adds 300 ms each way (600 ms RTT), stalls, half-open cuts and the outage
+itself, and forwards to the hub.
 
 Node time: Debian's libfaketime, preloaded into the unmodified ``edgenode run``, its
 offset read from a file the scenario rewrites (the node offers no injected clock at the
-process level). The offset moves the wall clock and the monotonic clock together, which
-is how days pass: the store clock (persisted value + monotonic time since open) and the
-node's timers see them. It only moves forward while the node runs, and only while the
-link is down (sped-up timers would trip every heartbeat on a live link). The clock jumps
-of an RTC-less board after a power cut (3 days back, 2 days forward) are offset changes
-made while the node is down, at its two SIGKILL restarts: a new process never sees its
-monotonic clock go back, only its wall clock differ.
+process level), once per wall-clock second (``FAKETIME_CACHE``; the scenario writes each
+advance just before a second begins). The App does not get it: the node gives an App an
+environment of its own (docs/apps.md), without ``LD_PRELOAD``, so the App runs on the
+real clock, which the scenario reads its log by. The offset moves the wall clock and the
+monotonic clock together, which is how days pass: the store clock (persisted value +
+monotonic time since open) and the node's timers see them. It only moves forward while
+the node runs, and only while the link is down (sped-up timers would trip every
+heartbeat on a live link). The clock jumps of an RTC-less board after a power cut (3
+days back, 2 days forward) are offset changes made while the node is down, at its two
+SIGKILL restarts: a new process never sees its monotonic clock go back, only its wall
+clock differ.
 
 Phases: connected (real time), link down (half-open first, until the node notices; then
 refused), 30 simulated days with the operator changing desired state (twins, a Config, a
-Route) and two SIGKILLs, the outbox filling its quota; the link returns thin and lossy
-(stalls, one half-open cut) and the node converges. Then the checks, printed as JSON and
-written to ``bench/results/ship.json`` (``--out``):
+Route, a new revision of the App) and two SIGKILLs (the first a power cut that kills the
+App too, the second the daemon alone), the outbox filling its quota; the link returns
+thin and lossy (stalls, one half-open cut) and the node converges. Then the checks,
+printed as JSON and written to ``bench/results/ship.json`` (``--out``):
 
 - every desired change applied on the node, in order (the node's applied revision never
   goes back while it catches up; at the end each resource is at the hub's revision, the
   twins hold the last desired values, the Config file the last data);
 - every record the devices handed to the bus is delivered at the hub exactly once, or
-  dropped by its policy: its TTL passed on the store clock before it could be sent, or the
-  quota evicted it (lowest priority first); per class, and against the node's counters;
+  dropped by its policy: its TTL passed on the store clock before it could be sent, or
+  the quota evicted or refused it (lowest priority first); per class, against the node's
+  counters per priority (refusals, counted by the store in total only, inferred);
+- the devices published at the rate asked, and the node kept up with them;
+- the App ran through the outage, one instance at a time, started again by the node
+  after each restart; after the return it runs the new revision and the hub says so;
 - the store clock at the return is the 30 days plus the real time the node ran, and the
   node reports its wall clock 29 days ahead of the hub's (from the welcome's hub time);
 - time to converge, bytes on the link per delivered record (veth counters: IP bytes both
   ways; and the proxy's payload bytes).
 
 Needs root (network namespaces, tc), Mosquitto and libfaketime. ``--quick`` (``QUICK``)
-runs the same month in about 2-3 minutes, for the ``ship`` pytest marker
+runs the same month in about 2 minutes, for the ``ship`` pytest marker
 (tests/integration/test_ship.py); it writes ``bench/results/ship-quick.json``.
 """
 
@@ -1294,6 +1306,11 @@ class Ship:
             problems.append(
                 f"the devices published {rate['achieved_per_s']}/s of the "
                 f"{self.p.offline_rate:g}/s asked while the days passed"
+            )
+        if rate["node_took_per_s"] < 0.9 * rate["achieved_per_s"]:
+            problems.append(
+                f"the node took {rate['node_took_per_s']}/s from its bus while the devices "
+                f"published {rate['achieved_per_s']}/s (it fell behind)"
             )
         # The hub's time in the welcome: the node knows how far off its wall clock is
         # (30 days advanced, 3 back and 2 forward: 29 days ahead).
