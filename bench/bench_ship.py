@@ -3,8 +3,8 @@
 Real processes: a hub (``edgehub serve``) and its operator API on 127.0.0.1; one node
 (``edgenode run``) in its own network namespace with its own Mosquitto, simulated
 devices (``bench/ship_devices.py``: telemetry of four classes that the node's Routes
-send upstream at priorities 0/3/6/9 with no TTL / 10 d / 2 d / 20 d; 600 messages/s
-while the days pass, 300 a simulated hour in the full run) and an App
+send upstream at priorities 0/3/6/9 with no TTL / 10 d / 2 d / 20 d; 500 messages/s
+while the full run's days pass, 300 a simulated hour; 600/s in ``--quick``) and an App
 (``bench/ship_app.py``, pushed as an artifact: a heartbeat on the node's bus). The
 namespace is joined to the host by a veth pair shaped with ``tbf`` at 64 kbit/s each
 way; on the host end a userspace TCP proxy (``tests/integration/node/fakehub.py``'s
@@ -173,16 +173,16 @@ QUICK = Profile(
 FULL = Profile(
     name="full",
     connected_s=30.0,
-    offline_s=360.0,
+    offline_s=432.0,
     days=30.0,
     step_s=1.0,
     online_rate=2.0,
-    offline_rate=600.0,
-    max_bytes=1024 * 1024,
+    offline_rate=500.0,
+    max_bytes=192 * 1024,
     kill_days=(10.0, 29.0),
     stall_every_s=20.0,
     stall_s=3.0,
-    converge_timeout_s=600.0,
+    converge_timeout_s=300.0,
 )
 
 # Operator changes while the node is offline: (sim day, action, args)
