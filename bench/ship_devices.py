@@ -37,9 +37,14 @@ RATE_POLL = 0.5
 MAX_INFLIGHT = 1000
 
 
+ALARM_EVERY = 1000
+"""One message in 1,000 is an alarm (0.1 %: about 7 a day at 300 reports an hour; a month of
+them, ~70 KB in the outbox, fits the scenario's quota with room for other records)."""
+
+
 def message_class(n: int) -> str:
-    """5 % alarms, then energy, temp and bulk in a 6:7:6 mix."""
-    if n % 20 == 0:
+    """0.1 % alarms, then energy, temp and bulk in a 6:7:6 mix."""
+    if n % ALARM_EVERY == 0:
         return "alarm"
     return ("energy", "temp", "bulk")[(n * 7) % 19 % 3]
 

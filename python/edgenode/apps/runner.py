@@ -165,6 +165,8 @@ class AppRunner:
         self._sent: dict[str, Any] | None = None
         self._sent_at = -1e9
         self._report_due: float | None = None
+        self._refused_at: float | None = None
+        """When the outbox last refused a status record (None: the last one was queued)."""
         self._ready_since: float | None = None
         self._ready_revision = 0
         self.rollout: dict[str, Any] | None = None
@@ -773,11 +775,25 @@ class AppRunner:
         key = f"{STATUS_RECORD}/{self.name}"
         record = OutRecord(STATUS_RECORD, body, STATUS_PRIORITY, None, key)
         try:
-            self.ctx.host.commit([], [record])
+            seqs = self.ctx.host.commit([], [record])
         except Exception as exc:  # the store (a full disk): tried again later
             log.error("App %s: cannot queue its status: %s", self.name, exc)
             self._report_due = now + REPORT_RETRY_SECONDS
             return
+        if not seqs or seqs[0] is None:
+            # Refused by the outbox's quota (full of more urgent records, as after weeks
+            # offline): offered again later, or the hub would never learn this status
+            # (a status is written only when it changes). Counted by the store.
+            if self._refused_at is None:
+                log.warning(
+                    "App %s: the outbox refused its status (full); trying again every %g s",
+                    self.name,
+                    REPORT_RETRY_SECONDS,
+                )
+            self._refused_at = now
+            self._report_due = now + REPORT_RETRY_SECONDS
+            return
+        self._refused_at = None
         self._sent, self._sent_at, self._report_due = status, now, None
         self.ctx.on_status(self.name, status)
 

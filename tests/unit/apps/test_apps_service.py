@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apps_harness import Harness, app_pids, body, environ, run
 
+from edgenode.apps import runner as runner_module
 from edgenode.apps import service as service_module
 from edgenode.apps.artifacts import ArtifactCache, ArtifactDigestError
 from edgenode.apps.process import INSTANCE_ENV, Instance, boot_id
@@ -649,3 +651,34 @@ def test_apps_learn_where_the_broker_is_never_its_credentials():
         "EDGENODE_MQTT_TLS": "1",
     }
     assert broker_env(MqttSection(enabled=False)) == {}
+
+
+def test_a_status_the_full_outbox_refused_is_offered_again(tmp_path: Path, monkeypatch):
+    """After weeks offline the outbox may hold nothing the quota could evict for an App's
+    status (priority 4): the status is refused. A status is written only when it changes,
+    so the runner offers it again until it is queued, or the hub would never learn it
+    (the ship test found this: the hub showed revision 1 after the node ran revision 2)."""
+    monkeypatch.setattr(runner_module, "REPORT_RETRY_SECONDS", 0.2)
+    harness = Harness(tmp_path)
+    refusing = [True]
+    refused: list[str] = []
+
+    async def scenario() -> None:
+        async with harness:
+            assert harness.daemon is not None
+            recording = harness.daemon.commit
+
+            def commit(twins: Any, records: Any) -> list[int | None]:
+                if refusing[0] and any(r.kind == "app-status" for r in records):
+                    refused.extend(r.kind for r in records)
+                    return [None] * len(records)
+                return recording(twins, records)
+
+            harness.daemon.commit = commit  # type: ignore[method-assign]
+            harness.apply("App", "later", body("App", "later", app(SLEEP)))
+            await harness.until(lambda: len(refused) >= 3, what="the status refused, retried")
+            assert harness.statuses("later") == []
+            refusing[0] = False
+            await harness.phase("later", "Running")
+
+    run(scenario)
