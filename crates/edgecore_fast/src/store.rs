@@ -1078,27 +1078,30 @@ fn append_in(
     let mut evicted_priorities: Vec<i64> = Vec::new();
     if need > 0 {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, length(payload), priority FROM outbox WHERE priority >= ?1 \
-             ORDER BY priority DESC, seq ASC",
+            "SELECT seq, length(payload) FROM outbox WHERE priority = ?1 ORDER BY seq",
         )?;
-        let mut rows = stmt.query([threshold])?;
         let mut gained = 0i64;
         let mut spared = 0i64; // in flight: their acks free these bytes soon
-        while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            let length: i64 = row.get(1)?;
-            if victims.iter().any(|v| v.0 == seq) {
-                continue;
-            }
-            if in_flight.contains(&seq) {
-                spared += length;
-                continue;
-            }
-            evicted_priorities.push(row.get(2)?);
-            evicted.push((seq, length));
-            gained += length;
-            if gained >= need {
-                break;
+                               // Least urgent priority first, oldest first: one indexed scan per priority (a
+                               // single ORDER BY priority DESC, seq ASC sorts the whole outbox).
+        'priorities: for priority in (threshold..=MAX_PRIORITY).rev() {
+            let mut rows = stmt.query([priority])?;
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let length: i64 = row.get(1)?;
+                if victims.iter().any(|v| v.0 == seq) {
+                    continue;
+                }
+                if in_flight.contains(&seq) {
+                    spared += length;
+                    continue;
+                }
+                evicted_priorities.push(priority);
+                evicted.push((seq, length));
+                gained += length;
+                if gained >= need {
+                    break 'priorities;
+                }
             }
         }
         // Only records in flight could make the rest of the room: the record is stored

@@ -755,25 +755,29 @@ class Store:
         evicted_priorities: list[int] = []
         if need > 0:
             skip = {seq for seq, _ in victims}
-            cursor = db.execute(
-                "SELECT seq, length(payload), priority FROM outbox WHERE priority >= ? "
-                "ORDER BY priority DESC, seq ASC",
-                (threshold,),
-            )
             gained = 0
             spared = 0  # in flight: their acks free these bytes soon
-            for seq, length, priority in cursor:
-                if seq in skip:
-                    continue
-                if seq in in_flight:
-                    spared += length
-                    continue
-                evicted.append((seq, length))
-                evicted_priorities.append(priority)
-                gained += length
+            # Least urgent priority first, oldest first: one indexed scan per priority
+            # (a single ORDER BY priority DESC, seq ASC sorts the whole outbox).
+            for priority in range(MAX_PRIORITY, threshold - 1, -1):
+                cursor = db.execute(
+                    "SELECT seq, length(payload) FROM outbox WHERE priority = ? ORDER BY seq",
+                    (priority,),
+                )
+                for seq, length in cursor:
+                    if seq in skip:
+                        continue
+                    if seq in in_flight:
+                        spared += length
+                        continue
+                    evicted.append((seq, length))
+                    evicted_priorities.append(priority)
+                    gained += length
+                    if gained >= need:
+                        break
+                cursor.close()
                 if gained >= need:
                     break
-            cursor.close()
             # Only records in flight could make the rest of the room: the record is stored
             # anyway, over the quota by at most the uplink window until their acks come.
             if gained + spared < need:

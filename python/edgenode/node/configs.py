@@ -22,6 +22,7 @@ store, so a node restarted offline serves the Configs it had.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -43,6 +44,8 @@ CONFIG_KIND: Final = "Config"
 TOPIC_ROOT: Final = "$edge/config"
 STATUS_RECORD: Final = "config-status"
 STATUS_PRIORITY: Final = 4
+REPORT_RETRY_SECONDS: Final = 30.0
+"""A Config status the outbox refused is offered again after this long."""
 """Outbox priority of ``config-status`` records (before telemetry's default of 5)."""
 FILE_SUFFIX: Final = ".json"
 
@@ -95,6 +98,8 @@ class ConfigService:
         self.current: dict[str, ConfigEntry] = {}
         self._listeners: list[ConfigListener] = []
         self._reported: dict[str, int] | None = None
+        self._unreported = False
+        """A status the outbox refused or could not store waits to be offered again."""
         self._dir = Path(config.node.data_dir) / CONFIG_DIR
 
     def listen(self, listener: ConfigListener) -> None:
@@ -114,8 +119,16 @@ class ConfigService:
         self.apply(host)
 
     async def run(self, host: NodeHost) -> None:
-        """Everything happens on desired changes; at start, make the files match."""
+        """Everything happens on desired changes; at start, make the files match. A
+        status the outbox refused (full, as after weeks offline) or could not store is
+        offered again every ``REPORT_RETRY_SECONDS``: it is written only on a change, so
+        without that the hub would never learn it."""
         self.apply(host)
+        while True:
+            await asyncio.sleep(REPORT_RETRY_SECONDS)
+            if self._unreported:
+                self._report(host, [e for e in self.wanted(host).values() if e.source == "hub"])
+                self._save_state()
 
     # --- Applying ---------------------------------------------------------------------------
 
@@ -209,13 +222,23 @@ class ConfigService:
             for e in due
         ]
         try:
-            host.commit([], records)
-        except Exception as exc:  # the store: reported again with the next change
+            seqs = host.commit([], records)
+        except Exception as exc:  # the store (a full disk): offered again by run()
             log.error("cannot queue config status: %s", exc)
+            self._unreported = True
             return
-        for entry in due:
-            reported[entry.name] = entry.generation
+        refused = [e.name for e, seq in zip(due, seqs, strict=True) if seq is None]
+        for entry, seq in zip(due, seqs, strict=True):
+            if seq is not None:
+                reported[entry.name] = entry.generation
         self._reported = reported
+        if refused and not self._unreported:
+            log.warning(
+                "the outbox refused the status of Config %s (full); trying again every %g s",
+                ", ".join(refused),
+                REPORT_RETRY_SECONDS,
+            )
+        self._unreported = bool(refused)
 
     def _state_path(self) -> Path:
         return Path(self.config.node.data_dir) / CONFIGS_FILE
