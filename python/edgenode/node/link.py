@@ -372,6 +372,11 @@ class CloudLink:
                 else:
                     proto.tick(loop.time())
         finally:
+            # Records in flight now: the hub may have them (their ack lost with the
+            # connection). Sent again after the reconnect (the hub drops duplicates);
+            # if the quota or a TTL drops one first, it is counted dropped though the hub
+            # may have it: `in_doubt` bounds how many (docs/store.md, "Records in flight").
+            self.state.in_doubt += len(set(proto.in_flight) - self._samples_in_flight)
             if self._downloads is not None:
                 self._downloads.disconnected()
             if self._logs is not None:

@@ -59,6 +59,10 @@ class LinkState:
     hub_revision: int | None = None
     clock_offset: float | None = None
     """Seconds this node's wall clock was ahead of the hub's at the last welcome."""
+    in_doubt: int = 0
+    """Stored uplink records in flight when a connection of this daemon ended (their ack
+    may have been lost): if the quota or a TTL drops one before it is sent again, it is
+    counted dropped though the hub may have it. At most this many such double counts."""
     pid: int = field(default_factory=os.getpid)
     metrics: str = ""
     """The address the metrics endpoint is bound to (empty: disabled)."""
@@ -207,6 +211,7 @@ def read_status(
             "last_error": link.get("last_error", ""),
             "last_error_at": link.get("last_error_at"),
             "hub_revision": link.get("hub_revision"),
+            "uplink_in_doubt": link.get("in_doubt", 0),
         },
         # The daemon's, as it recorded them; this process's when it never ran.
         "backend": link.get("backend", edgenode.backend),
