@@ -119,3 +119,23 @@ def test_the_outbox_keeps_records_while_the_hub_is_away_and_sends_them_later(hub
     ):
         assert key in body
     assert body["disk"]["total"] > 0
+
+
+def test_records_in_flight_when_the_link_drops_are_reported_in_doubt(hub: FakeHub, node):
+    """Their acks may be lost with the connection: status says how many such records a
+    drop by the quota or a TTL could count dropped though the hub has them."""
+    node.configure(hub.url)
+    hub.ack_uplink = False  # the hub stores, its acks never come
+    node.start(args=[sys.executable, PRODUCER, str(node.config_path), "25", "--quiet"])
+    wait_for(lambda: len(telemetry(hub)) == 25, 20, "all 25 records at the hub")
+    assert node.status_json()["hub"]["uplink_in_doubt"] == 0
+    hub.stop()
+    node.wait_state("disconnected", 20)
+    # The 25 and any other stored record then unacknowledged (samples are not counted).
+    assert 25 <= node.status_json()["hub"]["uplink_in_doubt"] <= 30
+    # After the reconnect they are sent again, acked (the hub drops the duplicates) and
+    # deleted; the count stays (it bounds, it does not track).
+    hub.ack_uplink = True
+    hub.start()
+    wait_for(lambda: node.status_json()["outbox"]["messages"] == 0, 20, "the outbox drained")
+    assert len(telemetry(hub)) == 25
