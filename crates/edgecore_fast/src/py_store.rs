@@ -146,6 +146,14 @@ fn record_fields<'py>(t: &Bound<'py, PyTuple>) -> PyResult<RecordFields<'py>> {
     Ok((payload.downcast_into::<PyBytes>()?, priority, ttl))
 }
 
+/// A sequence of sequence numbers (`ack`, `ack_deferred`, `set_in_flight`).
+fn check_seqs(seqs: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    items(seqs)?
+        .iter()
+        .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
+        .collect()
+}
+
 fn items<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     obj.try_iter()?.collect()
 }
@@ -539,19 +547,13 @@ impl PyStore {
 
     fn ack(&self, py: Python<'_>, seqs: &Bound<'_, PyAny>) -> PyResult<i64> {
         self.check_open(py)?;
-        let wanted = items(seqs)?
-            .iter()
-            .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
-            .collect::<PyResult<Vec<i64>>>()?;
+        let wanted = check_seqs(seqs)?;
         self.with(py, |s| s.ack(&wanted))
     }
 
     fn ack_deferred(&self, py: Python<'_>, seqs: &Bound<'_, PyAny>) -> PyResult<i64> {
         self.check_open(py)?;
-        let wanted = items(seqs)?
-            .iter()
-            .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
-            .collect::<PyResult<Vec<i64>>>()?;
+        let wanted = check_seqs(seqs)?;
         self.with(py, |s| s.ack_deferred(&wanted))
     }
 
@@ -561,10 +563,7 @@ impl PyStore {
 
     fn set_in_flight(&self, py: Python<'_>, seqs: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_open(py)?;
-        let wanted = items(seqs)?
-            .iter()
-            .map(|s| check_int(s, "seq", i64::MIN, i64::MAX))
-            .collect::<PyResult<Vec<i64>>>()?;
+        let wanted = check_seqs(seqs)?;
         self.with(py, |s| {
             s.set_in_flight(&wanted);
             Ok(())
