@@ -302,3 +302,41 @@ def handle_batch(
     too. Every other message goes to ``fallback(index)``, in order. Nothing is published
     or acknowledged here. StoreError: nothing was committed (drop the twins the batch
     changed). The store, twins and router must be of this backend (TypeError otherwise)."""
+
+# ------------------------------------------------------------- mqttcodec ----
+
+DEFAULT_MAX_PACKET: Final[int]  # 16 MiB: a larger received PUBLISH is dropped, not buffered
+
+class MqttDecoder:
+    """MQTT 3.1.1 bytes from a broker in, packets out, whatever the chunks (see
+    _pure/mqttcodec.py). ValueError unless ``max_packet`` is an int in [0, 268435455]:
+    the bound on a received PUBLISH's remaining length, above which its payload is
+    skipped as it streams in and the message is reported in ``dropped``."""
+
+    def __init__(self, max_packet: int = ...) -> None: ...
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a packet not yet complete."""
+    def feed(
+        self, data: bytes
+    ) -> tuple[
+        list[tuple[str, bytes, int, int]],
+        list[int],
+        list[int],
+        list[tuple[int, bytes]],
+        list[tuple[str, int, int, int]],
+    ]:
+        """(messages (topic, payload, QoS, packet id), indices in messages of those with
+        RETAIN, PUBACK packet ids, other control packets (type, body), dropped messages
+        (topic, QoS, packet id, payload size)) of what ``data`` completes; TypeError
+        unless bytes. MqttPacketError on a packet a broker must not send: the decoder is
+        then failed and every later call raises it again."""
+
+def encode_publishes(publishes: list[tuple[str, bytes, bool, int, int]]) -> bytes:
+    """The PUBLISH packets of (topic, payload, retain, QoS 0 or 1, packet id) in one
+    buffer; TypeError for a wrong shape or type, ValueError for a bad topic, QoS, packet
+    id (1-65535 at QoS 1, ignored at QoS 0) or size."""
+
+def encode_acks(acks: list[tuple[int, int]]) -> bytes:
+    """The PUBACK packets of (packet id, QoS) in one buffer; QoS 0 entries are skipped,
+    other QoS than 0 and 1 and packet ids outside [1, 65535] are a ValueError."""

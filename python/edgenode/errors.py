@@ -11,7 +11,8 @@ or ``except OSError`` clauses keep working::
     ├── StoreError (OSError)                the durable store failed
     │   ├── StoreCorruptError               the database file is damaged
     │   └── OutboxFullError                 the outbox quota rejected an append
-    └── ProtocolError (ValueError)          a peer broke the sync protocol
+    ├── ProtocolError (ValueError)          a peer broke the sync protocol
+    └── MqttPacketError (ValueError)        an MQTT broker sent what MQTT 3.1.1 forbids
 """
 
 from __future__ import annotations
@@ -51,3 +52,8 @@ class OutboxFullError(StoreError):
 
 class ProtocolError(EdgenodeError, ValueError):
     """A peer sent a frame the sync protocol does not allow."""
+
+
+class MqttPacketError(EdgenodeError, ValueError):
+    """An MQTT broker sent bytes MQTT 3.1.1 does not allow a client to receive; the
+    connection must be closed (``edgenode.mqttcodec``)."""

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
         DeviceTwin,
         ReportOutcome,
     )
+    from edgenode._pure.mqttcodec import (
+        DEFAULT_MAX_PACKET,
+        MqttDecoder,
+        encode_acks,
+        encode_publishes,
+    )
     from edgenode._pure.router import (
         MAX_TOPIC_BYTES,
         TopicRouter,
@@ -43,6 +49,10 @@ _SOURCES = {
     "PARSE_MAX_DEPTH": "devtwin",
     "DeviceTwin": "devtwin",
     "ReportOutcome": "devtwin",
+    "DEFAULT_MAX_PACKET": "mqttcodec",
+    "MqttDecoder": "mqttcodec",
+    "encode_acks": "mqttcodec",
+    "encode_publishes": "mqttcodec",
     "MAX_TOPIC_BYTES": "router",
     "TopicRouter": "router",
     "validate_filter": "router",
@@ -70,6 +80,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "DEFAULT_MAX_PACKET",
     "DEFAULT_OUTBOX_MAX_BYTES",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
@@ -80,11 +91,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchResult",
     "DeviceTwin",
+    "MqttDecoder",
     "ReportOutcome",
     "Store",
     "TopicRouter",
     "check_limits",
     "delta",
+    "encode_acks",
+    "encode_publishes",
     "handle_batch",
     "merge_patch",
     "stamp",

@@ -1,4 +1,4 @@
-"""The device layer on the wire: aiomqtt glue between the local broker and TwinService.
+"""The device layer on the wire: the glue between the local broker and TwinService.
 
 :class:`DeviceLayer` is what the node's device service runs. ``run()`` connects to the
 broker (username/password and TLS when configured), subscribes to the device API topics
@@ -17,6 +17,10 @@ device's delta is published (or cleared), and so is every message of the host's
 :class:`~edgenode.service.RetainedMessages` (Configs, ...). A retained message the broker
 still holds for something the node no longer serves (a removed device's delta, a deleted
 Config) arrives with the retain flag when the node subscribes, and is cleared.
+
+The MQTT client is the node's own (:mod:`edgenode.devices.mqtt`, on the core's packet
+codec): it hands over the received messages as the tuples the core's batch call takes and
+writes a batch's acknowledgements and replies in one write each.
 
 MQTT 3.1.1 on purpose: Mosquitto delivers one copy of a message matching several of a
 client's filters (with MQTT 5 it sends one copy per matching subscription), and a
@@ -40,15 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, cast
-
-import aiomqtt
-from paho.mqtt.client import MQTT_ERR_SUCCESS
 
 from edgenode.backoff import Backoff
 from edgenode.devices.actions import Action, Publish, Uplink
@@ -58,6 +58,7 @@ from edgenode.devices.config import (
     MqttSettings,
     RouteSpec,
 )
+from edgenode.devices.mqtt import Batch, MqttError, MqttOptions, MqttSession
 from edgenode.devices.routes import RouteTable
 from edgenode.devices.twins import TOPIC_ROOT, TWIN_UPLINK_PRIORITY, TwinService
 from edgenode.devtwin import BatchResult, handle_batch
@@ -87,8 +88,6 @@ only slow a backlog's drain (the broker holds back what the node has not acknowl
 """Messages already queued by the client are handled together, up to this many (one
 router call, then the publishes of the whole batch in flight at once)."""
 SUBSCRIBE_QOS: Final = 1
-OPERATION_TIMEOUT: Final = 10.0
-"""Seconds for a connect, subscribe or publish before the connection counts as dead."""
 RETAINED_QOS: Final = 1
 OWNED_RETAINED_FILTERS: Final = ("$edge/config/+",)
 """Retained topics the node owns besides the twin deltas (subscribed to so that stale
@@ -100,9 +99,6 @@ acknowledged to its publisher: the node cannot get it back, but it must never be
 silently — the node watches this counter and reports what it sees rise."""
 DROP_WARNING_INTERVAL: Final = 60.0
 """Seconds between warnings about broker drops (the counter keeps counting)."""
-
-NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-"""Send the node's small packets (PUBACKs, replies) at once, without Nagle's delay."""
 
 
 class StoreCommit:
@@ -239,7 +235,9 @@ class DeviceLayer:
         publishes no ``$SYS`` counters, or nothing was heard yet)."""
         self._dropped_base: int | None = None
         self._drop_warned = float("-inf")
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttSession | None = None
+        self._dropped_before = 0
+        """Oversized messages the sessions before the current one dropped."""
         self._subscribed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
@@ -286,6 +284,10 @@ class DeviceLayer:
         """Counters of the layer and its twin service, for the node's metrics."""
         merged = Counter(self.service.counters)
         merged.update(self.counters)
+        client = self._client
+        dropped = self._dropped_before + (client.dropped if client is not None else 0)
+        if dropped:
+            merged["oversized_dropped"] = dropped
         return dict(merged)
 
     # ------------------------------------------------------------------ run ----
@@ -295,7 +297,7 @@ class DeviceLayer:
         while True:
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 self.counters["disconnects"] += 1
                 log.warning("MQTT broker %s:%d: %s", self.settings.host, self.settings.port, exc)
             except (UplinkFailed, StoreError) as exc:
@@ -310,37 +312,29 @@ class DeviceLayer:
                 log.exception("device layer session failed; reconnecting")
             finally:
                 self.connected.clear()
+                if self._client is not None:
+                    self._dropped_before += self._client.dropped
                 self._client = None
                 self._subscribed.clear()
             delay = self._backoff.next_delay()
             log.info("reconnecting to the MQTT broker in %.2f s", delay)
             await asyncio.sleep(delay)
 
-    def _client_for(self) -> aiomqtt.Client:
+    def _options(self) -> MqttOptions:
         s = self.settings
-        client = aiomqtt.Client(
+        return MqttOptions(
             s.host,
             s.port,
-            username=s.username or None,
-            password=s.password or None,
-            identifier=s.client_id,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=False,
+            s.client_id,
             keepalive=s.keepalive,
-            timeout=OPERATION_TIMEOUT,
-            tls_context=tls_context(s),
-            socket_options=NODELAY,
-            logger=logging.getLogger("edgenode.devices.mqtt"),
+            clean_session=False,
+            username=s.username or None,
+            password=(s.password or None) if s.username else None,
+            tls=tls_context(s),
         )
-        # A batch puts up to MAX_BATCH publishes in flight on purpose: not worth a warning.
-        client.pending_calls_threshold = 2 * MAX_BATCH
-        # PUBACK only once a message's effects are committed (see the module docstring).
-        # aiomqtt 2.5 has no option for it; paho's manual acks on its client do it.
-        client._client.manual_ack_set(True)
-        return client
 
     async def _session(self) -> None:
-        async with self._client_for() as client:
+        async with await MqttSession.connect(self._options()) as client:
             self.counters["connects"] += 1
             self._client = client
             self._dropped_base = None  # the counter restarts with the broker
@@ -350,39 +344,32 @@ class DeviceLayer:
             self.connected.set()
             self._backoff.reset()
             log.info("connected to the MQTT broker %s:%d", self.settings.host, self.settings.port)
-            messages = client.messages
             while True:
-                batch = [await anext(messages)]
-                await self._gather_window(messages)
-                # What the client already queued joins the batch (one commit). Yielding
-                # to let more packets arrive was measured: no gain (bench/README.md).
-                while len(messages) and len(batch) < MAX_BATCH:
-                    batch.append(await anext(messages))
-                await self._handle_batch(client, batch)
+                await client.wait_message()
+                await self._gather_window(client)
+                await self._handle_batch(client, client.take(MAX_BATCH))
 
-    async def _gather_window(self, messages: aiomqtt.client.MessagesIterator) -> None:
+    async def _gather_window(self, client: MqttSession) -> None:
         """With a commit window, let messages gather for up to that long after the first
         of a batch (less once WINDOW_ENOUGH are queued), so they share one commit: fewer
-        flash writes, each PUBACK later by at most the window. The queue is only looked
-        at, never awaited with a timeout: cancelling aiomqtt's ``__anext__`` after it took
-        a message would lose that message."""
+        flash writes, each PUBACK later by at most the window."""
         window = self.settings.commit_window
         if window <= 0:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window
         step = max(window / WINDOW_STEPS, MIN_WINDOW_STEP)
-        while len(messages) < WINDOW_ENOUGH and (left := deadline - loop.time()) > 0:
+        while client.queued() < WINDOW_ENOUGH and (left := deadline - loop.time()) > 0:
             await asyncio.sleep(min(step, left))
 
-    async def _handle_batch(self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]) -> None:
+    async def _handle_batch(self, client: MqttSession, batch: Batch) -> None:
         """Handle, commit, publish the replies, then acknowledge the batch (in order)."""
         self.counters["batches"] += 1
         target = self._target
         if target is None:
             await self._handle_batch_via_port(client, batch)
             return
-        messages = [(m.topic.value, _payload_bytes(m.payload), m.qos, m.mid) for m in batch]
+        messages = batch.messages
         if any(message[0] == BROKER_DROPPED_TOPIC for message in messages):
             self._broker_counters([(name, payload) for name, payload, _, _ in messages])
         result = self._batch_in_core(target, messages)
@@ -391,10 +378,8 @@ class DeviceLayer:
         if stale:
             publishes = [*publishes, *((p.topic, p.payload, p.retain, p.qos) for p in stale)]
         await self._publish_all(client, publishes)
-        paho = client._client  # manual acks: see _client_for
-        for mid, qos in result.acks:
-            paho.ack(mid, qos)
-        self.counters["acked"] += len(batch)
+        client.ack(result.acks)
+        self.counters["acked"] += len(messages)
 
     def _batch_in_core(
         self, target: BatchTarget, messages: list[tuple[str, bytes, int, int]]
@@ -476,23 +461,18 @@ class DeviceLayer:
             log.error("%d uplink records too large dropped", len(result.oversize))
         return result
 
-    async def _handle_batch_via_port(
-        self, client: aiomqtt.Client, batch: Sequence[aiomqtt.Message]
-    ) -> None:
+    async def _handle_batch_via_port(self, client: MqttSession, batch: Batch) -> None:
         """The batch through the commit port (a port without a batch target)."""
-        messages = [(m.topic.value, _payload_bytes(m.payload)) for m in batch]
+        messages = [(name, payload) for name, payload, _, _ in batch.messages]
         if any(name == BROKER_DROPPED_TOPIC for name, _ in messages):
             messages = self._broker_counters(messages)
         publishes = self._apply(lambda: self.service.handle_many(messages, self._clock()))
         publishes += self._stale_retained(batch)
         await self._publish(client, publishes)
-        paho = client._client  # manual acks: see _client_for
-        for message in batch:
-            if message.qos > 0:
-                paho.ack(message.mid, message.qos)
-        self.counters["acked"] += len(batch)
+        client.ack([(mid, qos) for _, _, qos, mid in batch.messages if qos])
+        self.counters["acked"] += len(messages)
 
-    async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
+    async def _sync_subscriptions(self, client: MqttSession) -> None:
         wanted = list(
             dict.fromkeys(
                 [
@@ -508,7 +488,12 @@ class DeviceLayer:
             await client.unsubscribe(stale)
         fresh = [(f, SUBSCRIBE_QOS) for f in wanted if f not in self._subscribed]
         if fresh:
-            await client.subscribe(fresh)
+            codes = await client.subscribe(fresh)
+            refused = [name for (name, _), code in zip(fresh, codes, strict=False) if code == 0x80]
+            if refused:
+                # The broker's ACL: the node serves the rest; say which ones it cannot hear.
+                self.counters["subscriptions_refused"] += len(refused)
+                log.error("the MQTT broker refused the subscriptions %s", ", ".join(refused))
         self._subscribed = set(wanted)
 
     def _apply(self, produce: Callable[[], list[Action]]) -> list[Publish]:
@@ -600,15 +585,13 @@ class DeviceLayer:
         if client is not None:
             self._spawn(self._publish(client, [Publish(topic, payload, True, RETAINED_QOS)]))
 
-    def _stale_retained(self, batch: Sequence[aiomqtt.Message]) -> list[Publish]:
+    def _stale_retained(self, batch: Batch) -> list[Publish]:
         """Clears for retained messages the broker kept for what the node no longer
         serves (they arrive with the retain flag when the node subscribes)."""
         clears: list[Publish] = []
-        for message in batch:
-            if not message.retain:
-                continue
-            name = message.topic.value
-            if self._owned_but_gone(name) and message.payload:
+        for index in batch.retained:
+            name, payload, _, _ = batch.messages[index]
+            if self._owned_but_gone(name) and payload:
                 clears.append(Publish(name, b"", retain=True, qos=RETAINED_QOS))
         if clears:
             self.counters["stale_retained_cleared"] += len(clears)
@@ -626,30 +609,18 @@ class DeviceLayer:
             and not self.service.is_known(levels[2])
         )
 
-    async def _publish(self, client: aiomqtt.Client, publishes: Sequence[Publish]) -> None:
+    async def _publish(self, client: MqttSession, publishes: Sequence[Publish]) -> None:
         await self._publish_all(client, [(p.topic, p.payload, p.retain, p.qos) for p in publishes])
 
     async def _publish_all(
-        self, client: aiomqtt.Client, publishes: Sequence[tuple[str, bytes, bool, int]]
+        self, client: MqttSession, publishes: Sequence[tuple[str, bytes, bool, int]]
     ) -> None:
-        """Publish (topic, payload, retain, qos) in order and wait for the broker's acks.
-
-        Each packet is handed to paho in order, so the broker sees them in order; then ONE
-        wait covers the acknowledgements of the whole chunk (aiomqtt's own ``publish``
-        costs a task, an event and a ``wait_for`` per message: most of a reply's cost).
-        At most MAX_BATCH at a time (a resync of 1,000 devices' deltas)."""
-        pending: dict[int, Any] | None = getattr(client, "_pending_publishes", None)
+        """Publish (topic, payload, retain, qos) in order and wait for the broker's acks:
+        MAX_BATCH at a time (a resync of 1,000 devices' deltas), each chunk one write and
+        one wait for all its PUBACKs."""
         for first in range(0, len(publishes), MAX_BATCH):
             chunk = publishes[first : first + MAX_BATCH]
-            if pending is None:  # an aiomqtt without it: its publish, one by one
-                await asyncio.gather(
-                    *(
-                        client.publish(topic, payload, qos=qos, retain=retain)
-                        for topic, payload, retain, qos in chunk
-                    )
-                )
-            else:
-                await _publish_chunk(client, pending, chunk)
+            await client.publish(chunk)
             self.counters["published"] += len(chunk)
 
     # ------------------------------------------------------------ out-of-band ----
@@ -672,54 +643,9 @@ class DeviceLayer:
     async def _guard(self, work: Any) -> None:
         try:
             await work
-        except aiomqtt.MqttError as exc:
+        except MqttError as exc:
             # The next connect resyncs every delta and subscription.
             log.warning("MQTT operation failed (will resync on reconnect): %s", exc)
-
-
-class _Acks:
-    """The broker's acknowledgements of a chunk of publishes, counted down: aiomqtt calls
-    ``set()`` once per acknowledged message id it finds in ``_pending_publishes``."""
-
-    def __init__(self) -> None:
-        self.waiting = 0
-        self.done = asyncio.Event()
-
-    def set(self) -> None:
-        self.waiting -= 1
-        if self.waiting <= 0:
-            self.done.set()
-
-
-async def _publish_chunk(
-    client: aiomqtt.Client,
-    pending: dict[int, Any],
-    chunk: Sequence[tuple[str, bytes, bool, int]],
-) -> None:
-    """Hand every publish of ``chunk`` to paho, in order, then wait once for the broker's
-    acknowledgements of all of them (MqttError after OPERATION_TIMEOUT, as aiomqtt's
-    ``publish`` does; MqttCodeError if paho refuses one, e.g. disconnected)."""
-    paho = client._client
-    acks = _Acks()
-    mids: list[int] = []
-    try:
-        for topic, payload, retain, qos in chunk:
-            info = paho.publish(topic, payload, qos, retain)
-            if info.rc != MQTT_ERR_SUCCESS:
-                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-            if qos > 0 and not info.is_published():
-                pending[info.mid] = acks
-                mids.append(info.mid)
-                acks.waiting += 1
-        if mids:
-            try:
-                await asyncio.wait_for(acks.done.wait(), OPERATION_TIMEOUT)
-            except TimeoutError:
-                raise aiomqtt.MqttError("Operation timed out") from None
-    finally:
-        for mid in mids:
-            if pending.get(mid) is acks:
-                del pending[mid]
 
 
 def _nothing(priority: int, count: int) -> None:
@@ -733,14 +659,3 @@ def _batch_target(port: CommitPort) -> BatchTarget | None:
         return None
     target: BatchTarget | None = cast(BatchPort, port).batch_target()
     return target
-
-
-def _payload_bytes(payload: Any) -> bytes:
-    """paho hands over bytes; be exact about the other PayloadType cases anyway."""
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, bytearray):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode()
