@@ -27,6 +27,8 @@ def frame_name(frame: str) -> str:
 
 def package(frame: str) -> str:
     """Which part of the node a frame is in (by its file's path)."""
+    if "devices/mqtt.py" in frame or "mqttcodec" in frame:
+        return "edgenode's MQTT client (devices/mqtt.py, mqttcodec)"
     if "aiomqtt" in frame:
         return "aiomqtt"
     if "/paho/" in frame or "mqtt/" in frame:

@@ -182,7 +182,8 @@ class MqttSession(asyncio.Protocol):
             session.abort()
             raise MqttRefused(ack[1])
         session.session_present = bool(ack[0] & 1)
-        session._keepalive = loop.create_task(session._keep_alive())
+        if options.keepalive > 0:  # 0: keep-alive off, as MQTT defines it
+            session._keepalive = loop.create_task(session._keep_alive())
         return session
 
     async def __aenter__(self) -> MqttSession:
@@ -255,7 +256,7 @@ class MqttSession(asyncio.Protocol):
                 async with asyncio.timeout(OPERATION_TIMEOUT):
                     await group.done
         except TimeoutError:
-            raise MqttError("no PUBACK from the broker in time") from None
+            raise self._dead("no PUBACK from the broker in time") from None
         finally:
             for packet in packets:
                 if packet[3] and waiting.get(packet[4]) is group:
@@ -426,6 +427,15 @@ class MqttSession(asyncio.Protocol):
         if self._error is not None:
             raise self._error
 
+    def _dead(self, reason: str) -> MqttError:
+        """A broker that did not answer in time: end the session (whatever else waits
+        learns it too) and return the error to raise."""
+        self._fail(MqttError(reason))
+        if self._transport is not None:
+            self._transport.abort()
+        assert self._error is not None
+        return self._error
+
     def _write(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -451,25 +461,22 @@ class MqttSession(asyncio.Protocol):
             async with asyncio.timeout(OPERATION_TIMEOUT):
                 return await future
         except TimeoutError:
-            raise MqttError("no answer from the broker in time") from None
+            raise self._dead("no answer from the broker in time") from None
         finally:
             if self._requests.get(packet_id) is future:
                 del self._requests[packet_id]
 
     def _request_id(self) -> int:
         self._check()
-        packet_id = self._free_id()
-        while packet_id in self._requests:
-            packet_id = self._free_id()
-        return packet_id
+        return self._free_id()
 
     def _free_id(self) -> int:
-        """The next packet id not waiting for a PUBACK (1-65535, cycling)."""
+        """The next packet id no packet in flight uses (1-65535, cycling)."""
         for _ in range(0x10000):
             self._next_id = self._next_id % 0xFFFF + 1
-            if self._next_id not in self._waiting:
+            if self._next_id not in self._waiting and self._next_id not in self._requests:
                 return self._next_id
-        raise MqttError("65,535 publishes are already waiting for the broker")
+        raise MqttError("65,535 packets are already waiting for the broker")
 
     async def _keep_alive(self) -> None:
         """PINGREQ when nothing was sent for ``keepalive`` seconds; no PINGRESP within
@@ -488,8 +495,7 @@ class MqttSession(asyncio.Protocol):
                         await self._pong
                 except TimeoutError:
                     log.warning("no PINGRESP from the MQTT broker: the connection is dead")
-                    self._fail(MqttError("no PINGRESP from the broker in time"))
-                    self.abort()
+                    self._dead("no PINGRESP from the broker in time")
                     return
         except MqttError:
             return
