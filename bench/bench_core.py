@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from edgenode import _pure
 from edgenode._backend import load_native
@@ -249,6 +249,56 @@ def bench_report(core: ModuleType, iterations: int, repeats: int) -> dict[str, A
     }
 
 
+# ------------------------------------------------------------ mqtt codec ----
+
+MQTT_CHUNK: Final = 65_536
+"""Bytes per ``feed``: what one socket read of the node's client typically holds."""
+
+
+def mqtt_stream(count: int) -> list[bytes]:
+    """``count`` QoS 1 twin reports of 100 devices as a broker sends them, cut in
+    MQTT_CHUNK-byte reads (packets split across reads, as on a socket)."""
+    payloads = report_payloads(REPORT_PAYLOADS)
+    packets = [
+        (
+            f"$edge/devices/dev{i % 100}/twin/update",
+            payloads[i % REPORT_PAYLOADS],
+            False,
+            1,
+            i % 65_535 + 1,
+        )
+        for i in range(count)
+    ]
+    stream = _pure.encode_publishes(packets)
+    return [stream[at : at + MQTT_CHUNK] for at in range(0, len(stream), MQTT_CHUNK)]
+
+
+def bench_mqtt(core: ModuleType, count: int, repeats: int) -> dict[str, Any]:
+    """Decode a stream of ``count`` PUBLISH packets and encode their PUBACKs, as the
+    node's client does per socket read and per batch."""
+    chunks = mqtt_stream(count)
+
+    def run() -> float:
+        decoder = core.MqttDecoder()
+        feed, encode_acks = decoder.feed, core.encode_acks
+        start = time.perf_counter()
+        for chunk in chunks:
+            messages = feed(chunk)[0]
+            encode_acks([(message[3], 1) for message in messages])
+        return time.perf_counter() - start
+
+    seconds, samples = median_of(repeats, run)
+    decoded = core.MqttDecoder().feed(b"".join(chunks))[0]
+    return {
+        "messages": count,
+        "bytes": sum(len(chunk) for chunk in chunks),
+        "check": [list(m) for m in decoded[:: max(1, count // 50)]],
+        "seconds": seconds,
+        "samples": samples,
+        "messages_per_second": count / seconds,
+    }
+
+
 # ---------------------------------------------------------------- outbox ----
 
 
@@ -377,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if results["report"]["rust"].pop("outputs") != results["report"]["python"].pop("outputs"):
         raise RuntimeError("the backends disagree on the benchmark report outputs")
+    results["mqtt"] = {
+        name: bench_mqtt(core, int(500_000 * scale), args.repeats)
+        for name, core in backends.items()
+    }
+    if results["mqtt"]["rust"].pop("check") != results["mqtt"]["python"].pop("check"):
+        raise RuntimeError("the backends disagree on the decoded MQTT messages")
     results["outbox"] = {
         name: bench_outbox(core, int(1_000_000 * scale) // 100 * 100, args.repeats)
         for name, core in backends.items()
@@ -390,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     twin_r, twin_p = results["twin"]["rust"], results["twin"]["python"]
     out_r, out_p = results["outbox"]["rust"], results["outbox"]["python"]
     rep_r, rep_p = results["report"]["rust"], results["report"]["python"]
+    mqtt_r, mqtt_p = results["mqtt"]["rust"], results["mqtt"]["python"]
     results["ratios"] = {
+        "mqtt_rust_over_python": ratio(
+            mqtt_r["messages_per_second"], mqtt_p["messages_per_second"]
+        ),
         "report_rust_over_python": ratio(rep_r["reports_per_second"], rep_p["reports_per_second"]),
         "router_rust_over_python": ratio(
             router_r["topics_per_second"], router_p["topics_per_second"]
@@ -439,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
             rep_r["reports_per_second"],
             rep_p["reports_per_second"],
             "5x python",
+        ),
+        (
+            "mqtt decode + PUBACKs (msgs/s)",
+            mqtt_r["messages_per_second"],
+            mqtt_p["messages_per_second"],
+            "report",
         ),
         (
             "outbox append (msgs/s)",

@@ -3,7 +3,8 @@
 - :mod:`~edgenode.devices.config`: ``DeviceSpec``, ``RouteSpec``, ``MqttSettings``;
 - :mod:`~edgenode.devices.twins`: ``TwinService``, the sans-I/O device API over the store;
 - :mod:`~edgenode.devices.routes`: ``RouteTable``, routes matched by the topic router;
-- :mod:`~edgenode.devices.bus`: ``DeviceLayer``, the aiomqtt glue the node daemon runs.
+- :mod:`~edgenode.devices.bus`: ``DeviceLayer``, the glue the node daemon runs;
+- :mod:`~edgenode.devices.mqtt`: ``MqttSession``, the node's MQTT 3.1.1 client.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # DeviceLayer pulls in aiomqtt and paho: imported on first use, so that reading the
-    # node's configuration (which uses DeviceSpec/RouteSpec) does not load them.
+    # DeviceLayer pulls in the MQTT client, the batch call and the store: imported on
+    # first use, so that reading the node's configuration (which uses DeviceSpec and
+    # RouteSpec) does not load them.
     if name == "DeviceLayer":
         from edgenode.devices.bus import DeviceLayer
 

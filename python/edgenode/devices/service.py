@@ -173,7 +173,7 @@ class DeviceService:
 
     async def run(self, host: NodeHost) -> None:
         """Serve until cancelled (the daemon restarts it on failure)."""
-        from edgenode.devices.bus import DeviceLayer  # aiomqtt only when the layer runs
+        from edgenode.devices.bus import DeviceLayer  # the MQTT client only when it runs
 
         if not self._collector_added:
             host.metrics.add_collector(self.collector.collect)

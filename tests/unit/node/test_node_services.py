@@ -103,11 +103,13 @@ def test_retained_messages_remember_clears_and_tell_listeners_only_of_changes():
     assert not retained.owns("$edge/config/never")
 
 
-def test_importing_the_device_layer_loads_neither_the_daemon_nor_websockets():
+def test_importing_the_device_layer_loads_neither_the_daemon_nor_websockets_nor_paho():
+    # The device layer speaks MQTT through its own client (edgenode.devices.mqtt): the
+    # node no longer loads aiomqtt and paho-mqtt (only the simulated devices use them).
     script = (
         "import sys, edgenode.devices, edgenode.devices.service, edgenode.devices.bus\n"
         "print(sorted(m for m in sys.modules if m == 'edgenode.node.daemon'"
-        " or m.startswith('websockets')))\n"
+        " or m.split('.')[0] in ('websockets', 'aiomqtt', 'paho')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
