@@ -26,14 +26,19 @@ Bounds: at most MAX_QUEUED messages wait to be taken while the session waits for
 from the broker (above it the socket is not read until the caller catches up: the broker
 then holds the rest, as it does for a slow client). While the session waits for the
 broker's answer to its own packets (CONNACK, SUBACK, PUBACK, PINGRESP) it must read on to
-find that answer, so the queue can grow past MAX_QUEUED (a persistent session's backlog
-arrives right after CONNACK); at MAX_QUEUED_HARD the session ends instead (what was not
-acknowledged comes again after the reconnect). The decoder holds at most one packet of
-up to ``max_packet`` bytes (a larger PUBLISH is skipped as it streams in, acknowledged and
-counted as dropped); writes wait while the transport's buffer is over its high-water
-mark. Every failure of the connection
-ends the session with :class:`MqttError`; reconnecting is the caller's job (a new session:
-the broker's persistent session redelivers what was not acknowledged).
+find that answer, and the answer can be behind a whole backlog: Mosquitto sends a
+persistent session's queued messages as fast as the node acknowledges the first ones
+(measured: 20 unacknowledged after the connect, 400 as soon as those were acknowledged),
+so a backlog streams in while the node waits for the PUBACKs of its replies. The queue
+then grows past MAX_QUEUED, up to MAX_QUEUED_HARD messages or MAX_QUEUED_BYTES_HARD bytes
+of packets — both above the most the shipped broker settings let Mosquitto hold for the
+node (``deploy/mosquitto/edgenode.conf``: 100,000 messages, 64 MiB), so that backlog
+always fits. Past either, the session ends (what was not acknowledged comes again after
+the reconnect). The decoder holds at most one packet of up to ``max_packet`` bytes (a
+larger PUBLISH is skipped as it streams in, acknowledged and counted as dropped); writes
+wait while the transport's buffer is over its high-water mark. Every failure of the
+connection ends the session with :class:`MqttError`; reconnecting is the caller's job (a
+new session: the broker's persistent session redelivers what was not acknowledged).
 """
 
 from __future__ import annotations
@@ -60,9 +65,11 @@ MAX_QUEUED: Final = 10_000
 """Received messages waiting to be taken before the socket stops being read."""
 RESUME_QUEUED: Final = MAX_QUEUED // 2
 """Queued messages below which reading resumes."""
-MAX_QUEUED_HARD: Final = 100_000
+MAX_QUEUED_HARD: Final = 250_000
 """Queued messages that end the session (the broker sent them while the node waited for
-an answer and could not stop reading)."""
+an answer and could not stop reading): 2.5 times the shipped broker's queue."""
+MAX_QUEUED_BYTES_HARD: Final = 128 * 1024 * 1024
+"""Bytes of queued packets that end the session: twice the shipped broker's queue."""
 
 _CONNACK, _SUBACK, _UNSUBACK, _PINGRESP = 2, 9, 11, 13
 _PINGREQ: Final = b"\xc0\x00"
@@ -137,8 +144,11 @@ class MqttSession(asyncio.Protocol):
         self._error: MqttError | None = None
         self._closed = self._loop.create_future()
         self._connack: asyncio.Future[bytes] = self._loop.create_future()
-        self._queue: deque[tuple[list[Message], list[int]]] = deque()
+        self._queue: deque[tuple[list[Message], list[int], int]] = deque()
+        """Chunks of received messages: (messages, indices of retained ones, the bytes of
+        the packets they were decoded from)."""
         self._queued = 0
+        self._queued_bytes = 0
         self._arrived = asyncio.Event()
         self._reading = True
         self._waiting: dict[int, _AckGroup] = {}
@@ -288,7 +298,7 @@ class MqttSession(asyncio.Protocol):
         retained: list[int] = []
         queue = self._queue
         while queue and len(messages) < most:
-            chunk, marks = queue[0]
+            chunk, marks, size = queue[0]
             room = most - len(messages)
             offset = len(messages)
             if len(chunk) <= room:
@@ -298,10 +308,14 @@ class MqttSession(asyncio.Protocol):
                 else:
                     messages.extend(chunk)
                 retained.extend(offset + index for index in marks)
+                self._queued_bytes -= size
             else:
                 messages.extend(chunk[:room])
                 retained.extend(offset + index for index in marks if index < room)
-                queue[0] = (chunk[room:], [index - room for index in marks if index >= room])
+                taken = size * room // len(chunk)  # the chunk's bytes, shared out evenly
+                rest = [index - room for index in marks if index >= room]
+                queue[0] = (chunk[room:], rest, size - taken)
+                self._queued_bytes -= taken
         self._queued -= len(messages)
         if self._queued <= RESUME_QUEUED:
             self._read_on()
@@ -323,8 +337,9 @@ class MqttSession(asyncio.Protocol):
                 self._transport.abort()
             return
         if messages:
-            self._queue.append((messages, retained))
+            self._queue.append((messages, retained, len(data)))
             self._queued += len(messages)
+            self._queued_bytes += len(data)
             self._arrived.set()
         for packet_id in acks:
             group = self._waiting.pop(packet_id, None)
@@ -334,7 +349,7 @@ class MqttSession(asyncio.Protocol):
                     group.done.set_result(None)
         for kind, body in controls:
             self._control(kind, body)
-        if self._queued >= MAX_QUEUED:
+        if self._queued >= MAX_QUEUED or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
             self._throttle()
         if dropped:
             self.dropped += len(dropped)
@@ -365,9 +380,18 @@ class MqttSession(asyncio.Protocol):
 
     def _throttle(self) -> None:
         """Stop reading while the queue is full, unless an answer is awaited."""
-        if self._queued >= MAX_QUEUED_HARD:
-            log.error("%d MQTT messages queued and not taken: ending the session", self._queued)
-            self._fail(MqttError(f"over {MAX_QUEUED_HARD} received messages queued"))
+        if self._queued >= MAX_QUEUED_HARD or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
+            log.error(
+                "%d MQTT messages (%d bytes) queued and not taken: ending the session",
+                self._queued,
+                self._queued_bytes,
+            )
+            self._fail(
+                MqttError(
+                    f"over {MAX_QUEUED_HARD} received messages queued, or over "
+                    f"{MAX_QUEUED_BYTES_HARD} bytes"
+                )
+            )
             if self._transport is not None:
                 self._transport.abort()
         elif self._reading and not self._awaiting_answer() and self._transport is not None:
