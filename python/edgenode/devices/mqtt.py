@@ -253,14 +253,14 @@ class MqttSession(asyncio.Protocol):
         packets: list[tuple[str, bytes, bool, int, int]] = []
         group = _AckGroup(0, self._loop.create_future())
         waiting = self._waiting
-        for topic, payload, retain, qos in publishes:
-            packet_id = 0
-            if qos:
-                packet_id = self._free_id()
-                waiting[packet_id] = group
-                group.waiting += 1
-            packets.append((topic, payload, retain, qos, packet_id))
         try:
+            for topic, payload, retain, qos in publishes:
+                packet_id = 0
+                if qos:
+                    packet_id = self._free_id()
+                    waiting[packet_id] = group
+                    group.waiting += 1
+                packets.append((topic, payload, retain, qos, packet_id))
             await self._send(encode_publishes(packets))
             if group.waiting:
                 async with asyncio.timeout(OPERATION_TIMEOUT):
