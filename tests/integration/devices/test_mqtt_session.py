@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from mqtt_broker import WAIT, Broker, free_port
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the node tests' fault proxy
+from node.fakehub import Background, Proxy
 
 from edgenode.devices import DeviceLayer, MqttSettings
 from edgenode.devices import mqtt as mqtt_module
@@ -85,85 +90,7 @@ async def barrier(session: MqttSession) -> None:
     assert await session.subscribe([("barrier/none", 0)]) == [0]
 
 
-@pytest.fixture
-def broker_factory(tmp_path) -> Iterator[Callable[..., Broker]]:
-    started: list[Broker] = []
-
-    def make(users: dict[str, str] | None = None, acl: str = "") -> Broker:
-        directory = tmp_path / f"broker{len(started)}"
-        directory.mkdir()
-        broker = Broker(directory, free_port(), users or {}, acl)
-        started.append(broker)
-        broker.start()
-        return broker
-
-    yield make
-    for broker in started:
-        broker.stop()
-
-
-@pytest.fixture
-def broker(broker_factory) -> Broker:
-    return broker_factory()
-
-
 # ------------------------------------------------------------- network helpers ----
-
-
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of ``target``; ``freeze()`` stops forwarding in
-    both directions and keeps both connections open (a half-open, blackholed link)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self.down = bytearray()
-        """Everything forwarded from the broker to the client."""
-        self._thawed = asyncio.Event()
-        self._thawed.set()
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    def freeze(self) -> None:
-        self._thawed.clear()
-
-    async def __aenter__(self) -> Proxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers.append(up_writer)
-        await asyncio.gather(
-            self._pipe(reader, up_writer, None),
-            self._pipe(up_reader, writer, self.down),
-            return_exceptions=True,
-        )
-        writer.transport.abort()
-        up_writer.transport.abort()
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, log: bytearray | None
-    ) -> None:
-        while True:
-            await self._thawed.wait()
-            data = await reader.read(65536)
-            if not data:
-                return
-            await self._thawed.wait()  # read before a freeze: held, not forwarded
-            if log is not None:
-                log += data
-            writer.write(data)
-            await writer.drain()
 
 
 async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -512,42 +439,53 @@ def test_a_request_while_the_queue_is_full_ends_the_session_at_the_hard_bound(
 # --------------------------------------------------------- a frozen network link ----
 
 
-def test_keepalive_notices_a_frozen_link_within_seconds(broker):
+@pytest.fixture
+def link(broker: Broker) -> Iterator[Proxy]:
+    """The tests' fault proxy (node/fakehub.py) in front of the broker, on its own loop;
+    ``blackhole()`` keeps both connections open and forwards nothing."""
+    background = Background()
+    proxy = Proxy(background, broker.port)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+    background.close()
+
+
+def test_keepalive_notices_a_frozen_link_within_seconds(link):
     async def scenario() -> None:
-        async with Proxy(broker.port) as proxy:
-            session = await MqttSession.connect(options(proxy.port, "kept", keepalive=1))
-            waiter = asyncio.ensure_future(session.wait_message())
-            # Pings are answered through the proxy while it forwards.
-            await eventually(lambda: b"\xd0\x00" in proxy.down, timeout=4)
-            assert not waiter.done()
-            proxy.freeze()
-            started = time.monotonic()
-            with pytest.raises(MqttError, match="no PINGRESP"):
-                await asyncio.wait_for(waiter, timeout=6)
-            assert time.monotonic() - started < 4  # ping after <= 1 s idle, then 1 s wait
-            with pytest.raises(MqttError):
-                await session.publish([("x", b"", False, 1)])
-            await session.close()
+        session = await MqttSession.connect(options(link.port, "kept", keepalive=1))
+        connected = link.forwarded  # CONNECT and CONNACK
+        waiter = asyncio.ensure_future(session.wait_message())
+        # Pings are answered through the proxy while it forwards (PINGREQ + PINGRESP).
+        await eventually(lambda: link.forwarded >= connected + 4, timeout=4)
+        assert not waiter.done()
+        link.blackhole()
+        started = time.monotonic()
+        with pytest.raises(MqttError, match="no PINGRESP"):
+            await asyncio.wait_for(waiter, timeout=6)
+        assert time.monotonic() - started < 4  # ping after <= 1 s idle, then 1 s wait
+        with pytest.raises(MqttError):
+            await session.publish([("x", b"", False, 1)])
+        await session.close()
 
     run(scenario)
 
 
-def test_a_publish_unanswered_in_time_ends_the_session(broker, monkeypatch):
+def test_a_publish_unanswered_in_time_ends_the_session(link, monkeypatch):
     monkeypatch.setattr(mqtt_module, "OPERATION_TIMEOUT", 0.5)
 
     async def scenario() -> None:
-        async with Proxy(broker.port) as proxy:
-            session = await MqttSession.connect(options(proxy.port, "frozen-pub", keepalive=60))
-            await session.publish([("x", b"1", False, 1)])  # answered while forwarding
-            proxy.freeze()
-            with pytest.raises(MqttError, match="no PUBACK"):
-                await session.publish([("x", b"2", False, 1)])
-            with pytest.raises(MqttError, match="no PUBACK"):
-                await session.subscribe([("y", 1)])  # the session's first error, at once
-            # The session counts as dead: a waiter learns it now, not at the next ping.
-            with pytest.raises(MqttError):
-                await asyncio.wait_for(session.wait_message(), timeout=2)
-            session.abort()
+        session = await MqttSession.connect(options(link.port, "frozen-pub", keepalive=60))
+        await session.publish([("x", b"1", False, 1)])  # answered while forwarding
+        link.blackhole()
+        with pytest.raises(MqttError, match="no PUBACK"):
+            await session.publish([("x", b"2", False, 1)])
+        with pytest.raises(MqttError, match="no PUBACK"):
+            await session.subscribe([("y", 1)])  # the session's first error, at once
+        # The session counts as dead: a waiter learns it now, not at the next ping.
+        with pytest.raises(MqttError):
+            await asyncio.wait_for(session.wait_message(), timeout=2)
+        session.abort()
 
     run(scenario)
 
