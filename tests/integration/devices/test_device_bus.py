@@ -9,12 +9,12 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_broker import WAIT, Broker, device_client
+from mqtt_broker import WAIT, Broker, device_client, free_port
 
 from edgenode.devices import DeviceLayer, DeviceSpec, MqttSettings, RouteSpec
 from edgenode.devices.bus import StoreCommit
@@ -69,6 +69,28 @@ async def node(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+def broker_factory(tmp_path) -> Iterator[Any]:
+    started: list[Broker] = []
+
+    def make(users: dict[str, str] | None = None, acl: str = "", tls: bool = False) -> Broker:
+        directory = tmp_path / f"broker{len(started)}"
+        directory.mkdir()
+        broker = Broker(directory, free_port(), users or {}, acl, free_port() if tls else None)
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory()
 
 
 @pytest.fixture

@@ -90,6 +90,28 @@ async def barrier(session: MqttSession) -> None:
     assert await session.subscribe([("barrier/none", 0)]) == [0]
 
 
+@pytest.fixture
+def broker_factory(tmp_path) -> Iterator[Callable[..., Broker]]:
+    started: list[Broker] = []
+
+    def make(users: dict[str, str] | None = None, acl: str = "") -> Broker:
+        directory = tmp_path / f"broker{len(started)}"
+        directory.mkdir()
+        broker = Broker(directory, free_port(), users or {}, acl)
+        started.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory()
+
+
 # ------------------------------------------------------------- network helpers ----
 
 
