@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -218,7 +219,7 @@ class Node:
             if self.process.stdout.readline().strip() != HOLDING:
                 raise RuntimeError("the node did not start")
             self.profiler = subprocess.Popen(
-                [py_spy(), "record", "--pid", str(self.process.pid), "--rate", "500",
+                [py_spy() or "py-spy", "record", "--pid", str(self.process.pid), "--rate", "500",
                  "--format", "raw", "--output", str(profile), "--nonblocking"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -246,10 +247,10 @@ class Node:
             self.profiler.wait(timeout=10)
 
 
-def py_spy() -> str:
-    """py-spy next to this Python (``pip install py-spy`` into the venv)."""
+def py_spy() -> str | None:
+    """py-spy next to this Python (``pip install py-spy`` into the venv), or on PATH."""
     found = Path(sys.executable).with_name("py-spy")
-    return str(found) if found.exists() else "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
 
 
 # ------------------------------------------------------------------ devices ----
@@ -512,6 +513,8 @@ def main() -> None:
     if args.node:
         asyncio.run(node_main(args.port, args.db, args.devices, args.expect, args.hold))
         return
+    if args.profile and py_spy() is None:
+        parser.error(f"--profile needs py-spy: {Path(sys.executable).parent}/pip install py-spy")
     if args.via_port:
         os.environ[VIA_PORT_ENV] = "1"  # the node processes inherit it
     os.environ[WINDOW_ENV] = str(args.commit_window)  # the node processes inherit it
