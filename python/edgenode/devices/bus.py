@@ -238,6 +238,9 @@ class DeviceLayer:
         self._client: MqttSession | None = None
         self._dropped_before = 0
         """Oversized messages the sessions before the current one dropped."""
+        self._left_before = 0
+        """Messages the sessions before the current one left to the broker (past the
+        client's queue bound: the broker sent them again to the next session)."""
         self._subscribed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
@@ -288,6 +291,9 @@ class DeviceLayer:
         dropped = self._dropped_before + (client.dropped if client is not None else 0)
         if dropped:
             merged["oversized_dropped"] = dropped
+        left = self._left_before + (client.left_to_broker if client is not None else 0)
+        if left:
+            merged["left_to_broker"] = left
         return dict(merged)
 
     # ------------------------------------------------------------------ run ----
@@ -314,6 +320,7 @@ class DeviceLayer:
                 self.connected.clear()
                 if self._client is not None:
                     self._dropped_before += self._client.dropped
+                    self._left_before += self._client.left_to_broker
                 self._client = None
                 self._subscribed.clear()
             delay = self._backoff.next_delay()

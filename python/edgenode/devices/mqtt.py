@@ -28,22 +28,32 @@ then holds the rest, as it does for a slow client). While the session waits for 
 broker's answer to its own packets (CONNACK, SUBACK, PUBACK, PINGRESP) it must read on to
 find that answer, and the answer can be behind a whole backlog: Mosquitto sends a
 persistent session's queued messages as fast as the node acknowledges the first ones
-(measured: 20 unacknowledged after the connect, 400 as soon as those were acknowledged),
-so a backlog streams in while the node waits for the PUBACKs of its replies. The queue
-then grows past MAX_QUEUED, up to MAX_QUEUED_HARD messages or MAX_QUEUED_BYTES_HARD bytes
-of packets — both above the most the shipped broker settings let Mosquitto hold for the
-node (``deploy/mosquitto/edgenode.conf``: 100,000 messages, 64 MiB), so that backlog
-always fits. Past either, the session ends (what was not acknowledged comes again after
-the reconnect). The decoder holds at most one packet of up to ``max_packet`` bytes (a
-larger PUBLISH is skipped as it streams in, acknowledged and counted as dropped); writes
-wait while the transport's buffer is over its high-water mark. Every failure of the
-connection ends the session with :class:`MqttError`; reconnecting is the caller's job (a
-new session: the broker's persistent session redelivers what was not acknowledged).
+(measured with Mosquitto 2.0.11: 20 unacknowledged after the connect, then a backlog of
+280 at once as soon as those were acknowledged: it stops holding its
+``max_inflight_messages`` window), so a backlog streams in while the node waits for the
+PUBACKs of its replies. The queue then grows past MAX_QUEUED, up to MAX_QUEUED_HARD
+messages or MAX_QUEUED_BYTES_HARD bytes of packets — both above the most the shipped
+broker settings let Mosquitto hold for the node (``deploy/mosquitto/edgenode.conf``:
+100,000 messages, 64 MiB), so that backlog fits. Past either bound the session goes on
+reading for its answer but keeps no more messages: it leaves them, unacknowledged, to
+the broker (counted in ``left_to_broker``). What it kept is taken and acknowledged as
+usual; once the queue is empty, :meth:`MqttSession.wait_message` ends the session (with
+a DISCONNECT, after the acknowledgements were written) and the broker sends the rest
+again to the next session. Each session thus gets through at least MAX_QUEUED_HARD
+messages of any backlog: ending the session at the bound instead would lose the answer
+and the acknowledgements of the batch that waited for it, and a backlog over the bound
+would come back whole after every reconnect. The decoder holds at most one packet of up
+to ``max_packet`` bytes (a larger PUBLISH is skipped as it streams in, acknowledged and
+counted as dropped); writes wait while the transport's buffer is over its high-water
+mark. Every failure of the connection ends the session with :class:`MqttError`;
+reconnecting is the caller's job (a new session: the broker's persistent session
+redelivers what was not acknowledged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections import deque
@@ -66,10 +76,16 @@ MAX_QUEUED: Final = 10_000
 RESUME_QUEUED: Final = MAX_QUEUED // 2
 """Queued messages below which reading resumes."""
 MAX_QUEUED_HARD: Final = 250_000
-"""Queued messages that end the session (the broker sent them while the node waited for
-an answer and could not stop reading): 2.5 times the shipped broker's queue."""
+"""Queued messages past which the session keeps no more (the broker sent them while the
+node waited for an answer and could not stop reading): the rest is left to the broker
+for the next session. 2.5 times the shipped broker's queue."""
 MAX_QUEUED_BYTES_HARD: Final = 128 * 1024 * 1024
-"""Bytes of queued packets that end the session: twice the shipped broker's queue."""
+"""Bytes of queued packets past which the session keeps no more messages: twice the
+shipped broker's queue."""
+
+BARRIER_FILTER: Final = "$edge/node/no-such-subscription"
+"""Unsubscribed from to know the broker has read everything sent before (its answer
+comes after it did)."""
 
 _CONNACK, _SUBACK, _UNSUBACK, _PINGRESP = 2, 9, 11, 13
 _PINGREQ: Final = b"\xc0\x00"
@@ -138,6 +154,11 @@ class MqttSession(asyncio.Protocol):
         self.session_present = False
         self.dropped = 0
         """PUBLISHes over ``max_packet`` skipped (acknowledged and logged here)."""
+        self.left_to_broker = 0
+        """PUBLISHes read past the queue's hard bounds and not kept: unacknowledged, the
+        broker sends them again to the next session."""
+        self._full = False
+        """The queue reached a hard bound: every later message is left to the broker."""
         self._loop = asyncio.get_running_loop()
         self._decoder = MqttDecoder(options.max_packet)
         self._transport: asyncio.Transport | None = None
@@ -286,9 +307,16 @@ class MqttSession(asyncio.Protocol):
 
     async def wait_message(self) -> None:
         """Wait until at least one message is queued (MqttError if the session ended
-        first; messages queued before the end are still taken)."""
+        first; messages queued before the end are still taken). Once the queue is empty
+        after messages were left to the broker, end the session: only a new one gets
+        them again."""
         while not self._queued:
             self._check()
+            if self._full:
+                if self.left_to_broker:
+                    raise await self._end_for_the_rest()
+                self._full = False  # none came after the bound: go on as before
+                self._read_on()
             self._arrived.clear()
             await self._arrived.wait()  # set by data_received, and by _fail
 
@@ -337,10 +365,15 @@ class MqttSession(asyncio.Protocol):
                 self._transport.abort()
             return
         if messages:
-            self._queue.append((messages, retained, len(data)))
-            self._queued += len(messages)
-            self._queued_bytes += len(data)
-            self._arrived.set()
+            if self._full:
+                self.left_to_broker += len(messages)
+            else:
+                self._queue.append((messages, retained, len(data)))
+                self._queued += len(messages)
+                self._queued_bytes += len(data)
+                self._arrived.set()
+                if self._queued >= MAX_QUEUED_HARD or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
+                    self._keep_no_more()
         for packet_id in acks:
             group = self._waiting.pop(packet_id, None)
             if group is not None:
@@ -349,7 +382,7 @@ class MqttSession(asyncio.Protocol):
                     group.done.set_result(None)
         for kind, body in controls:
             self._control(kind, body)
-        if self._queued >= MAX_QUEUED or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
+        if self._queued >= MAX_QUEUED or self._full:
             self._throttle()
         if dropped:
             self.dropped += len(dropped)
@@ -380,23 +413,44 @@ class MqttSession(asyncio.Protocol):
 
     def _throttle(self) -> None:
         """Stop reading while the queue is full, unless an answer is awaited."""
-        if self._queued >= MAX_QUEUED_HARD or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
-            log.error(
-                "%d MQTT messages (%d bytes) queued and not taken: ending the session",
-                self._queued,
-                self._queued_bytes,
-            )
-            self._fail(
-                MqttError(
-                    f"over {MAX_QUEUED_HARD} received messages queued, or over "
-                    f"{MAX_QUEUED_BYTES_HARD} bytes"
-                )
-            )
-            if self._transport is not None:
-                self._transport.abort()
-        elif self._reading and not self._awaiting_answer() and self._transport is not None:
+        if self._reading and not self._awaiting_answer() and self._transport is not None:
             self._reading = False
             self._transport.pause_reading()
+
+    def _keep_no_more(self) -> None:
+        """The queue reached a hard bound while an answer was awaited: from the next
+        message on, leave them all to the broker (the queue stays an unbroken prefix of
+        what it sent, so acknowledging it keeps MQTT's order)."""
+        self._full = True
+        log.warning(
+            "%d MQTT messages (%d bytes) queued while waiting for the broker's answer: "
+            "the rest of its backlog is left to it for the next session",
+            self._queued,
+            self._queued_bytes,
+        )
+
+    async def _end_for_the_rest(self) -> MqttError:
+        """End the session once what it kept was taken, and its acknowledgements are
+        with the broker. Written is not enough: closing a socket with unread data (the
+        rest of the backlog) sends a reset, and Mosquitto then drops the connection
+        without reading what it had not read yet. The broker handles a connection's
+        packets in order, so once it answered an UNSUBSCRIBE sent after them (of a filter
+        nobody subscribed: MQTT requires the answer anyway), it has them all."""
+        with contextlib.suppress(MqttError):
+            await self.unsubscribe([BARRIER_FILTER])
+        self._fail(
+            MqttError(
+                f"{self.left_to_broker} messages over the queue's bound ({MAX_QUEUED_HARD} "
+                f"messages or {MAX_QUEUED_BYTES_HARD} bytes) left to the broker: a new "
+                "session gets them"
+            )
+        )
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_DISCONNECT)
+            transport.close()
+        assert self._error is not None
+        return self._error
 
     def _awaiting_answer(self) -> bool:
         pong = self._pong
@@ -408,7 +462,10 @@ class MqttSession(asyncio.Protocol):
         )
 
     def _read_on(self) -> None:
-        """Resume reading (an answer is awaited, or the queue has room again)."""
+        """Resume reading (an answer is awaited, or the queue has room again and no
+        message is being left to the broker)."""
+        if self._full and not self._awaiting_answer():
+            return
         if not self._reading and self._transport is not None and self._error is None:
             self._reading = True
             self._transport.resume_reading()
