@@ -86,6 +86,8 @@ shipped broker's queue."""
 BARRIER_FILTER: Final = "$edge/node/no-such-subscription"
 """Unsubscribed from to know the broker has read everything sent before (its answer
 comes after it did)."""
+CLOSE_BARRIER_TIMEOUT: Final = 1.0
+"""Seconds a close waits for that answer (a dead broker must not hold a shutdown)."""
 
 _CONNACK, _SUBACK, _UNSUBACK, _PINGRESP = 2, 9, 11, 13
 _PINGREQ: Final = b"\xc0\x00"
@@ -224,13 +226,12 @@ class MqttSession(asyncio.Protocol):
         await self.close()
 
     async def close(self) -> None:
-        """Send DISCONNECT (the broker then drops no will and keeps the session) and
-        close; anything still waiting fails with MqttError."""
+        """Make sure the broker has what was written (its answer to a barrier, within
+        CLOSE_BARRIER_TIMEOUT), send DISCONNECT (the broker then drops no will and keeps
+        the session) and close; anything still waiting fails with MqttError."""
+        await self._barrier(CLOSE_BARRIER_TIMEOUT)
+        self._disconnect(MqttError("the session was closed"))
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(_DISCONNECT)
-            transport.close()
-        self._fail(MqttError("the session was closed"))
         if self._keepalive is not None:
             self._keepalive.cancel()
         if transport is not None:
@@ -431,26 +432,42 @@ class MqttSession(asyncio.Protocol):
 
     async def _end_for_the_rest(self) -> MqttError:
         """End the session once what it kept was taken, and its acknowledgements are
-        with the broker. Written is not enough: closing a socket with unread data (the
-        rest of the backlog) sends a reset, and Mosquitto then drops the connection
-        without reading what it had not read yet. The broker handles a connection's
-        packets in order, so once it answered an UNSUBSCRIBE sent after them (of a filter
-        nobody subscribed: MQTT requires the answer anyway), it has them all."""
-        with contextlib.suppress(MqttError):
-            await self.unsubscribe([BARRIER_FILTER])
-        self._fail(
+        with the broker."""
+        await self._barrier(OPERATION_TIMEOUT)
+        self._disconnect(
             MqttError(
                 f"{self.left_to_broker} messages over the queue's bound ({MAX_QUEUED_HARD} "
                 f"messages or {MAX_QUEUED_BYTES_HARD} bytes) left to the broker: a new "
                 "session gets them"
             )
         )
+        assert self._error is not None
+        return self._error
+
+    async def _barrier(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the broker has read everything written so
+        far: the acknowledgements. Written is not enough before a close: closing a socket
+        with unread data (messages still coming) sends a reset, and Mosquitto then drops
+        the connection without reading what it had not read yet (measured: the PUBACKs
+        written just before were lost every time, so the broker sent those messages
+        again). The broker handles a connection's packets in order, so once it answered
+        an UNSUBSCRIBE sent after them (of a filter nobody subscribed: MQTT requires the
+        answer anyway), it has them all. A failed or late answer changes nothing: the
+        session is ending anyway."""
+        if self._error is not None:
+            return
+        with contextlib.suppress(MqttError, TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.unsubscribe([BARRIER_FILTER])
+
+    def _disconnect(self, error: MqttError) -> None:
+        """DISCONNECT and close (the transport writes what it holds first), then fail
+        whatever waits with ``error``."""
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(_DISCONNECT)
             transport.close()
-        assert self._error is not None
-        return self._error
+        self._fail(error)
 
     def _awaiting_answer(self) -> bool:
         pong = self._pong

@@ -289,6 +289,44 @@ def test_unacknowledged_messages_come_again_after_a_reconnect_and_acked_ones_do_
     run(scenario)
 
 
+def test_acknowledgements_written_just_before_close_reach_the_broker(broker_factory):
+    """Closing with messages still unread makes the kernel send a reset, and Mosquitto
+    then dropped the connection without reading the PUBACKs written just before (every
+    time, measured): after a graceful stop the node got its last batch again. close()
+    waits for the broker to have read them (a barrier), so only the unacknowledged
+    messages come again."""
+    broker = broker_factory(extra=["max_inflight_messages 0"])  # unread data piles up
+    persistent = options(broker.port, "closing", clean_session=False)
+
+    async def scenario() -> None:
+        async with await MqttSession.connect(options(broker.port, "pub")) as publisher:
+            session = await MqttSession.connect(persistent)
+            await session.subscribe([("c/#", 1)])
+            for round_ in range(3):
+                await publisher.publish(
+                    [("c/x", b"%d-%04d" % (round_, n), False, 1) for n in range(2000)]
+                )
+                await session.wait_message()
+                taken = session.take(50).messages
+                session.ack(acks(taken))
+                await session.close()  # the rest of the 2,000 is unread
+                session = await MqttSession.connect(persistent)
+                rest: list[Message] = []
+                while len(rest) < 2000 - len(taken):
+                    async with asyncio.timeout(WAIT):
+                        await session.wait_message()
+                    batch = session.take(2000).messages
+                    session.ack(acks(batch))
+                    rest += batch
+                payloads = [p for _, p, _, _ in taken + rest]
+                assert payloads == [b"%d-%04d" % (round_, n) for n in range(2000)]
+            await barrier(session)
+            assert session.queued() == 0
+            await session.close()
+
+    run(scenario)
+
+
 def test_a_refused_connect_names_the_reason_and_the_right_password_connects(broker_factory):
     secure = broker_factory(users={"node": "node-pw"}, acl="user node\ntopic readwrite #\n")
 
