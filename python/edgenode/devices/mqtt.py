@@ -32,15 +32,15 @@ persistent session's queued messages as fast as the node acknowledges the first 
 280 at once as soon as those were acknowledged: it stops holding its
 ``max_inflight_messages`` window), so a backlog streams in while the node waits for the
 PUBACKs of its replies. The queue then grows past MAX_QUEUED, up to MAX_QUEUED_HARD
-messages or MAX_QUEUED_BYTES_HARD bytes of packets — both above the most the shipped
-broker settings let Mosquitto hold for the node (``deploy/mosquitto/edgenode.conf``:
-100,000 messages, 64 MiB), so that backlog fits. Past either bound the session goes on
+messages or MAX_QUEUED_BYTES_HARD bytes of packets — the most the shipped broker
+settings let Mosquitto queue for the node (``deploy/mosquitto/edgenode.conf``: 100,000
+messages, 64 MiB), so that backlog fits, mostly. Past either bound the session goes on
 reading for its answer but keeps no more messages: it leaves them, unacknowledged, to
 the broker (counted in ``left_to_broker``). What it kept is taken and acknowledged as
 usual; once the queue is empty, :meth:`MqttSession.wait_message` ends the session (with
-a DISCONNECT, after the acknowledgements were written) and the broker sends the rest
-again to the next session. Each session thus gets through at least MAX_QUEUED_HARD
-messages of any backlog: ending the session at the bound instead would lose the answer
+a DISCONNECT, once the broker has read the acknowledgements) and the broker sends the
+rest again to the next session. Each session thus gets through a bound's worth of any
+backlog: ending the session at the bound instead would lose the answer
 and the acknowledgements of the batch that waited for it, and a backlog over the bound
 would come back whole after every reconnect. The decoder holds at most one packet of up
 to ``max_packet`` bytes (a larger PUBLISH is skipped as it streams in, acknowledged and
@@ -75,13 +75,14 @@ MAX_QUEUED: Final = 10_000
 """Received messages waiting to be taken before the socket stops being read."""
 RESUME_QUEUED: Final = MAX_QUEUED // 2
 """Queued messages below which reading resumes."""
-MAX_QUEUED_HARD: Final = 250_000
+MAX_QUEUED_HARD: Final = 100_000
 """Queued messages past which the session keeps no more (the broker sent them while the
 node waited for an answer and could not stop reading): the rest is left to the broker
-for the next session. 2.5 times the shipped broker's queue."""
-MAX_QUEUED_BYTES_HARD: Final = 128 * 1024 * 1024
-"""Bytes of queued packets past which the session keeps no more messages: twice the
-shipped broker's queue."""
+for the next session. The shipped broker's queue (measured: a node at 35 MB grew to
+62 MB with the queue at this bound, small twin reports)."""
+MAX_QUEUED_BYTES_HARD: Final = 64 * 1024 * 1024
+"""Bytes of queued packets past which the session keeps no more messages: the shipped
+broker's queue."""
 
 BARRIER_FILTER: Final = "$edge/node/no-such-subscription"
 """Unsubscribed from to know the broker has read everything sent before (its answer
