@@ -390,6 +390,10 @@ def backlog_run(
         "outbox_appends": stats.get("uplinks", 0),
         # Messages the core's batch call handled itself (the rest took its fallback).
         "batch_fast": stats.get("batch_fast", 0),
+        # Broker sessions the drain took, and messages past the client's queue bound that
+        # it left to the broker for the next one (docs/device-api.md).
+        "connects": stats.get("connects", 0),
+        "left_to_broker": stats.get("left_to_broker", 0),
         "node_reports_per_s": (total - 1) / span if span > 0 else None,
         "broker_ceiling_msgs_per_s": total / ceiling_s,
         "node_cpu_s_per_1000": 1000 * result["cpu_seconds"] / total,
