@@ -374,7 +374,7 @@ class MqttSession(asyncio.Protocol):
                 self._queued += len(messages)
                 self._queued_bytes += len(data)
                 self._arrived.set()
-                if self._queued >= MAX_QUEUED_HARD or self._queued_bytes >= MAX_QUEUED_BYTES_HARD:
+                if self._over_hard_bound() and self._awaiting_answer():
                     self._keep_no_more()
         for packet_id in acks:
             group = self._waiting.pop(packet_id, None)
@@ -384,7 +384,7 @@ class MqttSession(asyncio.Protocol):
                     group.done.set_result(None)
         for kind, body in controls:
             self._control(kind, body)
-        if self._queued >= MAX_QUEUED or self._full:
+        if self._queued >= MAX_QUEUED or self._full or self._over_hard_bound():
             self._throttle()
         if dropped:
             self.dropped += len(dropped)
@@ -418,6 +418,9 @@ class MqttSession(asyncio.Protocol):
         if self._reading and not self._awaiting_answer() and self._transport is not None:
             self._reading = False
             self._transport.pause_reading()
+
+    def _over_hard_bound(self) -> bool:
+        return self._queued >= MAX_QUEUED_HARD or self._queued_bytes >= MAX_QUEUED_BYTES_HARD
 
     def _keep_no_more(self) -> None:
         """The queue reached a hard bound while an answer was awaited: from the next

@@ -420,10 +420,16 @@ def test_an_oversized_message_is_dropped_acknowledged_and_not_redelivered(broker
     run(scenario)
 
 
-def test_flow_control_stops_reading_at_max_queued_and_loses_nothing(broker, monkeypatch):
-    monkeypatch.setattr(mqtt_module, "MAX_QUEUED", 50)
-    monkeypatch.setattr(mqtt_module, "RESUME_QUEUED", 25)
+@pytest.mark.parametrize("bound", ["messages", "bytes"])
+def test_flow_control_stops_reading_at_max_queued_and_loses_nothing(broker, monkeypatch, bound):
+    """Reading stops at MAX_QUEUED messages, or at MAX_QUEUED_BYTES_HARD bytes (large
+    messages): with no answer awaited that only pauses the socket, nothing is left."""
     count, size = 2000, 1000  # 2 MB: far more than one socket read
+    if bound == "messages":
+        monkeypatch.setattr(mqtt_module, "MAX_QUEUED", 50)
+        monkeypatch.setattr(mqtt_module, "RESUME_QUEUED", 25)
+    else:
+        monkeypatch.setattr(mqtt_module, "MAX_QUEUED_BYTES_HARD", 50 * (size + 10))
 
     async def scenario() -> None:
         async with (
@@ -455,6 +461,7 @@ def test_flow_control_stops_reading_at_max_queued_and_loses_nothing(broker, monk
                     assert slow.queued() <= bound
             assert [p[:6] for _, p, _, _ in got[:count]] == [b"%06d" % n for n in range(count)]
             assert got[-1][0] == "f/end"
+            assert slow.left_to_broker == 0
 
     run(scenario)
 
